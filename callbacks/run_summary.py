@@ -1,0 +1,114 @@
+"""RunSummary: keeps ``summary.json`` in the run directory current and prints the results table at the end."""
+from __future__ import annotations
+
+import json
+import os
+import time
+from typing import Any
+
+import lightning as L
+from lightning.pytorch.utilities import rank_zero_only
+
+from pipeline.run_dir import CHECKPOINT_DIR, CONFIG_FILE, SUMMARY_FILE
+
+TABLE_METRICS = ("p_correct", "p_noise", "acc", "loss")
+
+
+def variants_table(metrics: dict[str, float], stage: str = "val") -> dict[str, dict[str, float]]:
+    """``{"val/<variant>/<metric>": x}`` -> ``{variant: {metric: x}}`` (variants keep their logged order)."""
+    table: dict[str, dict[str, float]] = {}
+    for key, value in metrics.items():
+        parts = key.split("/")
+        if len(parts) == 3 and parts[0] == stage:
+            table.setdefault(parts[1], {})[parts[2]] = value
+    return table
+
+
+def format_table(table: dict[str, dict[str, float]]) -> str:
+    cols = [m for m in TABLE_METRICS if any(m in row for row in table.values())]
+    width = max([len("variant")] + [len(v) for v in table])
+    lines = [f"{'variant':<{width}}  " + "  ".join(f"{c:>9}" for c in cols)]
+    for variant, row in table.items():
+        lines.append(f"{variant:<{width}}  " + "  ".join(f"{row.get(c, float('nan')):>9.4f}" for c in cols))
+    return "\n".join(lines)
+
+
+class RunSummary(L.Callback):
+    """Writes ``summary.json`` after every validation/test (status ``running``), and at the end ``completed``
+    (or ``failed`` with the error), so an interrupted run still leaves its latest numbers behind."""
+
+    def __init__(self) -> None:
+        self.start = time.time()
+        self.eval_step: int | None = None
+        self.run_dir: str | None = None
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        self.start = time.time()
+        # trainer.log_dir broadcasts, so it is read here on every rank, never inside rank-zero-only code
+        self.run_dir = os.path.abspath(trainer.log_dir)
+        # checkpoints live in the run directory too (Lightning would otherwise nest them under the logger's id)
+        ckpt = trainer.checkpoint_callback
+        if ckpt is not None and getattr(ckpt, "dirpath", None) is None:
+            ckpt.dirpath = os.path.join(self.run_dir, CHECKPOINT_DIR)
+
+    def _metrics(self, trainer: L.Trainer) -> dict[str, float]:
+        return {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
+
+    @rank_zero_only
+    def write(self, trainer: L.Trainer, status: str, stage: str = "val", error: str | None = None) -> dict[str, Any]:
+        if self.run_dir is None:  # failed before setup: nothing to summarise yet
+            return {}
+        metrics = self._metrics(trainer)
+        summary: dict[str, Any] = {
+            "status": status,
+            "run_dir": self.run_dir,
+            "config": os.path.join(self.run_dir, CONFIG_FILE),
+            "seed": int(os.environ["PL_GLOBAL_SEED"]) if "PL_GLOBAL_SEED" in os.environ else None,
+            "global_step": trainer.global_step,
+            "eval_step": self.eval_step,
+            "wall_time_s": round(time.time() - self.start, 3),
+            "metrics": metrics,
+            "variants": variants_table(metrics, stage),
+            "wandb": self._wandb_info(trainer),
+        }
+        if error is not None:
+            summary["error"] = error
+        os.makedirs(self.run_dir, exist_ok=True)
+        path = os.path.join(self.run_dir, SUMMARY_FILE)
+        tmp = path + ".tmp"
+        with open(tmp, "w") as f:
+            json.dump(summary, f, indent=2)
+        os.replace(tmp, path)  # atomic: a reader never sees half a file
+        return summary
+
+    @staticmethod
+    def _wandb_info(trainer: L.Trainer) -> dict[str, Any] | None:
+        for lg in trainer.loggers:
+            if type(lg).__name__ == "WandbLogger" and getattr(lg, "_experiment", None) is not None:
+                run = lg.experiment
+                return {"id": run.id, "project": run.project, "group": run.group, "mode": os.environ.get("WANDB_MODE"), "dir": run.dir}
+        return None
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not trainer.sanity_checking:
+            self.eval_step = trainer.global_step
+            self.write(trainer, "running")
+
+    def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.eval_step = trainer.global_step
+        self._finish(trainer, "test")
+
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._finish(trainer, "val")
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        self.write(trainer, "failed", error=f"{type(exception).__name__}: {exception}")
+
+    @rank_zero_only
+    def _finish(self, trainer: L.Trainer, stage: str) -> None:
+        summary = self.write(trainer, "completed", stage)
+        if summary.get("variants"):
+            stale = f" (from step {self.eval_step}, not the last step {trainer.global_step})" if stage == "val" and self.eval_step != trainer.global_step else ""
+            print(f"\nResults on the clean test set at trigger positions{stale}:\n{format_table(summary['variants'])}")
+        if summary:
+            print(f"\nRun directory: {summary['run_dir']}\n  summary: {SUMMARY_FILE}  config: {CONFIG_FILE}")

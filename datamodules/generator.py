@@ -1,0 +1,154 @@
+"""The one sampler of noisy in-context recall sequences, vectorised over the batch (a loop over positions only).
+
+A sequence is a bigram Markov chain, except right after a *trigger*: there the next token is that trigger's
+in-context *output* token, or with probability alpha the generic *noise* token (Chen, Bruna & Bietti, 2406.03068).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import torch
+
+from datamodules.bigram import BigramModel
+
+LossOn = Literal["repeat_triggers", "all_triggers", "all"]
+
+
+def stream_seed(*keys: int) -> int:
+    """A 63-bit seed derived from integer keys (seed, rank, worker, batch index) with numpy's SeedSequence."""
+    return int(np.random.SeedSequence([int(k) for k in keys]).generate_state(1, dtype=np.uint64)[0]) >> 1
+
+
+def alias_tables(probs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Walker/Vose alias tables for each row of (R, V) probabilities, flattened to (R * V,).
+
+    Drawing from row r: pick a column c uniformly; keep c with probability accept[r, c], else take alias[r, c].
+    Two gathers and a compare per draw, whatever V is.
+    """
+    r, v = probs.shape
+    accept = torch.ones(r, v, dtype=torch.float64)
+    alias = torch.arange(v).repeat(r, 1)
+    scaled = (probs.double() / probs.double().sum(-1, keepdim=True) * v).tolist()
+    for row, p in enumerate(scaled):
+        small = [i for i, x in enumerate(p) if x < 1.0]
+        large = [i for i, x in enumerate(p) if x >= 1.0]
+        while small and large:
+            s, l = small.pop(), large.pop()
+            accept[row, s], alias[row, s] = p[s], l
+            p[l] -= 1.0 - p[s]
+            (small if p[l] < 1.0 else large).append(l)
+    return accept.flatten().float(), alias.flatten()
+
+
+@dataclass
+class NoisyRecallGenerator:
+    bigram: BigramModel
+    seq_len: int
+    n_triggers: int = 1
+    alpha: float = 0.5
+    trigger_mode: Literal["fixed", "random"] = "fixed"
+    noise_token: int | None = None  # None: an extra id V that never occurs naturally
+    loss_on: LossOn = "repeat_triggers"
+    output_pool: torch.Tensor | None = None  # tokens outputs are drawn from; default: all but the noise token
+
+    def __post_init__(self) -> None:
+        v = self.bigram.vocab_size
+        if not 0.0 <= self.alpha <= 1.0:
+            raise ValueError(f"data.alpha must be in [0, 1], got {self.alpha}")
+        if self.seq_len < 1:
+            raise ValueError(f"data.seq_len must be >= 1, got {self.seq_len}")
+        if self.noise_token is not None and not 0 <= self.noise_token < v:
+            raise ValueError(f"data.noise_token must be an existing token id in [0, {v}) or null, got {self.noise_token}")
+        candidates = v - (self.noise_token is not None)  # tokens that may be triggers
+        if not 1 <= self.n_triggers < candidates:
+            raise ValueError(f"data.n_triggers must be in [1, {candidates}) for a vocabulary of {v} tokens, got {self.n_triggers}")
+        self.noise_id = v if self.noise_token is None else self.noise_token
+        self.vocab_size = v + (self.noise_token is None)
+        not_noise = torch.ones(v, dtype=torch.bool)
+        if self.noise_token is not None:
+            not_noise[self.noise_token] = False
+        self.trigger_weights = self.bigram.marginal * not_noise
+        self.fixed_triggers = torch.topk(self.trigger_weights, self.n_triggers).indices
+        if self.output_pool is None:
+            self.output_pool = torch.arange(v)[not_noise]
+        # Row i of the CDF table samples the successor of token i; the extra noise token is followed by the marginal.
+        rows = self.bigram.transitions
+        if self.noise_token is None:
+            rows = torch.cat([rows, self.bigram.marginal[None]])
+        self.accept, self.alias = alias_tables(rows)  # flattened (rows * V,)
+        self.marginal_cdf = self.bigram.marginal.double().cumsum(-1).float()
+
+    def sample(self, batch_size: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
+        """A batch: tokens (B, T+1); mask, answer (B, T) for the input positions 0..T-1.
+
+        ``answer`` is the in-context output token at trigger positions and -1 elsewhere; ``mask`` marks the
+        positions whose prediction is trained and scored (see ``loss_on``).
+        """
+        b, t = batch_size, self.seq_len
+        g = generator
+        if self.trigger_mode == "fixed":
+            triggers = self.fixed_triggers.expand(b, -1)
+        else:
+            triggers = torch.multinomial(self.trigger_weights.expand(b, -1), self.n_triggers, generator=g)
+        pool = self.output_pool
+        outputs = pool[torch.randint(len(pool), (b, self.n_triggers), generator=g)]
+        # position-major (T+1, B) so that each step reads and writes contiguous memory
+        v = self.bigram.vocab_size
+        column = torch.randint(v, (t + 1, b), generator=g)  # alias method: a uniform column, then a coin
+        coin = torch.rand(t + 1, b, generator=g)
+        noisy = torch.rand(t + 1, b, generator=g) < self.alpha
+        cols = torch.empty(t + 1, b, dtype=torch.long)
+        first = torch.searchsorted(self.marginal_cdf, torch.rand(b, generator=g))
+        cols[0] = first.clamp_max_(v - 1)
+        if self.n_triggers == 1:  # the common case, without the (B, k) match
+            after = torch.where(noisy, self.noise_id, outputs[:, 0])
+        for i in range(1, t + 1):
+            prev = cols[i - 1]
+            cell = prev * v + column[i]
+            nxt = torch.where(coin[i] < self.accept[cell], column[i], self.alias[cell])
+            if self.n_triggers == 1:
+                torch.where(prev == triggers[:, 0], after[i], nxt, out=cols[i])
+            else:
+                match = prev[:, None] == triggers
+                follow = torch.where(noisy[i], self.noise_id, (match * outputs).sum(-1))
+                torch.where(match.any(-1), follow, nxt, out=cols[i])
+        tokens = cols.T.contiguous()
+        mask, answer = self.positions(tokens[:, :-1], triggers, outputs)
+        return {"tokens": tokens, "mask": mask, "answer": answer}
+
+    def positions(self, inputs: torch.Tensor, triggers: torch.Tensor, outputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        match = inputs[:, :, None] == triggers[:, None, :]  # (B, T, k)
+        is_trigger = match.any(-1)
+        answer = torch.where(is_trigger, (match * outputs[:, None, :]).sum(-1), -1)
+        if self.loss_on == "all":
+            mask = torch.ones_like(is_trigger)
+        elif self.loss_on == "all_triggers":
+            mask = is_trigger
+        else:  # 2nd or later occurrence of the same trigger: only then is the answer in context
+            occurrence = (match.cumsum(1) * match).sum(-1)
+            mask = occurrence >= 2
+        return mask, answer
+
+
+class NoisyRecallStream(torch.utils.data.IterableDataset):
+    """Endless batches; batch j of stream (rank, worker) is seeded by (seed, rank, worker, j).
+
+    So every DDP rank and dataloader worker has its own stream, no batch repeats, and a resumed run can skip
+    exactly the batches it already consumed (``skip``, counted in batches of the whole loader on this rank).
+    """
+
+    def __init__(self, gen: NoisyRecallGenerator, batch_size: int, seed: int, rank: int = 0, skip: int = 0):
+        self.gen, self.batch_size, self.seed, self.rank, self.skip = gen, batch_size, seed, rank, skip
+
+    def __iter__(self):
+        info = torch.utils.data.get_worker_info()
+        worker, n_workers = (info.id, info.num_workers) if info is not None else (0, 1)
+        # The loader takes batches round-robin from workers: batch n comes from worker n % W as its (n // W)-th.
+        j = max(0, -(-(self.skip - worker) // n_workers))
+        g = torch.Generator()
+        while True:
+            g.manual_seed(stream_seed(self.seed, self.rank, worker, j))
+            yield self.gen.sample(self.batch_size, g)
+            j += 1

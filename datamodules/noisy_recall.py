@@ -1,0 +1,119 @@
+"""NoisyRecallDataModule: streaming noisy training sequences and a fixed clean (alpha = 0) test set."""
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Literal
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from datamodules.bigram import BigramSource, SyntheticBigram
+from datamodules.generator import LossOn, NoisyRecallGenerator, NoisyRecallStream
+
+
+class _Sequences(Dataset):
+    """A fixed set of sampled sequences, one dict per sequence (so DDP samplers can split it)."""
+
+    def __init__(self, batch: dict[str, torch.Tensor]):
+        self.batch = batch
+
+    def __len__(self) -> int:
+        return len(self.batch["tokens"])
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        return {k: v[i] for k, v in self.batch.items()}
+
+
+class NoisyRecallDataModule(L.LightningDataModule):
+    """Noisy in-context recall (Chen, Bruna & Bietti 2406.03068).
+
+    Args:
+        bigram: where bigram statistics come from (default: ``SyntheticBigram()``, 64 tokens, no file needed).
+        seq_len: tokens per training input sequence (T).
+        batch_size: sequences per training step (per process under DDP).
+        n_triggers: k trigger tokens per sequence.
+        alpha: probability that a trigger is followed by the noise token instead of its output token.
+        trigger_mode: ``fixed`` (the k most frequent tokens) or ``random`` (k drawn per sequence from the marginal).
+        noise_token: ``null`` for an extra token id V, or an existing token id.
+        loss_on: ``repeat_triggers`` (2nd+ occurrence of a trigger), ``all_triggers`` or ``all`` positions.
+        ood_outputs: draw train and test output tokens from disjoint halves of the vocabulary.
+        n_test: sequences in the clean test set (alpha = 0), fixed by ``test_seed``.
+        test_seq_len: length of test sequences (default seq_len; longer tests length generalisation).
+        seed: training stream seed; ``null`` takes the run's ``seed_everything``.
+        num_workers: dataloader worker processes (each gets its own stream).
+    """
+
+    def __init__(
+        self,
+        bigram: BigramSource | None = None,
+        seq_len: int = 256,
+        batch_size: int = 64,
+        n_triggers: int = 1,
+        alpha: float = 0.5,
+        trigger_mode: Literal["fixed", "random"] = "fixed",
+        noise_token: int | None = None,
+        loss_on: LossOn = "repeat_triggers",
+        ood_outputs: bool = False,
+        n_test: int = 512,
+        test_seq_len: int | None = None,
+        test_batch_size: int | None = None,
+        seed: int | None = None,
+        test_seed: int = 12345,
+        num_workers: int = 0,
+    ):
+        super().__init__()
+        if batch_size < 1 or n_test < 1:
+            raise ValueError(f"data.batch_size and data.n_test must be >= 1, got {batch_size} and {n_test}")
+        self.bigram = (bigram or SyntheticBigram()).build()
+        self.gen = NoisyRecallGenerator(
+            self.bigram, seq_len, n_triggers, alpha, trigger_mode, noise_token, loss_on
+        )
+        if ood_outputs:
+            pool = self.gen.output_pool
+            self.gen.output_pool = pool[0::2]
+            self.test_pool = pool[1::2]
+        else:
+            self.test_pool = self.gen.output_pool
+        self.batch_size, self.n_test, self.num_workers = batch_size, n_test, num_workers
+        self.test_seq_len = test_seq_len or seq_len
+        self.test_batch_size = test_batch_size or batch_size
+        self.seed = int(torch.initial_seed()) if seed is None else seed
+        self.test_seed = test_seed
+        self.test_set: _Sequences | None = None
+
+    # Linked into the model config by the CLI.
+    @property
+    def vocab_size(self) -> int:
+        return self.gen.vocab_size
+
+    @property
+    def noise_id(self) -> int:
+        return self.gen.noise_id
+
+    @property
+    def seq_len(self) -> int:
+        return max(self.gen.seq_len, self.test_seq_len)
+
+    def clean_generator(self) -> NoisyRecallGenerator:
+        return replace(self.gen, alpha=0.0, seq_len=self.test_seq_len, output_pool=self.test_pool)
+
+    def setup(self, stage: str) -> None:
+        if self.test_set is None:
+            g = torch.Generator().manual_seed(self.test_seed)
+            self.test_set = _Sequences(self.clean_generator().sample(self.n_test, g))
+
+    def train_dataloader(self) -> DataLoader:
+        rank, skip = 0, 0
+        if self.trainer is not None:
+            rank = self.trainer.global_rank
+            # on resume, continue the stream where the checkpointed run stopped
+            skip = self.trainer.global_step * self.trainer.accumulate_grad_batches
+        stream = NoisyRecallStream(self.gen, self.batch_size, self.seed, rank, skip)
+        return DataLoader(stream, batch_size=None, num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
+
+    def val_dataloader(self) -> DataLoader:
+        return DataLoader(self.test_set, batch_size=self.test_batch_size)
+
+    def test_dataloader(self) -> DataLoader:
+        return self.val_dataloader()

@@ -1,0 +1,45 @@
+"""Metrics at trigger positions, one torchmetrics object per model variant (full, each LASER truncation)."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torchmetrics import Metric
+
+METRIC_NAMES = ("p_correct", "p_noise", "acc", "loss")
+
+
+class TriggerRecallMetrics(Metric):
+    """Means over scored positions of: P(in-context answer), P(noise token), argmax == answer, cross-entropy.
+
+    Scored positions are ``mask`` (for ``loss``) and ``mask & answer >= 0`` (for the other three). States are
+    sums, so DDP reduction is exact.
+    """
+
+    full_state_update = False
+
+    def __init__(self, noise_id: int, **kwargs):
+        super().__init__(**kwargs)
+        self.noise_id = noise_id
+        for name in ("p_correct", "p_noise", "acc", "n_answer", "loss", "n_loss"):
+            self.add_state(name, default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
+
+    def update(self, logits: torch.Tensor, targets: torch.Tensor, answer: torch.Tensor, mask: torch.Tensor) -> None:
+        logp = logits[mask].float().log_softmax(-1)
+        self.loss += F.nll_loss(logp, targets[mask], reduction="sum").double()
+        self.n_loss += logp.shape[0]
+        ans = answer[mask]
+        has = ans >= 0
+        logp, ans = logp[has], ans[has]
+        self.p_correct += logp.gather(-1, ans[:, None]).exp().sum().double()
+        self.p_noise += logp[:, self.noise_id].exp().sum().double()
+        self.acc += (logp.argmax(-1) == ans).sum().double()
+        self.n_answer += ans.numel()
+
+    def compute(self) -> dict[str, torch.Tensor]:
+        n = self.n_answer.clamp_min(1)
+        return {
+            "p_correct": self.p_correct / n,
+            "p_noise": self.p_noise / n,
+            "acc": self.acc / n,
+            "loss": self.loss / self.n_loss.clamp_min(1),
+        }

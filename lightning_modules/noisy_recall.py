@@ -1,0 +1,126 @@
+"""NoisyRecallModule: trains the toy transformer and measures where the noise lives (LASER sweep at validation)."""
+from __future__ import annotations
+
+from dataclasses import replace
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from torch import nn
+
+from lightning_modules.laser import SVDFactors, rank_for, select_parameters, truncated
+from lightning_modules.metrics import TriggerRecallMetrics
+from lightning_modules.transformer import Transformer, TransformerConfig
+
+FULL = "full"
+
+
+def variant_name(param: str, rho: float) -> str:
+    """Stable metric-name part of a LASER variant, e.g. ``layers.1.ff.w2@rho0.1``."""
+    return f"{param}@rho{rho:g}"
+
+
+def _default_optimizer(params) -> torch.optim.Optimizer:
+    return torch.optim.AdamW(params, lr=1e-3)
+
+
+class NoisyRecallModule(L.LightningModule):
+    """Toy transformer on noisy in-context recall.
+
+    Logged validation metrics (on the clean test set, at scored trigger positions), for ``<variant>`` = ``full``
+    and each ``<param>@rho<rho>`` of ``laser_targets`` x ``laser_rhos``: ``val/<variant>/{p_correct,p_noise,acc,loss}``.
+
+    Args:
+        model: the transformer's configuration.
+        optimizer / scheduler: set in YAML (class_path + init_args); the scheduler steps every optimizer step.
+        laser_targets: parameter names (glob patterns allowed) whose truncations are evaluated at validation.
+        laser_rhos: rank fractions; rank = floor(rho * min(m, n)).
+        vocab_size / noise_id: linked from the datamodule by the CLI.
+    """
+
+    def __init__(
+        self,
+        model: TransformerConfig | None = None,
+        optimizer: OptimizerCallable = _default_optimizer,
+        scheduler: LRSchedulerCallable | None = None,
+        laser_targets: list[str] | None = None,
+        laser_rhos: list[float] | None = None,
+        vocab_size: int | None = None,
+        noise_id: int | None = None,
+    ):
+        super().__init__()
+        self.save_hyperparameters(ignore=["optimizer", "scheduler"])
+        if vocab_size is None or noise_id is None:
+            raise ValueError("model.vocab_size and model.noise_id must be set (the CLI links them from the datamodule)")
+        cfg = replace(model or TransformerConfig(), vocab_size=vocab_size)
+        self.net = Transformer(cfg)
+        self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
+        targets = list(select_parameters(self.net, laser_targets if laser_targets is not None else ["layers.1.ff.w2"]))
+        rhos = laser_rhos if laser_rhos is not None else [0.0, 0.1, 0.2, 1.0]
+        for rho in rhos:
+            if not 0.0 <= rho <= 1.0:
+                raise ValueError(f"model.laser_rhos entries must be in [0, 1], got {rho}")
+        params = dict(self.net.named_parameters())
+        # variant -> {param: rank}; ``full`` truncates nothing
+        self.variants: dict[str, dict[str, int]] = {FULL: {}}
+        for name in targets:
+            for rho in rhos:
+                self.variants[variant_name(name, rho)] = {name: rank_for(tuple(params[name].shape), rho)}
+        # ModuleDict keys may not contain '.', so metrics are keyed by position
+        self.val_metrics = nn.ModuleList(TriggerRecallMetrics(noise_id) for _ in self.variants)
+        self._factors: dict[str, SVDFactors] = {}
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.net(tokens)
+
+    def setup(self, stage: str) -> None:
+        dm = self.trainer.datamodule if self.trainer is not None else None
+        max_len = self.net.cfg.max_len
+        if dm is not None and max_len is not None and getattr(dm, "seq_len", 0) > max_len:
+            raise ValueError(
+                f"data.seq_len / data.test_seq_len ({dm.seq_len}) exceeds model.model.max_seq_len ({max_len}) "
+                "of the absolute position table; raise max_seq_len or use positional: rope | sinusoidal"
+            )
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        tokens, mask = batch["tokens"], batch["mask"]
+        logits = self.net(tokens[:, :-1])
+        loss = F.cross_entropy(logits[mask], tokens[:, 1:][mask])
+        self.log("train/loss", loss, prog_bar=True)
+        return loss
+
+    def on_validation_epoch_start(self) -> None:
+        # one SVD per target matrix per validation, shared by all its ranks
+        targets = {p for ranks in self.variants.values() for p in ranks}
+        params = dict(self.net.named_parameters())
+        self._factors = {name: SVDFactors.of(params[name]) for name in targets}
+
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        tokens = batch["tokens"]
+        inputs, targets = tokens[:, :-1], tokens[:, 1:]
+        for metric, ranks in zip(self.val_metrics, self.variants.values()):
+            with truncated(self.net, ranks, self._factors):
+                logits = self.net(inputs)
+            metric.update(logits, targets, batch["answer"], batch["mask"])
+
+    def on_validation_epoch_end(self) -> None:
+        for metric, variant in zip(self.val_metrics, self.variants):
+            # compute() already reduces across DDP ranks
+            values = metric.compute()
+            stage = "test" if self.trainer.testing else "val"
+            self.log_dict({f"{stage}/{variant}/{k}": v.float() for k, v in values.items()}, prog_bar=False)
+            metric.reset()
+        self._factors = {}
+
+    def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        self.validation_step(batch, batch_idx)
+
+    on_test_epoch_start = on_validation_epoch_start
+    on_test_epoch_end = on_validation_epoch_end
+
+    def configure_optimizers(self):
+        opt = self.optimizer_factory([p for p in self.parameters() if p.requires_grad])
+        if self.scheduler_factory is None:
+            return opt
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": self.scheduler_factory(opt), "interval": "step"}}

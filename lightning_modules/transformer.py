@@ -1,0 +1,148 @@
+"""The two-layer toy transformer of Chen, Bruna & Bietti (2406.03068), plain torch.
+
+Residual stream x_0 = W_E[token] (+ P[position]); each block adds attention, then (optionally) a feed-forward
+map; logits = W_U x_L. No LayerNorm by default. Parameter names are stable because configs refer to them:
+``tok_emb``, ``pos_emb``, ``unemb``, ``layers.{i}.attn.{wq,wk,wv,wo}``, ``layers.{i}.ff.{w1,w2}`` (MLP) or
+``layers.{i}.ff.w2`` (linear). Matrices are stored (out_features, in_features), like ``nn.Linear``.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+FFKind = Literal["none", "linear", "mlp"]
+Positional = Literal["absolute", "sinusoidal", "rope"]
+
+
+@dataclass
+class TransformerConfig:
+    dim: int = 64
+    n_heads: int = 1
+    # one entry per layer; the number of layers is len(ff)
+    ff: list[FFKind] = field(default_factory=lambda: ["mlp", "mlp"])
+    ff_hidden_mult: int = 4
+    activation: Literal["relu", "gelu"] = "relu"
+    learned_query: bool = True  # False: W_Q = identity (the paper's simplification)
+    freeze_embeddings: bool = True  # token embeddings stay at their random init
+    freeze_unembedding: bool = True
+    positional: Positional = "absolute"  # absolute = random, frozen
+    max_seq_len: int = 256  # size of the absolute position table; sinusoidal and RoPE have no limit
+    layer_norm: bool = False
+    vocab_size: int | None = None  # normally linked from the datamodule
+
+    def __post_init__(self) -> None:
+        if self.dim % self.n_heads:
+            raise ValueError(f"model.dim ({self.dim}) must be divisible by model.n_heads ({self.n_heads})")
+        if self.positional == "rope" and (self.dim // self.n_heads) % 2:
+            raise ValueError("RoPE needs an even head dimension (model.dim / model.n_heads)")
+        bad = [k for k in self.ff if k not in ("none", "linear", "mlp")]
+        if bad:
+            raise ValueError(f"model.ff entries must be none | linear | mlp, got {bad}")
+
+    @property
+    def max_len(self) -> int | None:
+        return self.max_seq_len if self.positional == "absolute" else None
+
+
+def _matrix(out_dim: int, in_dim: int) -> nn.Parameter:
+    return nn.Parameter(torch.randn(out_dim, in_dim) / math.sqrt(in_dim))
+
+
+def _rope(x: torch.Tensor) -> torch.Tensor:
+    """Rotary position embedding on (B, H, T, D) queries or keys."""
+    t, d = x.shape[-2], x.shape[-1]
+    inv_freq = 1.0 / (10000 ** (torch.arange(0, d, 2, device=x.device, dtype=torch.float32) / d))
+    angles = torch.arange(t, device=x.device, dtype=torch.float32)[:, None] * inv_freq
+    cos, sin = angles.cos().to(x.dtype), angles.sin().to(x.dtype)
+    x1, x2 = x[..., 0::2], x[..., 1::2]
+    return torch.stack((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1).flatten(-2)
+
+
+def sinusoidal_positions(t: int, dim: int) -> torch.Tensor:
+    pos = torch.arange(t, dtype=torch.float32)[:, None]
+    inv_freq = 1.0 / (10000 ** (torch.arange(0, dim, 2, dtype=torch.float32) / dim))
+    pe = torch.zeros(t, dim)
+    pe[:, 0::2] = torch.sin(pos * inv_freq)
+    pe[:, 1::2] = torch.cos(pos * inv_freq)[:, : dim // 2]
+    return pe / math.sqrt(dim)
+
+
+class Attention(nn.Module):
+    def __init__(self, cfg: TransformerConfig):
+        super().__init__()
+        self.n_heads, self.rope = cfg.n_heads, cfg.positional == "rope"
+        self.wq = _matrix(cfg.dim, cfg.dim) if cfg.learned_query else None
+        self.wk, self.wv, self.wo = _matrix(cfg.dim, cfg.dim), _matrix(cfg.dim, cfg.dim), _matrix(cfg.dim, cfg.dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, t, d = x.shape
+        heads = lambda y: y.view(b, t, self.n_heads, d // self.n_heads).transpose(1, 2)  # noqa: E731
+        q = heads(F.linear(x, self.wq) if self.wq is not None else x)
+        k, v = heads(F.linear(x, self.wk)), heads(F.linear(x, self.wv))
+        if self.rope:
+            q, k = _rope(q), _rope(k)
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        return F.linear(y.transpose(1, 2).reshape(b, t, d), self.wo)
+
+
+class FeedForward(nn.Module):
+    def __init__(self, cfg: TransformerConfig, kind: FFKind):
+        super().__init__()
+        hidden = cfg.ff_hidden_mult * cfg.dim
+        self.w1 = _matrix(hidden, cfg.dim) if kind == "mlp" else None
+        self.w2 = _matrix(cfg.dim, hidden if kind == "mlp" else cfg.dim)
+        self.act = F.relu if cfg.activation == "relu" else F.gelu
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.w1 is not None:
+            x = self.act(F.linear(x, self.w1))
+        return F.linear(x, self.w2)
+
+
+class Block(nn.Module):
+    def __init__(self, cfg: TransformerConfig, ff: FFKind):
+        super().__init__()
+        norm = (lambda: nn.LayerNorm(cfg.dim)) if cfg.layer_norm else nn.Identity
+        self.norm1, self.attn = norm(), Attention(cfg)
+        self.norm2, self.ff = (norm(), FeedForward(cfg, ff)) if ff != "none" else (None, None)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.attn(self.norm1(x))
+        if self.ff is not None:
+            x = x + self.ff(self.norm2(x))
+        return x
+
+
+class Transformer(nn.Module):
+    def __init__(self, cfg: TransformerConfig):
+        super().__init__()
+        if cfg.vocab_size is None:
+            raise ValueError("model.vocab_size is not set (it is normally linked from the datamodule)")
+        self.cfg = cfg
+        self.tok_emb = nn.Parameter(torch.randn(cfg.vocab_size, cfg.dim) / math.sqrt(cfg.dim))
+        self.tok_emb.requires_grad_(not cfg.freeze_embeddings)
+        if cfg.positional == "absolute":
+            self.pos_emb = nn.Parameter(torch.randn(cfg.max_seq_len, cfg.dim) / math.sqrt(cfg.dim), requires_grad=False)
+        self.layers = nn.ModuleList(Block(cfg, kind) for kind in cfg.ff)
+        self.norm_f = nn.LayerNorm(cfg.dim) if cfg.layer_norm else nn.Identity()
+        self.unemb = _matrix(cfg.vocab_size, cfg.dim)
+        self.unemb.requires_grad_(not cfg.freeze_unembedding)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        """(B, T) token ids -> (B, T, vocab) logits, causal."""
+        t = tokens.shape[1]
+        if self.cfg.max_len is not None and t > self.cfg.max_len:
+            raise ValueError(f"sequence length {t} exceeds model.max_seq_len={self.cfg.max_len}")
+        x = self.tok_emb[tokens]
+        if self.cfg.positional == "absolute":
+            x = x + self.pos_emb[:t]
+        elif self.cfg.positional == "sinusoidal":
+            x = x + sinusoidal_positions(t, self.cfg.dim).to(x)
+        for layer in self.layers:
+            x = layer(x)
+        return F.linear(self.norm_f(x), self.unemb)

@@ -1,0 +1,74 @@
+"""ExperimentCLI: LightningCLI plus the run directory, W&B's mode, and clear errors for bad configs."""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+from jsonargparse import Namespace
+from lightning.pytorch.cli import LightningCLI
+
+from callbacks.run_summary import RunSummary
+from pipeline import run_dir, wandb_mode
+
+# Exceptions that constructors raise for bad values or missing files; shown as one line, not a traceback.
+CONFIG_ERRORS = (ValueError, FileNotFoundError, KeyError, TypeError, RuntimeError)
+
+
+def _as_list(value) -> list:
+    if value is None or isinstance(value, bool):
+        return []
+    return list(value) if isinstance(value, list) else [value]
+
+
+class ExperimentCLI(LightningCLI):
+    def __init__(self, args: list[str] | None = None, **kwargs):
+        super().__init__(
+            subclass_mode_model=True,
+            subclass_mode_data=True,
+            trainer_defaults={"callbacks": [RunSummary()]},
+            auto_configure_optimizers=False,
+            args=args,
+            **kwargs,
+        )
+
+    def add_arguments_to_parser(self, parser) -> None:
+        # the model's vocabulary and noise token are facts of the data, never set twice by hand
+        parser.link_arguments("data.vocab_size", "model.init_args.vocab_size", apply_on="instantiate")
+        parser.link_arguments("data.noise_id", "model.init_args.noise_id", apply_on="instantiate")
+
+    def before_instantiate_classes(self) -> None:
+        cfg = self.config[self.subcommand] if self.subcommand else self.config
+        loggers = _as_list(cfg.trainer.logger)
+        name = next((lg.init_args.get("name") for lg in loggers if lg.init_args.get("name")), None)
+        name = name or (Path(str(cfg.config[0])).stem if cfg.get("config") else "run")
+        self.run_dir = run_dir.run_dir(cfg.trainer.default_root_dir or "runs", name)
+        # Point the trainer and loggers at the run directory, but save the config as the user wrote it, so that
+        # `main.py fit --config <run>/config.yaml` reproduces the run in a fresh directory.
+        self._restore: list[tuple[Namespace, str, object]] = []
+        self._override(cfg.trainer, "default_root_dir", str(self.run_dir))
+        for lg in loggers:
+            self._override(lg.init_args, "save_dir", str(self.run_dir))
+            if lg.class_path.endswith(("CSVLogger", "TensorBoardLogger")):
+                self._override(lg.init_args, "name", "")
+                self._override(lg.init_args, "version", "")
+            if lg.class_path.endswith("WandbLogger"):
+                mode, reason = wandb_mode.choose_mode()
+                os.environ["WANDB_MODE"] = mode
+                print(f"W&B mode: {mode} ({reason})", file=sys.stderr)
+
+    def _override(self, ns: Namespace, key: str, value) -> None:
+        self._restore.append((ns, key, ns.get(key)))
+        ns[key] = value
+
+    def instantiate_classes(self) -> None:
+        try:
+            super().instantiate_classes()
+        except CONFIG_ERRORS as e:
+            # constructors validate their arguments and name the field; nothing has run or been written yet
+            print(f"error: invalid configuration: {e}", file=sys.stderr)
+            raise SystemExit(2) from e
+
+    def after_instantiate_classes(self) -> None:
+        for ns, key, value in reversed(self._restore):
+            ns[key] = value

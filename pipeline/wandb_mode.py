@@ -1,0 +1,43 @@
+"""Decide W&B's mode before any wandb call, so a run never hangs or fails for want of network or credentials."""
+from __future__ import annotations
+
+import netrc
+import os
+import socket
+from typing import Mapping
+from urllib.parse import urlparse
+
+DEFAULT_BASE_URL = "https://api.wandb.ai"
+
+
+def has_credentials(env: Mapping[str, str] = os.environ) -> bool:
+    if env.get("WANDB_API_KEY"):
+        return True
+    host = urlparse(env.get("WANDB_BASE_URL", DEFAULT_BASE_URL)).hostname or ""
+    path = env.get("NETRC", os.path.expanduser("~/.netrc"))
+    try:
+        return netrc.netrc(path).authenticators(host) is not None
+    except (FileNotFoundError, netrc.NetrcParseError, OSError):
+        return False
+
+
+def reachable(env: Mapping[str, str] = os.environ, timeout: float = 3.0) -> bool:
+    url = urlparse(env.get("WANDB_BASE_URL", DEFAULT_BASE_URL))
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try:
+        with socket.create_connection((url.hostname, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def choose_mode(env: Mapping[str, str] = os.environ) -> tuple[str, str]:
+    """(mode, reason). An explicit WANDB_MODE wins; otherwise online only with credentials and a reachable server."""
+    explicit = env.get("WANDB_MODE")
+    if explicit:
+        return explicit, "WANDB_MODE is set"
+    if not has_credentials(env):
+        return "offline", "no W&B credentials (WANDB_API_KEY or `wandb login`)"
+    if not reachable(env):
+        return "offline", "W&B server not reachable"
+    return "online", "credentials found and server reachable"
