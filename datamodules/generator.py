@@ -17,7 +17,7 @@ LossOn = Literal["repeat_triggers", "all_triggers", "all"]
 
 
 def stream_seed(*keys: int) -> int:
-    """A 63-bit seed derived from integer keys (seed, rank, worker, batch index) with numpy's SeedSequence."""
+    """A 63-bit seed derived from integer keys (seed, rank, batch index) with numpy's SeedSequence."""
     return int(np.random.SeedSequence([int(k) for k in keys]).generate_state(1, dtype=np.uint64)[0]) >> 1
 
 
@@ -133,10 +133,11 @@ class NoisyRecallGenerator:
 
 
 class NoisyRecallStream(torch.utils.data.IterableDataset):
-    """Endless batches; batch j of stream (rank, worker) is seeded by (seed, rank, worker, j).
+    """Endless batches; the n-th batch of a rank's loader is seeded by (seed, rank, n).
 
-    So every DDP rank and dataloader worker has its own stream, no batch repeats, and a resumed run can skip
-    exactly the batches it already consumed (``skip``, counted in batches of the whole loader on this rank).
+    So every DDP rank has its own stream, no batch repeats, the batches do not depend on the number of
+    dataloader workers (worker w of W yields n = skip + w, skip + w + W, ...: the loader's round-robin order), and a
+    resumed run continues exactly after the ``skip`` batches it already consumed.
     """
 
     def __init__(self, gen: NoisyRecallGenerator, batch_size: int, seed: int, rank: int = 0, skip: int = 0):
@@ -145,10 +146,9 @@ class NoisyRecallStream(torch.utils.data.IterableDataset):
     def __iter__(self):
         info = torch.utils.data.get_worker_info()
         worker, n_workers = (info.id, info.num_workers) if info is not None else (0, 1)
-        # The loader takes batches round-robin from workers: batch n comes from worker n % W as its (n // W)-th.
-        j = max(0, -(-(self.skip - worker) // n_workers))
         g = torch.Generator()
+        n = self.skip + worker
         while True:
-            g.manual_seed(stream_seed(self.seed, self.rank, worker, j))
+            g.manual_seed(stream_seed(self.seed, self.rank, n))
             yield self.gen.sample(self.batch_size, g)
-            j += 1
+            n += n_workers

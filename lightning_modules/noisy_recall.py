@@ -74,12 +74,12 @@ class NoisyRecallModule(L.LightningModule):
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         return self.net(tokens)
 
-    def setup(self, stage: str) -> None:
-        dm = self.trainer.datamodule if self.trainer is not None else None
+    def check_data(self, datamodule) -> None:
+        """Called by the CLI before anything runs: the data must fit the model's position table."""
         max_len = self.net.cfg.max_len
-        if dm is not None and max_len is not None and getattr(dm, "seq_len", 0) > max_len:
+        if max_len is not None and getattr(datamodule, "seq_len", 0) > max_len:
             raise ValueError(
-                f"data.seq_len / data.test_seq_len ({dm.seq_len}) exceeds model.model.max_seq_len ({max_len}) "
+                f"data.seq_len / data.test_seq_len ({datamodule.seq_len}) exceeds model.model.max_seq_len ({max_len}) "
                 "of the absolute position table; raise max_seq_len or use positional: rope | sinusoidal"
             )
 

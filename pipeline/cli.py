@@ -1,12 +1,13 @@
 """ExperimentCLI: LightningCLI plus the run directory, W&B's mode, and clear errors for bad configs."""
 from __future__ import annotations
 
+import json
 import os
 import sys
 from pathlib import Path
 
 from jsonargparse import Namespace
-from lightning.pytorch.cli import LightningCLI
+from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 
 from callbacks.run_summary import RunSummary
 from pipeline import run_dir, wandb_mode
@@ -21,11 +22,22 @@ def _as_list(value) -> list:
     return list(value) if isinstance(value, list) else [value]
 
 
+class SaveAndLogConfig(SaveConfigCallback):
+    """Saves config.yaml in the run directory (Lightning's behaviour) and logs the whole resolved config to the
+    loggers, so W&B runs can be filtered by any field (``data.init_args.alpha``, ``seed_everything``...)."""
+
+    def save_config(self, trainer, pl_module, stage: str) -> None:
+        config = self.parser.dump(self.config, skip_none=False, format="json")
+        for logger in trainer.loggers:
+            logger.log_hyperparams(json.loads(config))
+
+
 class ExperimentCLI(LightningCLI):
     def __init__(self, args: list[str] | None = None, **kwargs):
         super().__init__(
             subclass_mode_model=True,
             subclass_mode_data=True,
+            save_config_callback=SaveAndLogConfig,
             trainer_defaults={"callbacks": [RunSummary()]},
             auto_configure_optimizers=False,
             args=args,
@@ -64,6 +76,8 @@ class ExperimentCLI(LightningCLI):
     def instantiate_classes(self) -> None:
         try:
             super().instantiate_classes()
+            if self.datamodule is not None and hasattr(self.model, "check_data"):
+                self.model.check_data(self.datamodule)
         except CONFIG_ERRORS as e:
             # constructors validate their arguments and name the field; nothing has run or been written yet
             print(f"error: invalid configuration: {e}", file=sys.stderr)
@@ -72,3 +86,11 @@ class ExperimentCLI(LightningCLI):
     def after_instantiate_classes(self) -> None:
         for ns, key, value in reversed(self._restore):
             ns[key] = value
+
+    def _finish_wandb(self) -> None:
+        # Lightning leaves the W&B run open; close it so the next run in this process (a notebook, a test) is its own
+        wandb = sys.modules.get("wandb")
+        if wandb is not None and wandb.run is not None:
+            wandb.finish()
+
+    after_fit = after_validate = after_test = after_predict = _finish_wandb

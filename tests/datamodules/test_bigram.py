@@ -1,0 +1,49 @@
+import pytest
+import torch
+
+from datamodules.bigram import CorpusBigram, SyntheticBigram
+
+
+def test_synthetic_bigram_is_a_seeded_zipf_markov_chain():
+    a, b, c = SyntheticBigram(32, seed=1).build(), SyntheticBigram(32, seed=1).build(), SyntheticBigram(32, seed=2).build()
+    assert a.transitions.shape == (32, 32)
+    torch.testing.assert_close(a.transitions.sum(-1), torch.ones(32))
+    assert torch.equal(a.transitions, b.transitions) and not torch.equal(a.transitions, c.transitions)
+    # Zipf marginal with exponent 1: p_0 / p_1 = 2, p_0 / p_3 = 4
+    assert a.marginal[0] / a.marginal[1] == pytest.approx(2.0) and a.marginal[0] / a.marginal[3] == pytest.approx(4.0)
+    # rows have mean equal to the marginal, so averaged over rows they are close to it
+    assert (a.transitions.mean(0) - a.marginal).abs().max() < 0.05
+
+
+def test_synthetic_bigram_does_not_depend_on_global_rng():
+    torch.manual_seed(0)
+    a = SyntheticBigram(8, seed=5).build()
+    torch.manual_seed(123)
+    assert torch.equal(a.transitions, SyntheticBigram(8, seed=5).build().transitions)
+
+
+def test_corpus_bigram_counts_characters(tmp_path):
+    path = tmp_path / "corpus.txt"
+    path.write_text("abab\nabba")
+    model = CorpusBigram(path=str(path)).build()
+    assert model.itos == ("\n", "a", "b")
+    # transitions: a->b 3, b->a 2, b->\n 1, \n->a 1, b->b 1
+    a, b, nl = 1, 2, 0
+    assert model.transitions[a].tolist() == pytest.approx([0, 0, 1])
+    assert model.transitions[b].tolist() == pytest.approx([1 / 4, 2 / 4, 1 / 4])
+    assert model.transitions[nl].tolist() == pytest.approx([0, 1, 0])
+    assert model.marginal.tolist() == pytest.approx([1 / 9, 4 / 9, 4 / 9])
+
+
+def test_missing_corpus_file_names_the_file(tmp_path):
+    missing = tmp_path / "nope.txt"
+    with pytest.raises(FileNotFoundError, match="data.bigram.path.*nope.txt"):
+        CorpusBigram(path=str(missing))
+
+
+def test_unreachable_hub_dataset_says_what_to_do(monkeypatch, tmp_path):
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path))
+    with pytest.raises(RuntimeError, match="data.bigram.dataset.*data.bigram.path"):
+        CorpusBigram(dataset="someone/tiny_shakespeare").build()

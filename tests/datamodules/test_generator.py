@@ -1,0 +1,149 @@
+import numpy as np
+import pytest
+import torch
+from scipy import stats
+from torch.utils.data import DataLoader
+
+from datamodules.bigram import BigramModel, SyntheticBigram
+from datamodules.generator import NoisyRecallGenerator, NoisyRecallStream, alias_tables
+
+
+@pytest.fixture(scope="module")
+def bigram() -> BigramModel:
+    return SyntheticBigram(vocab_size=16, seed=3).build()
+
+
+def sample(gen, n=512, seed=0):
+    return gen.sample(n, torch.Generator().manual_seed(seed))
+
+
+def test_alias_tables_reproduce_row_probabilities(bigram):
+    accept, alias = alias_tables(bigram.transitions)
+    v = bigram.vocab_size
+    accept, alias = accept.view(v, v).double(), alias.view(v, v)
+    # P(token j | row) = (accept[row, j] + sum over columns c aliased to j of (1 - accept[row, c])) / V
+    probs = accept.clone()
+    probs.scatter_add_(1, alias, 1 - accept)
+    torch.testing.assert_close(probs / v, bigram.transitions.double(), atol=1e-6, rtol=0)
+
+
+def test_noise_rate_after_triggers_is_alpha_and_otherwise_the_output_follows(bigram):
+    gen = NoisyRecallGenerator(bigram, seq_len=128, alpha=0.3)
+    b = sample(gen, 1024)
+    tokens, answer = b["tokens"], b["answer"]
+    at_trigger = answer >= 0
+    nxt = tokens[:, 1:][at_trigger]
+    noise = nxt == gen.noise_id
+    n = int(at_trigger.sum())
+    assert n > 5000
+    # binomial test: the observed noise rate is consistent with alpha
+    assert stats.binomtest(int(noise.sum()), n, 0.3).pvalue > 1e-3
+    assert abs(noise.float().mean().item() - 0.3) < 0.03
+    # without noise, the trigger is always followed by its own in-context output token
+    assert torch.equal(nxt[~noise], answer[at_trigger][~noise])
+    # outputs are fixed per sequence: every occurrence of the trigger in a row has the same answer
+    for row in range(8):
+        assert answer[row][answer[row] >= 0].unique().numel() <= 1
+
+
+def test_other_transitions_follow_the_bigram_matrix(bigram):
+    gen = NoisyRecallGenerator(bigram, seq_len=256, alpha=0.5)
+    tokens = sample(gen, 512)["tokens"]
+    prev, nxt = tokens[:, :-1].flatten(), tokens[:, 1:].flatten()
+    v = bigram.vocab_size
+    keep = (prev != gen.fixed_triggers[0]) & (prev != gen.noise_id)
+    counts = torch.zeros(v + 1, v).index_put_((prev[keep], nxt[keep]), torch.ones(int(keep.sum())), accumulate=True)
+    checked = 0
+    for row in range(v):
+        n = counts[row].sum()
+        if row == gen.fixed_triggers[0] or n < 2000:
+            continue
+        expected = (bigram.transitions[row].double() * n).numpy()
+        observed = counts[row].double().numpy()
+        big = expected >= 5  # chi-square validity; the rest is pooled into one cell
+        obs = np.append(observed[big], observed[~big].sum())
+        exp = np.append(expected[big], expected[~big].sum())
+        obs, exp = obs[exp > 0], exp[exp > 0]
+        assert stats.chisquare(obs, exp * obs.sum() / exp.sum()).pvalue > 1e-4, f"row {row}"
+        checked += 1
+    assert checked >= 5
+    # power check on the most visited row: the neighbouring row's distribution is rejected
+    row = int(counts[:v].sum(1).argsort(descending=True)[1])
+    n = counts[row].sum().item()
+    other = bigram.transitions[(row + 1) % v].double().numpy() + 1e-12
+    assert stats.chisquare(counts[row].double().numpy(), other / other.sum() * n).pvalue < 1e-6
+
+
+def test_extra_noise_token_is_followed_by_the_marginal(bigram):
+    gen = NoisyRecallGenerator(bigram, seq_len=256, alpha=0.9)
+    tokens = sample(gen, 512)["tokens"]
+    after_noise = tokens[:, 1:][tokens[:, :-1] == gen.noise_id]
+    assert gen.vocab_size == bigram.vocab_size + 1 and gen.noise_id == bigram.vocab_size
+    assert after_noise.numel() > 10000 and (after_noise < bigram.vocab_size).all()
+    freq = torch.bincount(after_noise, minlength=bigram.vocab_size).double() / after_noise.numel()
+    assert (freq - bigram.marginal.double()).abs().max() < 0.02
+
+
+def test_loss_mask_marks_second_and_later_trigger_occurrences(bigram):
+    gen = NoisyRecallGenerator(bigram, seq_len=64, alpha=0.5)
+    b = sample(gen, 64)
+    inputs, mask = b["tokens"][:, :-1], b["mask"]
+    trig = int(gen.fixed_triggers[0])
+    for row in range(64):
+        pos = (inputs[row] == trig).nonzero().flatten().tolist()
+        assert mask[row].nonzero().flatten().tolist() == pos[1:]
+    all_trig = NoisyRecallGenerator(bigram, seq_len=64, loss_on="all_triggers").sample(8, torch.Generator().manual_seed(0))
+    assert torch.equal(all_trig["mask"], all_trig["tokens"][:, :-1] == trig)
+
+
+def test_k_random_triggers_existing_noise_token_and_ood_pool(bigram):
+    gen = NoisyRecallGenerator(bigram, seq_len=128, n_triggers=3, alpha=0.4, trigger_mode="random", noise_token=5)
+    assert gen.vocab_size == bigram.vocab_size and gen.noise_id == 5
+    b = sample(gen, 256)
+    tokens, answer = b["tokens"], b["answer"]
+    at = answer >= 0
+    nxt = tokens[:, 1:][at]
+    noise = nxt == 5
+    assert abs(noise.float().mean().item() - 0.4) < 0.04
+    assert torch.equal(nxt[~noise], answer[at][~noise])
+    assert not (answer == 5).any()  # the noise token is never an output
+    pool = torch.arange(0, bigram.vocab_size, 2)
+    ood = NoisyRecallGenerator(bigram, seq_len=64, output_pool=pool).sample(64, torch.Generator().manual_seed(1))
+    assert torch.isin(ood["answer"][ood["answer"] >= 0], pool).all()
+
+
+def test_sampling_is_deterministic_from_the_seed(bigram):
+    gen = NoisyRecallGenerator(bigram, seq_len=32)
+    a, b, c = sample(gen, 16, 7), sample(gen, 16, 7), sample(gen, 16, 8)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not torch.equal(a["tokens"], c["tokens"])
+
+
+@pytest.mark.parametrize(
+    "kwargs, field",
+    [({"alpha": 1.5}, "data.alpha"), ({"alpha": -0.1}, "data.alpha"), ({"n_triggers": 16}, "data.n_triggers"),
+     ({"seq_len": 0}, "data.seq_len"), ({"noise_token": 99}, "data.noise_token")],
+)
+def test_impossible_values_name_the_field(bigram, kwargs, field):
+    with pytest.raises(ValueError, match=field):
+        NoisyRecallGenerator(bigram, **{"seq_len": 8, **kwargs})
+
+
+def _first_batches(stream, n, num_workers=0):
+    it = iter(DataLoader(stream, batch_size=None, num_workers=num_workers))
+    return [next(it)["tokens"] for _ in range(n)]
+
+
+def test_streams_differ_per_rank_and_worker_never_repeat_and_resume_exactly(bigram):
+    gen = NoisyRecallGenerator(bigram, seq_len=16)
+    rank0 = _first_batches(NoisyRecallStream(gen, 4, seed=1, rank=0), 6)
+    rank1 = _first_batches(NoisyRecallStream(gen, 4, seed=1, rank=1), 6)
+    again = _first_batches(NoisyRecallStream(gen, 4, seed=1, rank=0), 6)
+    assert all(torch.equal(x, y) for x, y in zip(rank0, again))
+    everything = rank0 + rank1
+    assert len({x.numpy().tobytes() for x in everything}) == len(everything)
+    # two workers give the same batches as none, and skipping k batches continues the same sequence
+    two = _first_batches(NoisyRecallStream(gen, 4, seed=1), 6, num_workers=2)
+    assert all(torch.equal(x, y) for x, y in zip(rank0, two))
+    resumed = _first_batches(NoisyRecallStream(gen, 4, seed=1, skip=3), 3, num_workers=2)
+    assert all(torch.equal(x, y) for x, y in zip(two[3:], resumed))

@@ -1,0 +1,64 @@
+import pytest
+import torch
+
+from lightning_modules.laser import SVDFactors, rank_for, select_parameters, truncate, truncate_, truncated
+from lightning_modules.transformer import Transformer, TransformerConfig
+
+
+@pytest.mark.parametrize("shape", [(12, 7), (7, 12), (9, 9)])
+@pytest.mark.parametrize("rho", [0.0, 0.3, 0.5, 1.0])
+def test_truncation_has_the_requested_rank_and_the_eckart_young_error(shape, rho):
+    torch.manual_seed(0)
+    w = torch.randn(shape, dtype=torch.float64)
+    k = rank_for(shape, rho)
+    assert k == int(rho * min(shape) + 1e-9)
+    approx = truncate(w, rho=rho)
+    assert torch.linalg.matrix_rank(approx).item() == k
+    s = torch.linalg.svdvals(w)
+    # Eckart-Young: the best rank-k error is the tail of the spectrum, in Frobenius and spectral norm
+    assert torch.linalg.norm(w - approx).item() == pytest.approx(s[k:].square().sum().sqrt().item(), rel=1e-9, abs=1e-12)
+    spectral = torch.linalg.matrix_norm(w - approx, ord=2).item()
+    assert spectral == pytest.approx(s[k].item() if k < len(s) else 0.0, rel=1e-9, abs=1e-12)
+    # no random rank-k matrix does better
+    other = torch.randn(shape[0], max(k, 1), dtype=torch.float64) @ torch.randn(max(k, 1), shape[1], dtype=torch.float64)
+    if k > 0:
+        assert torch.linalg.norm(w - approx) <= torch.linalg.norm(w - other)
+
+
+def test_rank_argument_and_rho_edge_cases():
+    w = torch.randn(6, 4)
+    assert torch.linalg.matrix_rank(truncate(w, rank=2)) == 2
+    assert rank_for((10, 3), 0.3) == 0 and rank_for((10, 10), 0.3) == 3
+    with pytest.raises(ValueError):
+        rank_for((4, 4), 1.5)
+    with pytest.raises(ValueError):
+        truncate(w, rho=0.5, rank=1)
+    assert truncate(torch.randn(5, 5, dtype=torch.bfloat16), rank=2).dtype == torch.bfloat16
+
+
+def net() -> Transformer:
+    torch.manual_seed(0)
+    return Transformer(TransformerConfig(dim=8, max_seq_len=8, vocab_size=5))
+
+
+def test_temporary_truncation_restores_weights_bit_for_bit_and_in_place_keeps_the_parameter():
+    model = net()
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    w2 = model.layers[1].ff.w2
+    with truncated(model, {"layers.1.ff.w2": 1}):
+        assert torch.linalg.matrix_rank(w2) == 1
+    assert all(torch.equal(p, before[n]) for n, p in model.named_parameters())
+    factors = {"layers.1.ff.w2": SVDFactors.of(w2)}
+    with truncated(model, {"layers.1.ff.w2": 0}, factors):
+        assert w2.abs().sum() == 0
+    assert torch.equal(w2, before["layers.1.ff.w2"])
+    truncate_(model, {"layers.1.ff.w2": 2})
+    assert model.layers[1].ff.w2 is w2 and torch.linalg.matrix_rank(w2) == 2
+    assert all(torch.equal(p, before[n]) for n, p in model.named_parameters() if n != "layers.1.ff.w2")
+
+
+def test_select_parameters_by_pattern_and_typos_name_the_pattern():
+    model = net()
+    assert set(select_parameters(model, "layers.*.ff.w2")) == {"layers.0.ff.w2", "layers.1.ff.w2"}
+    with pytest.raises(ValueError, match="layers.1.ff.w3"):
+        select_parameters(model, ["layers.1.ff.w3"])

@@ -1,0 +1,49 @@
+import pytest
+import torch
+
+from lightning_modules.transformer import Transformer, TransformerConfig
+
+
+def build(**kw) -> Transformer:
+    torch.manual_seed(0)
+    return Transformer(TransformerConfig(**{"dim": 16, "max_seq_len": 32, "vocab_size": 11, **kw}))
+
+
+@pytest.mark.parametrize("positional", ["absolute", "sinusoidal", "rope"])
+@pytest.mark.parametrize("ff", [["mlp", "mlp"], ["none", "linear"]])
+def test_changing_a_future_token_never_changes_past_logits(positional, ff):
+    net = build(positional=positional, ff=ff, n_heads=2)
+    x = torch.randint(11, (3, 20))
+    base = net(x)
+    for t in (0, 7, 19):
+        y = x.clone()
+        y[:, t] = (y[:, t] + 1) % 11
+        out = net(y)
+        torch.testing.assert_close(out[:, :t], base[:, :t], rtol=0, atol=1e-6)
+        assert not torch.allclose(out[:, t], base[:, t])
+
+
+def test_parameter_names_are_stable_and_embeddings_frozen():
+    net = build(ff=["linear", "mlp"], learned_query=False)
+    names = dict(net.named_parameters())
+    assert {"tok_emb", "pos_emb", "unemb", "layers.0.attn.wk", "layers.0.ff.w2", "layers.1.ff.w1", "layers.1.ff.w2"} <= set(names)
+    assert "layers.0.attn.wq" not in names and "layers.0.ff.w1" not in names
+    assert not names["tok_emb"].requires_grad and not names["unemb"].requires_grad and not names["pos_emb"].requires_grad
+    assert names["layers.1.ff.w2"].requires_grad
+    trainable = build(freeze_embeddings=False, freeze_unembedding=False)
+    assert trainable.tok_emb.requires_grad and trainable.unemb.requires_grad
+
+
+def test_layer_norm_option_and_sequence_limit():
+    assert any(isinstance(m, torch.nn.LayerNorm) for m in build(layer_norm=True).modules())
+    assert not any(isinstance(m, torch.nn.LayerNorm) for m in build().modules())
+    with pytest.raises(ValueError, match="max_seq_len"):
+        build()(torch.zeros(1, 33, dtype=torch.long))
+    assert build(positional="rope")(torch.zeros(1, 64, dtype=torch.long)).shape == (1, 64, 11)
+
+
+def test_bad_config_values_name_the_field():
+    with pytest.raises(ValueError, match="n_heads"):
+        TransformerConfig(dim=10, n_heads=3)
+    with pytest.raises(ValueError, match="model.ff"):
+        TransformerConfig(ff=["mlp", "conv"])

@@ -1,0 +1,96 @@
+"""`main.py` through LightningCLI: a tiny run end to end, reproducibility from the saved config, bad input."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from main import main
+from tests.wandb_records import read_run
+
+TINY = [
+    "--config", "configs/noisy.yaml",
+    "--trainer.max_steps", "6", "--trainer.val_check_interval", "3", "--trainer.log_every_n_steps", "1",
+    "--trainer.enable_progress_bar", "false",
+    "--model.init_args.model.dim", "16", "--model.init_args.model.max_seq_len", "24",
+    "--data.init_args.seq_len", "24", "--data.init_args.batch_size", "8", "--data.init_args.n_test", "16",
+]
+
+
+def only_run_dir(root: Path) -> Path:
+    runs = [p for p in root.glob("*/*") if p.is_dir()]
+    assert len(runs) == 1, runs
+    return runs[0]
+
+
+def test_fit_through_main_py_writes_config_summary_and_an_offline_wandb_run(repo, tmp_path):
+    env = {**os.environ, "WANDB_MODE": "offline", "PYTHONPATH": repo}
+    out = subprocess.run(
+        [sys.executable, "main.py", "fit", *TINY, "--trainer.default_root_dir", str(tmp_path)],
+        cwd=repo, env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    run = only_run_dir(tmp_path)
+    assert run.parent.name == "noisy"  # runs/<run name>/<version>
+    assert f"Run directory: {run}" in out.stdout
+    assert "layers.1.ff.w2@rho0" in out.stdout and "p_noise" in out.stdout
+
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["status"] == "completed" and summary["global_step"] == 6 and summary["eval_step"] == 6
+    assert summary["seed"] == 0
+    assert set(summary["variants"]) == {"full"} | {f"layers.1.ff.w2@rho{r}" for r in ("0", "0.1", "0.2", "1")}
+    for row in summary["variants"].values():
+        assert set(row) == {"p_correct", "p_noise", "acc", "loss"} and all(0 <= row[k] <= 1 for k in ("p_correct", "p_noise", "acc"))
+    # rho = 1 keeps the full rank: the same numbers as the full model
+    assert summary["variants"]["layers.1.ff.w2@rho1"]["p_noise"] == pytest.approx(summary["variants"]["full"]["p_noise"], abs=1e-6)
+    # rho = 0 removes the FF output entirely, so the prediction differs
+    assert summary["variants"]["layers.1.ff.w2@rho0"]["loss"] != pytest.approx(summary["variants"]["full"]["loss"])
+
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    assert config["data"]["init_args"]["alpha"] == 0.5 and config["model"]["init_args"]["model"]["dim"] == 16
+    # the saved config is the one the user wrote, not this run's paths: rerunning it makes a new run directory
+    assert config["trainer"]["default_root_dir"] == str(tmp_path)
+    assert list((run / "checkpoints").glob("*.ckpt"))
+
+    logged = read_run(str(run))
+    assert logged["run"].display_name == "noisy" and logged["run"].run_group == "noisy-cpu"
+    assert list(logged["run"].tags) == ["noisy", "cpu"]
+    final = [h for h in logged["history"] if "val/full/p_noise" in h][-1]
+    assert final["val/full/p_noise"] == pytest.approx(summary["metrics"]["val/full/p_noise"])
+    assert logged["config"]["data"]["init_args"]["alpha"] == 0.5  # the whole resolved config reaches W&B
+    assert summary["wandb"]["id"] == logged["run"].run_id
+
+
+def test_rerun_from_saved_config_reproduces_the_metrics(tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    main(["fit", *TINY, "--trainer.default_root_dir", str(tmp_path / "a")])
+    first = only_run_dir(tmp_path / "a")
+    main(["fit", "--config", str(first / "config.yaml"), "--trainer.default_root_dir", str(tmp_path / "b")])
+    second = only_run_dir(tmp_path / "b")
+    m1 = json.loads((first / "summary.json").read_text())["metrics"]
+    m2 = json.loads((second / "summary.json").read_text())["metrics"]
+    assert m1.keys() == m2.keys()
+    assert all(m1[k] == pytest.approx(m2[k], abs=1e-6) for k in m1)
+
+
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        (["--data.init_args.alpah", "0.3"], "alpah"),
+        (["--data.init_args.alpha", "1.5"], "data.alpha"),
+        (["--data.init_args.n_triggers", "64"], "data.n_triggers"),
+        (["--data.init_args.seq_len", "48"], "max_seq_len"),
+        (["--data.init_args.bigram", '{"class_path": "datamodules.CorpusBigram", "init_args": {"path": "/no/such/corpus.txt"}}'],
+         "/no/such/corpus.txt"),
+    ],
+)
+def test_bad_input_fails_before_anything_runs_or_is_written(tmp_path, capsys, monkeypatch, args, expected):
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", *TINY, "--trainer.default_root_dir", str(tmp_path), *args])
+    assert exit_info.value.code != 0
+    assert expected in capsys.readouterr().err
+    assert not any(tmp_path.iterdir()), "a failed config must not create a run directory"
