@@ -22,7 +22,8 @@ test: $(BIN)/.installed
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench: $(BIN)/.installed
-	$(BIN)/python benchmarks/throughput.py
+	$(BIN)/python benchmarks/throughput.py --config paper
+	$(BIN)/python benchmarks/throughput.py --config cpu
 
 clean-venv:
 	rm -rf $(VENV)

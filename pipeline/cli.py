@@ -12,8 +12,9 @@ from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 from callbacks.run_summary import RunSummary
 from pipeline import run_dir, wandb_mode
 
-# Exceptions that constructors raise for bad values or missing files; shown as one line, not a traceback.
-CONFIG_ERRORS = (ValueError, FileNotFoundError, KeyError, TypeError, RuntimeError)
+# What constructors raise for bad values, missing files or unloadable datasets: shown as one line naming the field
+# (set FFVA_TRACEBACK=1 for the full traceback). Anything else is a bug and keeps its traceback.
+CONFIG_ERRORS = (ValueError, FileNotFoundError, RuntimeError)
 
 
 def _as_list(value) -> list:
@@ -80,6 +81,8 @@ class ExperimentCLI(LightningCLI):
                 self.model.check_data(self.datamodule)
         except CONFIG_ERRORS as e:
             # constructors validate their arguments and name the field; nothing has run or been written yet
+            if os.environ.get("FFVA_TRACEBACK"):
+                raise
             print(f"error: invalid configuration: {e}", file=sys.stderr)
             raise SystemExit(2) from e
 
