@@ -65,6 +65,7 @@ class RunSummary(L.Callback):
             "config": os.path.join(self.run_dir, CONFIG_FILE),
             "seed": int(os.environ["PL_GLOBAL_SEED"]) if "PL_GLOBAL_SEED" in os.environ else None,
             "global_step": trainer.global_step,
+            "ckpt_path": trainer.ckpt_path,  # the checkpoint a validate/test run evaluated
             "eval_step": self.eval_step,
             "wall_time_s": round(time.time() - self.start, 3),
             "metrics": metrics,
@@ -90,8 +91,12 @@ class RunSummary(L.Callback):
         return None
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if not trainer.sanity_checking:
-            self.eval_step = trainer.global_step
+        if trainer.sanity_checking:
+            return
+        self.eval_step = trainer.global_step
+        if trainer.state.fn == "validate":  # `main.py validate`: this is the whole run
+            self._finish(trainer, "val")
+        else:
             self.write(trainer, "running")
 
     def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:

@@ -73,7 +73,7 @@ class NoisyRecallGenerator:
         self.fixed_triggers = torch.topk(self.trigger_weights, self.n_triggers).indices
         if self.output_pool is None:
             self.output_pool = torch.arange(v)[not_noise]
-        # Row i of the CDF table samples the successor of token i; the extra noise token is followed by the marginal.
+        # Row i of the alias tables samples the successor of token i; the extra noise token is followed by the marginal.
         rows = self.bigram.transitions
         if self.noise_token is None:
             rows = torch.cat([rows, self.bigram.marginal[None]])

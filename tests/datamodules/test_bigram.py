@@ -47,3 +47,15 @@ def test_unreachable_hub_dataset_says_what_to_do(monkeypatch, tmp_path):
     monkeypatch.setenv("HF_HOME", str(tmp_path))
     with pytest.raises(RuntimeError, match="data.bigram.dataset.*data.bigram.path"):
         CorpusBigram(dataset="someone/tiny_shakespeare").build()
+
+
+def test_corpus_from_a_dataset_id_uses_load_dataset_and_the_text_field(tmp_path):
+    # a local dataset folder goes through the same `load_dataset(id, split=...)` call as a hub id
+    folder = tmp_path / "tiny_corpus"
+    folder.mkdir()
+    (folder / "train.jsonl").write_text('{"content": "abab\\nab"}\n{"content": "ba"}\n')
+    model = CorpusBigram(dataset=str(folder), text_field="content").build()
+    assert model.itos == ("\n", "a", "b")
+    assert model.transitions[1].tolist() == pytest.approx([0, 0, 1])  # a is always followed by b
+    with pytest.raises(ValueError, match="text_field 'text'"):
+        CorpusBigram(dataset=str(folder)).build()

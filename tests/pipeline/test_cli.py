@@ -39,7 +39,7 @@ def test_fit_through_main_py_writes_config_summary_and_an_offline_wandb_run(repo
     assert "layers.1.ff.w2@rho0" in out.stdout and "p_noise" in out.stdout
 
     summary = json.loads((run / "summary.json").read_text())
-    assert summary["status"] == "completed" and summary["global_step"] == 6 and summary["eval_step"] == 6
+    assert summary["status"] == "completed" and summary["ckpt_path"] == str(ckpt) and summary["eval_step"] == 6
     assert summary["seed"] == 0
     assert set(summary["variants"]) == {"full"} | {f"layers.1.ff.w2@rho{r}" for r in ("0", "0.1", "0.2", "1")}
     for row in summary["variants"].values():
@@ -94,3 +94,16 @@ def test_bad_input_fails_before_anything_runs_or_is_written(tmp_path, capsys, mo
     assert exit_info.value.code != 0
     assert expected in capsys.readouterr().err
     assert not any(tmp_path.iterdir()), "a failed config must not create a run directory"
+
+
+def test_validate_subcommand_from_a_checkpoint_completes_its_summary(tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    main(["fit", *TINY, "--trainer.default_root_dir", str(tmp_path / "fit")])
+    trained = only_run_dir(tmp_path / "fit")
+    (ckpt,) = (trained / "checkpoints").glob("*.ckpt")
+    main(["validate", *TINY, "--trainer.default_root_dir", str(tmp_path / "val"), "--ckpt_path", str(ckpt)])
+    summary = json.loads((only_run_dir(tmp_path / "val") / "summary.json").read_text())
+    fitted = json.loads((trained / "summary.json").read_text())
+    assert summary["status"] == "completed" and summary["ckpt_path"] == str(ckpt)
+    # the checkpoint's weights give the same validation numbers as at the end of training
+    assert summary["variants"]["full"]["p_noise"] == pytest.approx(fitted["variants"]["full"]["p_noise"], abs=1e-6)
