@@ -105,10 +105,9 @@ class NoisyRecallModule(L.LightningModule):
             metric.update(logits, targets, batch["answer"], batch["mask"])
 
     def on_validation_epoch_end(self) -> None:
+        stage = "test" if self.trainer.testing else "val"
         for metric, variant in zip(self.val_metrics, self.variants):
-            # compute() already reduces across DDP ranks
-            values = metric.compute()
-            stage = "test" if self.trainer.testing else "val"
+            values = metric.compute()  # already reduced across DDP ranks
             self.log_dict({f"{stage}/{variant}/{k}": v.float() for k, v in values.items()}, prog_bar=False)
             metric.reset()
         self._factors = {}

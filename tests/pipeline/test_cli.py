@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from main import main
@@ -108,3 +109,29 @@ def test_validate_subcommand_from_a_checkpoint_completes_its_summary(tmp_path, m
     assert summary["status"] == "completed" and summary["ckpt_path"] == str(ckpt)
     # the checkpoint's weights give the same validation numbers as at the end of training
     assert summary["variants"]["full"]["p_noise"] == pytest.approx(fitted["variants"]["full"]["p_noise"], abs=1e-6)
+
+
+def test_paper_config_runs_a_step_with_its_shapes_and_sgd(tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    cli = main(["fit", "--config", "configs/paper/noisy.yaml", "--trainer.default_root_dir", str(tmp_path),
+                "--trainer.accelerator", "cpu", "--trainer.max_steps", "1", "--trainer.val_check_interval", "1",
+                "--trainer.enable_progress_bar", "false", "--data.init_args.batch_size", "2",
+                "--data.init_args.n_test", "2", "--data.init_args.num_workers", "0"])
+    net = cli.model.net
+    assert net.cfg.dim == 256 and net.cfg.ff == ["mlp", "mlp"] and net.unemb.shape == (65, 256)
+    assert not net.tok_emb.requires_grad and not net.unemb.requires_grad
+    opt = cli.trainer.optimizers[0]
+    assert isinstance(opt, torch.optim.SGD)
+    assert opt.defaults["lr"] == 0.03 and opt.defaults["momentum"] == 0.9 and opt.defaults["weight_decay"] == 1e-4
+    assert cli.datamodule.gen.seq_len == 256 and cli.trainer.global_step == 1
+
+
+def test_scheduler_from_yaml_steps_every_optimizer_step(tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    cli = main(["fit", *TINY, "--trainer.default_root_dir", str(tmp_path),
+                "--model.init_args.optimizer", '{"class_path": "torch.optim.SGD", "init_args": {"lr": 0.1}}',
+                "--model.init_args.scheduler",
+                '{"class_path": "torch.optim.lr_scheduler.StepLR", "init_args": {"step_size": 2, "gamma": 0.5}}'])
+    (config,) = cli.trainer.lr_scheduler_configs
+    assert config.interval == "step"
+    assert config.scheduler.get_last_lr() == [pytest.approx(0.1 * 0.5**3)]  # 6 steps, halved every 2
