@@ -67,7 +67,7 @@ def test_other_transitions_follow_the_bigram_matrix(bigram):
         assert stats.chisquare(obs, exp * obs.sum() / exp.sum()).pvalue > 1e-4, f"row {row}"
         checked += 1
     assert checked >= 5
-    # power check on the most visited row: the neighbouring row's distribution is rejected
+    # power check on a well-visited row (the second most visited): the neighbouring row's distribution is rejected
     row = int(counts[:v].sum(1).argsort(descending=True)[1])
     n = counts[row].sum().item()
     other = bigram.transitions[(row + 1) % v].double().numpy() + 1e-12
