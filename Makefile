@@ -24,6 +24,7 @@ test: $(BIN)/.installed
 bench: $(BIN)/.installed
 	$(BIN)/python benchmarks/throughput.py --config paper
 	$(BIN)/python benchmarks/throughput.py --config cpu
+	$(BIN)/python benchmarks/callback_overhead.py
 
 clean-venv:
 	rm -rf $(VENV)

@@ -1,4 +1,8 @@
-"""What happens around training."""
+"""What happens around training: truncation, spectra, probes, gradient noise, and the run summary."""
+from callbacks.attention_probe import AttentionProbe
+from callbacks.gradient_noise import GradientNoise
+from callbacks.laser_truncation import LaserTruncation
 from callbacks.run_summary import RunSummary
+from callbacks.weight_spectrum import WeightSpectrumLogger
 
-__all__ = ["RunSummary"]
+__all__ = ["AttentionProbe", "GradientNoise", "LaserTruncation", "RunSummary", "WeightSpectrumLogger"]

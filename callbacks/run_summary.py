@@ -71,6 +71,8 @@ class RunSummary(L.Callback):
             "metrics": metrics,
             "variants": variants_table(metrics, stage),
             "wandb": self._wandb_info(trainer),
+            # what callbacks measured (LaserTruncation events, GradientNoise SNRs, ...), by class name
+            "callbacks": self._callback_summaries(trainer),
         }
         if error is not None:
             summary["error"] = error
@@ -81,6 +83,17 @@ class RunSummary(L.Callback):
             json.dump(summary, f, indent=2)
         os.replace(tmp, path)  # atomic: a reader never sees half a file
         return summary
+
+    @staticmethod
+    def _callback_summaries(trainer: L.Trainer) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for cb in trainer.callbacks:
+            if hasattr(cb, "summary"):
+                name, n = type(cb).__name__, 2
+                while name in out:  # two callbacks of one class: LaserTruncation, LaserTruncation#2
+                    name, n = f"{type(cb).__name__}#{n}", n + 1
+                out[name] = cb.summary()
+        return out
 
     @staticmethod
     def _wandb_info(trainer: L.Trainer) -> dict[str, Any] | None:

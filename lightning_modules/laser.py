@@ -1,7 +1,7 @@
 """LASER: replace a weight matrix by its best low-rank approximation (Eckart-Young, via SVD).
 
 This is the only module that calls an SVD. Everything else (the validation sweep, callbacks, pretrained-model
-evaluation) goes through `truncate`, `SVDFactors` or `truncated`.
+evaluation) goes through `truncate`, `truncate_`, `SVDFactors`, `truncated` or `singular_values`.
 """
 from __future__ import annotations
 
@@ -50,6 +50,12 @@ class SVDFactors:
         if not 0 <= rank <= self.full_rank:
             raise ValueError(f"rank must be in [0, {self.full_rank}], got {rank}")
         return ((self.u[:, :rank] * self.s[:rank]) @ self.vh[:rank]).to(self.dtype)
+
+
+def singular_values(weight: torch.Tensor) -> torch.Tensor:
+    """Singular values of a matrix, largest first, in float32 at least (for spectra and their summaries)."""
+    w = weight.detach()
+    return torch.linalg.svdvals(w.float() if w.dtype in (torch.float16, torch.bfloat16) else w)
 
 
 def truncate(weight: torch.Tensor, rho: float | None = None, rank: int | None = None) -> torch.Tensor:

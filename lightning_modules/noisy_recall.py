@@ -1,7 +1,7 @@
 """NoisyRecallModule: trains the toy transformer and measures where the noise lives (LASER sweep at validation)."""
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import asdict, replace
 
 import lightning as L
 import torch
@@ -50,7 +50,11 @@ class NoisyRecallModule(L.LightningModule):
         noise_id: int | None = None,
     ):
         super().__init__()
+        if isinstance(model, dict):  # from a checkpoint's hyper_parameters (load_from_checkpoint)
+            model = TransformerConfig(**model)
         self.save_hyperparameters(ignore=["optimizer", "scheduler"])
+        # plain types only, so checkpoints load with torch.load(weights_only=True)
+        self.hparams["model"] = asdict(model) if model is not None else None
         if vocab_size is None or noise_id is None:
             raise ValueError("model.vocab_size and model.noise_id must be set (the CLI links them from the datamodule)")
         cfg = replace(model or TransformerConfig(), vocab_size=vocab_size)
@@ -83,12 +87,29 @@ class NoisyRecallModule(L.LightningModule):
                 "of the absolute position table; raise max_seq_len or use positional: rope | sinusoidal"
             )
 
-    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+    def loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Cross-entropy of the next token at the scored positions (``batch["mask"]``): the training objective."""
         tokens, mask = batch["tokens"], batch["mask"]
         logits = self.net(tokens[:, :-1])
-        loss = F.cross_entropy(logits[mask], tokens[:, 1:][mask])
+        return F.cross_entropy(logits[mask], tokens[:, 1:][mask])
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        loss = self.loss(batch)
         self.log("train/loss", loss, prog_bar=True)
         return loss
+
+    @torch.no_grad()
+    def evaluate(self, dataloader) -> dict[str, float]:
+        """The full model's metrics on ``dataloader``, outside Lightning's loops (callbacks use it around a
+        mid-training truncation). Not reduced across DDP ranks: each rank evaluates the whole dataloader."""
+        metric = TriggerRecallMetrics(self.hparams.noise_id, sync_on_compute=False).to(self.device)
+        was_training = self.training
+        self.eval()
+        for batch in dataloader:
+            tokens = batch["tokens"].to(self.device)
+            metric.update(self.net(tokens[:, :-1]), tokens[:, 1:], batch["answer"].to(self.device), batch["mask"].to(self.device))
+        self.train(was_training)
+        return {k: float(v) for k, v in metric.compute().items()}
 
     def on_validation_epoch_start(self) -> None:
         # one SVD per target matrix per validation, shared by all its ranks

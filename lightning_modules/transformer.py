@@ -79,15 +79,28 @@ class Attention(nn.Module):
         self.wq = _matrix(cfg.dim, cfg.dim) if cfg.learned_query else None
         self.wk, self.wv, self.wo = _matrix(cfg.dim, cfg.dim), _matrix(cfg.dim, cfg.dim), _matrix(cfg.dim, cfg.dim)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def qkv(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(B, T, D) -> queries, keys, values as (B, H, T, D/H), position-rotated under RoPE."""
         b, t, d = x.shape
         heads = lambda y: y.view(b, t, self.n_heads, d // self.n_heads).transpose(1, 2)  # noqa: E731
         q = heads(F.linear(x, self.wq) if self.wq is not None else x)
         k, v = heads(F.linear(x, self.wk)), heads(F.linear(x, self.wv))
         if self.rope:
             q, k = _rope(q), _rope(k)
+        return q, k, v
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        q, k, v = self.qkv(x)
         y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
-        return F.linear(y.transpose(1, 2).reshape(b, t, d), self.wo)
+        return F.linear(y.transpose(1, 2).flatten(2), self.wo)
+
+    def probabilities(self, x: torch.Tensor) -> torch.Tensor:
+        """The (B, H, T_query, T_key) causal attention pattern that ``forward`` applies (for probes; SDPA hides it)."""
+        q, k, _ = self.qkv(x)
+        t = q.shape[-2]
+        scores = q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1])
+        causal = torch.ones(t, t, dtype=torch.bool, device=x.device).tril()
+        return scores.masked_fill(~causal, float("-inf")).softmax(-1)
 
 
 class FeedForward(nn.Module):

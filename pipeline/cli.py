@@ -56,6 +56,7 @@ class ExperimentCLI(LightningCLI):
         name = next((lg.init_args.get("name") for lg in loggers if lg.init_args.get("name")), None)
         name = name or (Path(str(cfg.config[0])).stem if cfg.get("config") else "run")
         self.run_dir = run_dir.run_dir(cfg.trainer.default_root_dir or "runs", name)
+        os.environ[run_dir.PARENT_RUN_DIR] = str(self.run_dir)  # inherited by DDP worker processes
         # Point the trainer and loggers at the run directory, but save the config as the user wrote it, so that
         # `main.py fit --config <run>/config.yaml` reproduces the run in a fresh directory.
         self._restore: list[tuple[Namespace, str, object]] = []
@@ -79,6 +80,9 @@ class ExperimentCLI(LightningCLI):
             super().instantiate_classes()
             if self.datamodule is not None and hasattr(self.model, "check_data"):
                 self.model.check_data(self.datamodule)
+            for callback in self.trainer.callbacks:  # e.g. parameter patterns that match nothing
+                if hasattr(callback, "check_config"):
+                    callback.check_config(self.model, self.datamodule)
         except CONFIG_ERRORS as e:
             # constructors validate their arguments and name the field; nothing has run or been written yet
             if os.environ.get("FFVA_TRACEBACK"):

@@ -24,5 +24,12 @@ def run_version(env: Mapping[str, str] = os.environ) -> str:
     return time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(2)
 
 
+# Set by the CLI to the directory it chose; the DDP worker processes Lightning starts (LOCAL_RANK > 0) re-run
+# main.py and must write to their parent's directory, not one with a fresh timestamp.
+PARENT_RUN_DIR = "FFVA_RUN_DIR"
+
+
 def run_dir(root: str | os.PathLike, name: str, env: Mapping[str, str] = os.environ) -> Path:
+    if env.get(PARENT_RUN_DIR) and int(env.get("LOCAL_RANK") or 0) > 0:
+        return Path(env[PARENT_RUN_DIR])
     return Path(root) / name / run_version(env)

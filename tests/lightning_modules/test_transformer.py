@@ -47,3 +47,17 @@ def test_bad_config_values_name_the_field():
         TransformerConfig(dim=10, n_heads=3)
     with pytest.raises(ValueError, match="model.ff"):
         TransformerConfig(ff=["mlp", "conv"])
+
+
+@pytest.mark.parametrize("positional", ["absolute", "rope"])
+def test_attention_probabilities_are_the_pattern_forward_applies(positional):
+    net = build(positional=positional, n_heads=2)
+    attn = net.layers[0].attn
+    x = torch.randn(3, 9, 16)
+    probs = attn.probabilities(x)
+    assert probs.shape == (3, 2, 9, 9)
+    torch.testing.assert_close(probs.sum(-1), torch.ones(3, 2, 9))
+    assert probs.triu(1).abs().max() == 0  # causal: no weight on future keys
+    _, _, v = attn.qkv(x)
+    by_hand = torch.nn.functional.linear((probs @ v).transpose(1, 2).flatten(2), attn.wo)
+    torch.testing.assert_close(by_hand, attn(x), rtol=1e-5, atol=1e-6)

@@ -1,0 +1,119 @@
+"""AttentionProbe: when the feed-forward learns the noise token and when the induction head forms."""
+from __future__ import annotations
+
+from typing import Any
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+
+from callbacks.common import log_scalars, network, probe_batch, require_generator
+
+
+@torch.no_grad()
+def attention_patterns(net: torch.nn.Module, tokens: torch.Tensor) -> list[torch.Tensor]:
+    """Each layer's (B, T, T) attention pattern (mean over heads) on ``tokens``, from the inputs its attention saw."""
+    inputs: list[torch.Tensor] = []
+    hooks = [layer.attn.register_forward_pre_hook(lambda m, args: inputs.append(args[0])) for layer in net.layers]
+    try:
+        net(tokens)
+    finally:
+        for h in hooks:
+            h.remove()
+    return [layer.attn.probabilities(x).mean(1) for layer, x in zip(net.layers, inputs)]
+
+
+def induction_mass(pattern: torch.Tensor, tokens: torch.Tensor, answer: torch.Tensor, mask: torch.Tensor, noise_id: int) -> dict[str, float]:
+    """From each scored trigger (query t), the attention on positions p = j + 1 right after the trigger's earlier
+    occurrences j < t, summed separately over those holding the in-context output token and the noise token."""
+    b, t = tokens.shape
+    earlier = (tokens[:, :, None] == tokens[:, None, :]) & torch.ones(t, t, dtype=torch.bool, device=tokens.device).tril(-1)
+    after = F.pad(earlier[:, :, :-1], (1, 0))  # key p marked when p - 1 is an earlier occurrence of the query's token
+    holds_output = tokens[:, None, :] == answer[:, :, None]
+    holds_noise = (tokens == noise_id)[:, None, :]
+    n = mask.sum().clamp_min(1)
+    return {
+        "to_output": float((pattern * (after & holds_output)).sum(-1)[mask].sum() / n),
+        "to_noise": float((pattern * (after & holds_noise)).sum(-1)[mask].sum() / n),
+    }
+
+
+@torch.no_grad()
+def ff_noise_margins(net: torch.nn.Module, triggers: torch.Tensor, noise_id: int) -> dict[int, float]:
+    """Per layer with a feed-forward: mean over triggers of logit(noise) - max other logit of W_U FF(e_trigger)."""
+    margins = {}
+    emb = net.tok_emb[triggers]
+    for i, layer in enumerate(net.layers):
+        if layer.ff is None:
+            continue
+        logits = F.linear(layer.ff(layer.norm2(emb)), net.unemb)
+        others = logits.clone()
+        others[:, noise_id] = float("-inf")
+        margins[i] = float((logits[:, noise_id] - others.max(-1).values).mean())
+    return margins
+
+
+class AttentionProbe(L.Callback):
+    """Every ``every_n_steps`` optimizer steps (and at step 0), on a fixed batch of *noisy* training sequences:
+
+    - ``probe/layers.<i>.attn/prev_token``: attention of each position to the previous one, and
+      ``.../prev_token_after_trigger`` the same at positions right after a trigger, where the induction head
+      needs it (layer 0's previous-token head);
+    - ``probe/layers.<i>.attn/to_output`` and ``.../to_noise``: attention from a repeated trigger to the
+      positions right after its earlier occurrences, holding the in-context output or the noise token (the
+      induction head, in the last layer);
+    - ``probe/layers.<i>.ff/noise_margin``: logit(noise) - max other logit through W_U FF(e_trigger), the
+      feed-forward's own trigger -> noise association.
+
+    For the toy transformer (``lightning_modules.transformer``) on ``NoisyRecallDataModule``.
+    """
+
+    def __init__(self, every_n_steps: int = 50, n_sequences: int = 64, seed: int = 0):
+        if every_n_steps < 1 or n_sequences < 1:
+            raise ValueError(f"AttentionProbe.every_n_steps and n_sequences must be >= 1, got {every_n_steps}, {n_sequences}")
+        self.every_n_steps, self.n_sequences, self.seed = every_n_steps, n_sequences, seed
+        self.latest: dict[str, float] = {}
+        self._last_step: int | None = None
+
+    def check_config(self, model: torch.nn.Module, datamodule: Any) -> None:
+        net = network(model)
+        if not hasattr(net, "layers") or not all(hasattr(layer, "attn") for layer in net.layers):
+            raise ValueError(f"AttentionProbe needs the toy transformer (net.layers[i].attn); {type(model).__name__} has none")
+        require_generator(self, datamodule)
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        self.batch = probe_batch(trainer, self.n_sequences, self.seed)
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._maybe_probe(trainer, pl_module)
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx: int) -> None:
+        self._maybe_probe(trainer, pl_module)
+
+    def _maybe_probe(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        step = trainer.global_step
+        if step % self.every_n_steps or step == self._last_step or not trainer.is_global_zero:
+            return
+        self._last_step = step
+        self.latest = self.probe(pl_module)
+        log_scalars(trainer, self.latest, step)
+
+    def probe(self, pl_module: torch.nn.Module) -> dict[str, float]:
+        net, noise_id = network(pl_module), pl_module.hparams.noise_id
+        batch = {k: v.to(pl_module.device) for k, v in self.batch.items()}
+        tokens, mask, answer = batch["tokens"][:, :-1], batch["mask"], batch["answer"]
+        out = {}
+        for i, pattern in enumerate(attention_patterns(net, tokens)):
+            prev = pattern.diagonal(-1, -2, -1)  # (B, T-1): query t+1 -> key t
+            out[f"probe/layers.{i}.attn/prev_token"] = float(prev.mean())
+            # where it matters for induction: the query right after a trigger reads the trigger
+            after_trigger = (answer[:, :-1] >= 0)
+            out[f"probe/layers.{i}.attn/prev_token_after_trigger"] = float(prev[after_trigger].mean()) if after_trigger.any() else 0.0
+            for k, v in induction_mass(pattern, tokens, answer, mask, noise_id).items():
+                out[f"probe/layers.{i}.attn/{k}"] = v
+        for i, margin in ff_noise_margins(net, tokens[mask].unique(), noise_id).items():
+            out[f"probe/layers.{i}.ff/noise_margin"] = margin
+        return out
+
+    def summary(self) -> dict[str, Any]:
+        return {"step": self._last_step, **self.latest}

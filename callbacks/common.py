@@ -1,0 +1,56 @@
+"""What the callbacks share: which module's parameter names configs refer to, and how they log.
+
+Two optional methods connect a callback to the rest of the pipeline:
+- ``check_config(model, datamodule)``: the CLI calls it right after building everything, so a typo in a parameter pattern
+  is reported as a configuration error before any step runs.
+- ``summary()``: ``RunSummary`` stores its JSON-able result under ``summary.json["callbacks"][<class name>]``.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import lightning as L
+import torch
+from torch import nn
+
+
+def network(pl_module: nn.Module) -> nn.Module:
+    """The module whose parameter names configs use: ``pl_module.net`` when the LightningModule wraps its
+    network there (so patterns read ``layers.1.ff.w2``, as in the model's ``laser_targets``), else the module."""
+    net = getattr(pl_module, "net", None)
+    return net if isinstance(net, nn.Module) else pl_module
+
+
+def trainable_matrices(module: nn.Module) -> dict[str, nn.Parameter]:
+    return {n: p for n, p in module.named_parameters() if p.ndim == 2 and p.requires_grad}
+
+
+def log_scalars(trainer: L.Trainer, metrics: dict[str, float], step: int | None = None) -> None:
+    """Log to every logger at ``step`` (default: the current optimizer step).
+
+    Straight to the loggers rather than through ``LightningModule.log``, which drops step-level values between
+    ``log_every_n_steps`` and cannot be called from every hook.
+    """
+    step = trainer.global_step if step is None else step
+    for logger in trainer.loggers:
+        logger.log_metrics({k: float(v) for k, v in metrics.items()}, step=step)
+
+
+def wandb_run(trainer: L.Trainer) -> Any | None:
+    """The W&B run of the first WandbLogger on global rank zero, or None."""
+    if not trainer.is_global_zero:
+        return None
+    for logger in trainer.loggers:
+        if type(logger).__name__ == "WandbLogger":
+            return logger.experiment
+    return None
+
+
+def require_generator(callback: L.Callback, datamodule: Any) -> None:
+    if not hasattr(datamodule, "gen"):
+        raise ValueError(f"{type(callback).__name__} needs a noisy-recall datamodule (with .gen); got {type(datamodule).__name__}")
+
+
+def probe_batch(trainer: L.Trainer, n_sequences: int, seed: int) -> dict[str, torch.Tensor]:
+    """A fixed batch from the training distribution (noise tokens in context), the same at every step."""
+    return trainer.datamodule.gen.sample(n_sequences, torch.Generator().manual_seed(seed))

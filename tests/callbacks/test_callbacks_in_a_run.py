@@ -1,0 +1,116 @@
+"""All four callbacks added in YAML to a `main.py fit` run: what reaches the offline W&B run, spectra.npz and
+summary.json, read back from the files."""
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from main import main
+from tests.pipeline.test_cli import TINY, only_run_dir
+from tests.wandb_records import read_run, run_file
+
+CALLBACKS = """
+trainer:
+  callbacks:
+    - class_path: callbacks.LaserTruncation
+      init_args: {targets: [layers.1.ff.w2], rank: 1, at_steps: [4]}
+    - class_path: callbacks.WeightSpectrumLogger
+      init_args: {every_n_steps: 3}
+    - class_path: callbacks.GradientNoise
+      init_args: {at_steps: [0, 3], n_sequences: 16}
+    - class_path: callbacks.AttentionProbe
+      init_args: {every_n_steps: 2, n_sequences: 16}
+"""
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("callbacks_run")
+    (root / "callbacks.yaml").write_text(CALLBACKS)
+    main(["fit", *TINY, "--config", str(root / "callbacks.yaml"), "--trainer.default_root_dir", str(root / "runs")])
+    return only_run_dir(root / "runs")
+
+
+def test_spectra_npz_equals_svdvals_of_the_checkpointed_weights(run):
+    spectra = np.load(run / "spectra.npz")
+    assert spectra["steps"].tolist() == [0, 3, 6]
+    (ckpt,) = (run / "checkpoints").glob("*.ckpt")
+    state = torch.load(ckpt, weights_only=True)
+    row = spectra["steps"].tolist().index(state["global_step"])
+    trainable = [k for k, v in state["state_dict"].items() if v.ndim == 2 and k.removeprefix("net.") in spectra]
+    assert len(trainable) == 10  # wq wk wv wo x 2 layers, w1 w2 of layer 2's MLP (embeddings are frozen)
+    for key in trainable:
+        expected = torch.linalg.svdvals(state["state_dict"][key]).numpy()
+        np.testing.assert_allclose(spectra[key.removeprefix("net.")][row], expected, rtol=1e-5, atol=1e-6)
+
+
+def test_wandb_run_holds_spectrum_scalars_charts_snr_and_probes(run):
+    logged = read_run(str(run))
+    by_step: dict[int, dict] = {}
+    for h in logged["history"]:
+        if "trainer/global_step" in h:
+            by_step.setdefault(int(h["trainer/global_step"]), {}).update(h)
+    spectra = np.load(run / "spectra.npz")
+    w2 = spectra["layers.1.ff.w2"]
+    for row, step in enumerate(spectra["steps"]):
+        assert by_step[step]["spectrum/layers.1.ff.w2/top"] == pytest.approx(float(w2[row][0]), rel=1e-5)
+        s = w2[row].astype(np.float64)
+        assert by_step[step]["spectrum/layers.1.ff.w2/stable_rank"] == pytest.approx((s**2).sum() / s[0] ** 2, rel=1e-5)
+        # the W&B histogram of the singular values (its panel draws the spectrum against the step)
+        bins, counts = (by_step[step][f"spectrum/layers.1.ff.w2/histogram/{k}"] for k in ("bins", "values"))
+        assert sum(counts) == 16 and bins[0] == pytest.approx(s.min(), rel=1e-5) and bins[-1] == pytest.approx(s.max(), rel=1e-5)
+    # the line chart (logged at the end of training) is a W&B table: one line per logged step
+    files = Path(run_file(str(run))).parent / "files"
+    table = json.loads((files / by_step[6]["spectrum/layers.1.ff.w2/chart_table/path"]).read_text())
+    lines: dict[str, list[float]] = {}
+    for index, key, value in table["data"]:
+        lines.setdefault(key, []).append(value)
+    assert sorted(lines) == ["step 0", "step 3", "step 6"]
+    np.testing.assert_allclose(lines["step 6"], w2[2], rtol=1e-6)
+
+    for step in (0, 3):
+        for group in ("layers.1.ff", "layers.0.attn.wk", "layers.1.attn.wo"):
+            mean, std, snr = (by_step[step][f"gradnoise/{group}/{k}"] for k in ("mean", "std", "snr"))
+            assert std > 0 and snr == pytest.approx(mean / std)
+    for step in (0, 2, 4, 6):
+        assert 0 < by_step[step]["probe/layers.0.attn/prev_token"] < 1
+        assert 0 <= by_step[step]["probe/layers.1.attn/to_noise"] < 1
+        assert "probe/layers.1.ff/noise_margin" in by_step[step]
+    assert by_step[4]["laser/before/loss"] != pytest.approx(by_step[4]["laser/after/loss"])
+
+
+def test_summary_json_collects_what_the_callbacks_measured(run):
+    summary = json.loads((run / "summary.json").read_text())["callbacks"]
+    (event,) = summary["LaserTruncation"]["events"]
+    assert event["step"] == 4 and event["ranks"] == {"layers.1.ff.w2": 1}
+    assert summary["WeightSpectrumLogger"]["steps"] == 3 and summary["WeightSpectrumLogger"]["file"] == str(run / "spectra.npz")
+    assert set(summary["GradientNoise"]) == {"0", "3"}
+    assert summary["AttentionProbe"]["step"] == 6
+
+
+def test_measuring_does_not_change_the_experiment(tmp_path, monkeypatch):
+    """The callbacks draw their probe batches from their own generators: training is bit-for-bit the same."""
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    measuring_only = CALLBACKS.replace(
+        "    - class_path: callbacks.LaserTruncation\n      init_args: {targets: [layers.1.ff.w2], rank: 1, at_steps: [4]}\n", ""
+    )
+    assert "LaserTruncation" not in measuring_only
+    (tmp_path / "callbacks.yaml").write_text(measuring_only)
+    main(["fit", *TINY, "--config", str(tmp_path / "callbacks.yaml"), "--trainer.default_root_dir", str(tmp_path / "with")])
+    main(["fit", *TINY, "--trainer.callbacks=[]", "--trainer.default_root_dir", str(tmp_path / "without")])
+    with_cb = json.loads((only_run_dir(tmp_path / "with") / "summary.json").read_text())
+    without = json.loads((only_run_dir(tmp_path / "without") / "summary.json").read_text())
+    assert {"WeightSpectrumLogger", "GradientNoise", "AttentionProbe"} <= set(with_cb["callbacks"]) and not without["callbacks"]
+    for key, value in without["metrics"].items():
+        assert with_cb["metrics"][key] == pytest.approx(value, abs=1e-6), key
+
+
+def test_a_callback_pattern_that_matches_nothing_stops_the_run_before_training(tmp_path, capsys):
+    (tmp_path / "bad.yaml").write_text(CALLBACKS.replace("targets: [layers.1.ff.w2]", "targets: [layers.2.ff.w2]"))
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", *TINY, "--config", str(tmp_path / "bad.yaml"), "--trainer.default_root_dir", str(tmp_path / "runs")])
+    assert exit_info.value.code == 2
+    assert "'layers.2.ff.w2' matches no matrix" in capsys.readouterr().err
+    assert not list((tmp_path / "runs").glob("*/*/summary.json"))
