@@ -11,7 +11,8 @@ from lightning.pytorch.utilities import rank_zero_only
 
 from pipeline.run_dir import CHECKPOINT_DIR, CONFIG_FILE, SUMMARY_FILE
 
-TABLE_METRICS = ("p_correct", "p_noise", "acc", "loss")
+# column order of the printed table; other metrics follow in the order they were logged
+TABLE_METRICS = ("p_correct", "p_noise", "p_answer", "p_generic", "log_ratio", "acc", "logit_diff", "loss")
 
 
 def variants_table(metrics: dict[str, float], stage: str = "val") -> dict[str, dict[str, float]]:
@@ -25,7 +26,8 @@ def variants_table(metrics: dict[str, float], stage: str = "val") -> dict[str, d
 
 
 def format_table(table: dict[str, dict[str, float]]) -> str:
-    cols = [m for m in TABLE_METRICS if any(m in row for row in table.values())]
+    logged = list(dict.fromkeys(m for row in table.values() for m in row))
+    cols = [m for m in TABLE_METRICS if m in logged] + [m for m in logged if m not in TABLE_METRICS]
     width = max([len("variant")] + [len(v) for v in table])
     lines = [f"{'variant':<{width}}  " + "  ".join(f"{c:>9}" for c in cols)]
     for variant, row in table.items():
@@ -71,6 +73,8 @@ class RunSummary(L.Callback):
             "metrics": metrics,
             "variants": variants_table(metrics, stage),
             "wandb": self._wandb_info(trainer),
+            # what was evaluated, where the module says (e.g. a pretrained checkpoint's resolved commit)
+            "model": trainer.lightning_module.run_info() if hasattr(trainer.lightning_module, "run_info") else None,
             # what callbacks measured (LaserTruncation events, GradientNoise SNRs, ...), by class name
             "callbacks": self._callback_summaries(trainer),
         }
@@ -127,6 +131,7 @@ class RunSummary(L.Callback):
         summary = self.write(trainer, "completed", stage)
         if summary.get("variants"):
             stale = f" (from step {self.eval_step}, not the last step {trainer.global_step})" if stage == "val" and self.eval_step != trainer.global_step else ""
-            print(f"\nResults on the clean test set at trigger positions{stale}:\n{format_table(summary['variants'])}")
+            title = getattr(trainer.lightning_module, "results_title", "Results on the clean test set at trigger positions")
+            print(f"\n{title}{stale}:\n{format_table(summary['variants'])}")
         if summary:
             print(f"\nRun directory: {summary['run_dir']}\n  summary: {SUMMARY_FILE}  config: {CONFIG_FILE}")

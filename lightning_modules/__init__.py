@@ -1,5 +1,7 @@
-"""What is trained or evaluated: the toy transformer, its LightningModule, metrics and LASER truncation."""
+"""What is trained or evaluated: the toy transformer and pretrained causal LMs, their metrics, LASER truncation."""
+from lightning_modules.causal_lm import CausalLMModule
 from lightning_modules.noisy_recall import NoisyRecallModule
+from lightning_modules.pretrained import LaserSpec
 from lightning_modules.transformer import Transformer, TransformerConfig
 
-__all__ = ["NoisyRecallModule", "Transformer", "TransformerConfig"]
+__all__ = ["CausalLMModule", "LaserSpec", "NoisyRecallModule", "Transformer", "TransformerConfig"]

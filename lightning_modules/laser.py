@@ -15,14 +15,19 @@ import torch
 from torch import nn
 
 
-def rank_for(shape: tuple[int, ...], rho: float) -> int:
-    """Rank kept for a fraction `rho` in [0, 1] of the full rank: floor(rho * min(m, n))."""
+def rank_for(shape: tuple[int, ...], rho: float, min_rank: int = 0) -> int:
+    """Rank kept for a fraction `rho` in [0, 1] of the full rank: floor(rho * min(m, n)).
+
+    ``min_rank=1`` is the pretrained-model rule of LASER (Sharma et al.): any rho > 0 keeps at least one direction,
+    and only rho = 0 removes the matrix.
+    """
     if not 0.0 <= rho <= 1.0:
         raise ValueError(f"rho must be in [0, 1], got {rho}")
     if len(shape) != 2:
         raise ValueError(f"LASER applies to matrices, got a tensor of shape {tuple(shape)}")
     # the small epsilon keeps e.g. 0.3 * 10 = 2.9999999999999996 from flooring to 2
-    return int(math.floor(rho * min(shape) + 1e-9))
+    k = int(math.floor(rho * min(shape) + 1e-9))
+    return max(min_rank, k) if rho > 0 else 0
 
 
 @dataclass
@@ -35,11 +40,20 @@ class SVDFactors:
     dtype: torch.dtype
 
     @classmethod
-    def of(cls, weight: torch.Tensor) -> "SVDFactors":
+    def of(cls, weight: torch.Tensor, top: int | None = None, niter: int = 4) -> "SVDFactors":
+        """Exact thin SVD; or, with ``top=k``, the top k triplets by randomized SVD (``torch.svd_lowrank``,
+        Halko et al.), for large matrices where only a small rank is kept."""
         # SVD in float32 at least: half-precision SVD is unsupported or inaccurate.
         w = weight.detach()
         work = w.float() if w.dtype in (torch.float16, torch.bfloat16) else w
-        u, s, vh = torch.linalg.svd(work, full_matrices=False)
+        if top is None:
+            u, s, vh = torch.linalg.svd(work, full_matrices=False)
+        elif top == 0:
+            u, s, vh = work.new_zeros(work.shape[0], 0), work.new_zeros(0), work.new_zeros(0, work.shape[1])
+        else:
+            q = min(top + 10, min(work.shape))  # oversampling makes the top-k estimate accurate
+            u, s, v = torch.svd_lowrank(work, q=q, niter=niter)
+            u, s, vh = u[:, :top], s[:top], v[:, :top].T
         return cls(u, s, vh, weight.dtype)
 
     @property
@@ -48,7 +62,7 @@ class SVDFactors:
 
     def reconstruct(self, rank: int) -> torch.Tensor:
         if not 0 <= rank <= self.full_rank:
-            raise ValueError(f"rank must be in [0, {self.full_rank}], got {rank}")
+            raise ValueError(f"rank must be in [0, {self.full_rank}] (the triplets computed), got {rank}")
         return ((self.u[:, :rank] * self.s[:rank]) @ self.vh[:rank]).to(self.dtype)
 
 

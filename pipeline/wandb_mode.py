@@ -3,9 +3,10 @@ from __future__ import annotations
 
 import netrc
 import os
-import socket
 from typing import Mapping
 from urllib.parse import urlparse
+
+from pipeline import network
 
 DEFAULT_BASE_URL = "https://api.wandb.ai"
 
@@ -22,13 +23,7 @@ def has_credentials(env: Mapping[str, str] = os.environ) -> bool:
 
 
 def reachable(env: Mapping[str, str] = os.environ, timeout: float = 3.0) -> bool:
-    url = urlparse(env.get("WANDB_BASE_URL", DEFAULT_BASE_URL))
-    port = url.port or (443 if url.scheme == "https" else 80)
-    try:
-        with socket.create_connection((url.hostname, port), timeout=timeout):
-            return True
-    except OSError:
-        return False
+    return network.reachable(env.get("WANDB_BASE_URL", DEFAULT_BASE_URL), timeout)
 
 
 def choose_mode(env: Mapping[str, str] = os.environ) -> tuple[str, str]:

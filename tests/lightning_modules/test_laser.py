@@ -62,3 +62,22 @@ def test_select_parameters_by_pattern_and_typos_name_the_pattern():
     assert set(select_parameters(model, "layers.*.ff.w2")) == {"layers.0.ff.w2", "layers.1.ff.w2"}
     with pytest.raises(ValueError, match="layers.1.ff.w3"):
         select_parameters(model, ["layers.1.ff.w3"])
+
+
+def test_pretrained_rule_keeps_at_least_one_direction_for_positive_rho():
+    assert rank_for((100, 40), 0.01) == 0 and rank_for((100, 40), 0.01, min_rank=1) == 1
+    assert rank_for((100, 40), 0.0, min_rank=1) == 0  # rho = 0 removes the matrix
+    assert rank_for((100, 40), 0.5, min_rank=1) == 20
+
+
+def test_randomized_svd_matches_the_exact_top_k():
+    torch.manual_seed(0)
+    # a matrix with a clear spectral gap after 5 directions, as a trained weight's top directions
+    w = torch.randn(300, 5) @ torch.randn(5, 200) + 0.01 * torch.randn(300, 200)
+    exact = SVDFactors.of(w).reconstruct(5)
+    fast = SVDFactors.of(w, top=5).reconstruct(5)
+    assert torch.linalg.matrix_rank(fast).item() == 5
+    assert torch.linalg.norm(fast - exact) / torch.linalg.norm(exact) < 1e-3
+    assert SVDFactors.of(w, top=0).reconstruct(0).abs().max() == 0
+    with pytest.raises(ValueError, match="the triplets computed"):
+        SVDFactors.of(w, top=5).reconstruct(6)

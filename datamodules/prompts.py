@@ -1,0 +1,144 @@
+"""PromptDataModule: IOI or factual-recall prompts for a pretrained LM, tokenised, batched by length (no padding)."""
+from __future__ import annotations
+
+import os
+import random
+from typing import Literal
+
+import lightning as L
+from datasets import Dataset, load_dataset
+from torch.utils.data import DataLoader
+
+from datamodules.prompt_sources import IOI_TEMPLATES, NAMES, OBJECTS, PLACES, builtin_facts
+from lightning_modules.pretrained import load_tokenizer
+
+
+def single_token_id(tokenizer, text: str) -> int | None:
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    return ids[0] if len(ids) == 1 else None
+
+
+def single_token_names(tokenizer, names: list[str]) -> list[str]:
+    """Names that are one token with their leading space (" Mary" yes, " Brittany" not in Pythia's tokenizer)."""
+    return [n for n in names if single_token_id(tokenizer, " " + n) is not None]
+
+
+def ioi_prompts(names: list[str], n: int, seed: int) -> list[dict[str, str]]:
+    """Half ABBA (the indirect object named first), half BABA; the answer is the IO, the competitor the subject."""
+    if len(names) < 2:
+        raise ValueError(f"IOI needs at least 2 single-token names in the tokenizer, found {names}")
+    rng = random.Random(seed)
+    rows = []
+    for i in range(n):
+        io, s = rng.sample(names, 2)
+        kind = "ABBA" if i % 2 == 0 else "BABA"
+        a, b = (io, s) if kind == "ABBA" else (s, io)
+        prompt = rng.choice(IOI_TEMPLATES).format(A=a, B=b, S=s, PLACE=rng.choice(PLACES), OBJECT=rng.choice(OBJECTS))
+        rows.append({"prompt": prompt, "answer": " " + io, "competitor": " " + s, "type": kind})
+    return rows
+
+
+def counterfact_prompts(source: str, split: str) -> list[dict[str, str]]:
+    """CounterFact-style records (``requested_rewrite``: prompt with "{}", subject, target_true.str, relation_id)
+    from a local JSON/JSONL file or a hub dataset id."""
+    if os.path.exists(source):
+        ds = load_dataset("json", data_files=source, split="train")
+    elif source.endswith((".json", ".jsonl")):
+        raise FileNotFoundError(f"data.facts: no such file {source!r}")
+    else:
+        try:
+            ds = load_dataset(source, split=split)
+        except Exception as e:  # noqa: BLE001  datasets raises many types for a missing or unreachable dataset
+            raise FileNotFoundError(f"data.facts: could not load dataset {source!r} (split {split!r}): {e}") from e
+    rows = []
+    for rec in ds:
+        rw = rec.get("requested_rewrite")
+        if rw is None:
+            raise ValueError(f"data.facts {source!r}: records need requested_rewrite.prompt/subject/target_true")
+        rows.append({"prompt": rw["prompt"].format(rw["subject"]), "answer": " " + rw["target_true"]["str"].strip(),
+                     "competitor": "", "type": rw.get("relation_id") or "counterfact"})
+    return rows
+
+
+class PromptDataModule(L.LightningDataModule):
+    """Prompts whose next token is either the answer (in context for IOI, a fact for facts) or a generic token.
+
+    Args:
+        task: ``ioi`` (Wang et al. 2022 templates, ABBA and BABA) or ``facts``.
+        tokenizer / revision: the tokenizer to load (``from_pretrained``), normally the model's.
+        n_prompts: IOI prompts to generate (default 400); for facts, at most this many (default all).
+        seed: IOI sampling seed (names, templates, places).
+        facts: CounterFact-style JSON file or hub dataset id; default the built-in facts (capitals, languages,
+            continents), of which those with a single-token answer are used.
+        generic_token: the generic competitor, " the" by default (must be one token).
+        batch_size: prompts per batch; batches hold prompts of one token length, so nothing is padded.
+
+    ``answer_id`` is the answer's first token; ``competitor_id`` the IOI subject's (-1 for facts).
+    """
+
+    def __init__(
+        self,
+        task: Literal["ioi", "facts"] = "ioi",
+        tokenizer: str = "EleutherAI/pythia-410m",
+        revision: str = "main",
+        n_prompts: int | None = None,
+        seed: int = 0,
+        facts: str | None = None,
+        facts_split: str = "train",
+        generic_token: str = " the",
+        batch_size: int = 32,
+        cache_dir: str | None = None,
+    ):
+        super().__init__()
+        if task not in ("ioi", "facts"):
+            raise ValueError(f"data.task must be ioi | facts, got {task!r}")
+        if batch_size < 1 or (n_prompts is not None and n_prompts < 1):
+            raise ValueError(f"data.batch_size and data.n_prompts must be >= 1, got {batch_size}, {n_prompts}")
+        self.tokenizer = load_tokenizer(tokenizer, revision, cache_dir)
+        self.generic_id = single_token_id(self.tokenizer, generic_token)
+        if self.generic_id is None:
+            raise ValueError(f"data.generic_token {generic_token!r} is not a single token of {tokenizer}")
+        if task == "ioi":
+            rows = ioi_prompts(single_token_names(self.tokenizer, NAMES), n_prompts or 400, seed)
+        elif facts is None:
+            rows = [f | {"competitor": ""} for f in builtin_facts() if single_token_id(self.tokenizer, f["answer"]) is not None]
+        else:
+            rows = counterfact_prompts(facts, facts_split)
+        rows = rows[:n_prompts] if n_prompts else rows
+        if not rows:
+            raise ValueError(f"data: no usable {task} prompts for tokenizer {tokenizer}")
+        self.prompt_types = sorted({r["type"] for r in rows})
+        self.batch_size = batch_size
+        self.dataset = Dataset.from_list([self._encode(r) for r in rows])
+
+    def _encode(self, row: dict[str, str]) -> dict:
+        first = lambda text: self.tokenizer(text, add_special_tokens=False)["input_ids"][0]  # noqa: E731
+        return row | {
+            "input_ids": self.tokenizer(row["prompt"])["input_ids"],
+            "answer_id": first(row["answer"]),
+            "generic_id": self.generic_id,
+            "competitor_id": first(row["competitor"]) if row["competitor"] else -1,
+            "type_id": self.prompt_types.index(row["type"]),
+        }
+
+    # Linked into the model by the CLI: the generic token plays the noise token's part.
+    @property
+    def vocab_size(self) -> int:
+        return len(self.tokenizer)
+
+    @property
+    def noise_id(self) -> int:
+        return self.generic_id
+
+    def length_batches(self) -> list[list[int]]:
+        by_len: dict[int, list[int]] = {}
+        for i, ids in enumerate(self.dataset["input_ids"]):
+            by_len.setdefault(len(ids), []).append(i)
+        return [idx[j : j + self.batch_size] for _, idx in sorted(by_len.items()) for j in range(0, len(idx), self.batch_size)]
+
+    def test_dataloader(self) -> DataLoader:
+        columns = ["input_ids", "answer_id", "generic_id", "competitor_id", "type_id"]
+        return DataLoader(self.dataset.with_format("torch", columns=columns), batch_sampler=self.length_batches())
+
+    def predict_dataloader(self) -> DataLoader:
+        return self.test_dataloader()

@@ -1,0 +1,105 @@
+"""CausalLMModule: a pretrained Hugging Face causal LM at a training checkpoint, evaluated with and without LASER."""
+from __future__ import annotations
+
+import os
+from typing import Any, Literal
+
+import lightning as L
+import torch
+from torch import nn
+
+from lightning_modules.laser import SVDFactors, truncated
+from lightning_modules.pretrained import LaserSpec, laser_ranks, load_causal_lm
+from lightning_modules.prompt_metrics import AnswerVsGenericMetrics
+
+FULL = "full"
+
+
+class CausalLMModule(L.LightningModule):
+    """Next-token probabilities of the answer vs the generic token after each prompt (``main.py test``).
+
+    Logged per variant (``full`` and each name in ``laser``): ``test/<variant>/<metric>`` over all prompts and
+    ``test/<variant>:<prompt type>/<metric>``, metrics ``p_answer``, ``p_generic`` (of " the"), ``log_ratio``
+    (log P(answer) / P(generic)), ``acc`` (answer is the argmax) and, for IOI, ``logit_diff`` (IO - S).
+
+    Args:
+        model_name: a hub id (``EleutherAI/pythia-410m``) or a local save_pretrained directory.
+        revision: the checkpoint (Pythia: ``step0`` ... ``step143000``; checked before anything is downloaded).
+        dtype: weights' dtype. LASER's SVD always runs in float32 at least.
+        laser: ``{variant name: [LaserSpec, ...]}``; each variant truncates its matrices while it is evaluated
+            and restores them bit for bit afterwards, so one loaded model serves every variant.
+        svd: ``exact`` (torch.linalg.svd) or ``randomized`` (torch.svd_lowrank, for large matrices at low rank).
+        vocab_size / noise_id: linked from the data by the CLI: the tokenizer's size (checked against the model)
+            and the generic token's id.
+    """
+
+    results_title = "Next-token probabilities after each prompt"
+
+    def __init__(
+        self,
+        model_name: str,
+        revision: str = "main",
+        dtype: Literal["float32", "bfloat16", "float16"] = "float32",
+        laser: dict[str, list[LaserSpec]] | None = None,
+        svd: Literal["exact", "randomized"] = "exact",
+        cache_dir: str | None = None,
+        vocab_size: int | None = None,
+        noise_id: int | None = None,
+    ):
+        super().__init__()
+        if svd not in ("exact", "randomized"):
+            raise ValueError(f"model.svd must be exact | randomized, got {svd!r}")
+        self.save_hyperparameters()
+        self.net = load_causal_lm(model_name, revision, getattr(torch, dtype), cache_dir)
+        self.net.requires_grad_(False)
+        rows = self.net.get_output_embeddings().weight.shape[0]
+        if vocab_size is not None and vocab_size > rows:
+            raise ValueError(f"the tokenizer has {vocab_size} tokens but {model_name} has {rows} output rows: mismatched tokenizer?")
+        self.variants: dict[str, dict[str, int]] = {FULL: {}}
+        for name, specs in (laser or {}).items():
+            if name == FULL or ":" in name or "/" in name:
+                raise ValueError(f"model.laser variant name {name!r} is reserved or contains ':' or '/'")
+            self.variants[name] = laser_ranks(self.net, [s if isinstance(s, LaserSpec) else LaserSpec(**s) for s in specs])
+        self.svd = svd
+        self.metrics: nn.ModuleList | None = None
+
+    def run_info(self) -> dict[str, Any]:
+        """For summary.json: which weights were evaluated (some Pythia branches have served wrong weights)."""
+        local = os.path.isdir(self.hparams.model_name)
+        return {
+            "model_name": self.hparams.model_name,
+            "revision": None if local else self.hparams.revision,  # a local directory has no revisions
+            "commit": getattr(self.net.config, "_commit_hash", None),  # the hub commit the revision resolved to
+            "laser_ranks": self.variants,
+        }
+
+    def setup(self, stage: str) -> None:
+        types = self.trainer.datamodule.prompt_types
+        self.metrics = nn.ModuleList(AnswerVsGenericMetrics(types) for _ in self.variants)
+
+    def on_test_epoch_start(self) -> None:
+        # one factorisation per matrix for the whole test (the weights do not change); randomized SVD computes
+        # only the top directions the largest requested rank needs
+        params = dict(self.net.named_parameters())
+        top: dict[str, int] = {}
+        for ranks in self.variants.values():
+            for name, k in ranks.items():
+                top[name] = max(top.get(name, 0), k)
+        self._factors = {n: SVDFactors.of(params[n], top=k if self.svd == "randomized" else None) for n, k in top.items()}
+
+    def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        for metric, ranks in zip(self.metrics, self.variants.values()):
+            with truncated(self.net, ranks, self._factors):
+                logits = self.net(input_ids=batch["input_ids"]).logits[:, -1]
+            metric.update(logits, batch["answer_id"], batch["generic_id"], batch["competitor_id"], batch["type_id"])
+
+    def on_test_epoch_end(self) -> None:
+        for metric, variant in zip(self.metrics, self.variants):
+            for group, values in metric.compute().items():
+                key = variant if group == "all" else f"{variant}:{group}"
+                self.log_dict({f"test/{key}/{k}": v.float() for k, v in values.items()})
+            metric.reset()
+        self._factors = {}
+
+    def configure_optimizers(self):
+        return None  # evaluation only

@@ -1,0 +1,59 @@
+"""Gather a sweep's summaries into one table: one row per (task, variant), the grid values as columns.
+
+    python -m pipeline.collect runs/sweeps/<sweep name>     # prints the table, writes results.csv there
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+from pathlib import Path
+
+from pipeline.run_dir import SUMMARY_FILE
+from pipeline.sweep import TASKS_FILE
+
+RESULTS_FILE = "results.csv"
+
+
+def rows(root: str | Path) -> list[dict]:
+    root = Path(root)
+    tasks = json.loads((root / TASKS_FILE).read_text())
+    out = []
+    for i, point in enumerate(tasks["points"]):
+        summaries = sorted((root / str(i)).glob(f"*/*/{SUMMARY_FILE}"))
+        if not summaries:
+            out.append({"task": i, **point, "status": "missing"})
+            continue
+        summary = json.loads(summaries[-1].read_text())  # the latest run of this task
+        base = {"task": i, **point, "status": summary["status"], "run_dir": summary["run_dir"]}
+        commit = (summary.get("model") or {}).get("commit")
+        if commit:
+            base["commit"] = commit
+        if not summary.get("variants"):
+            out.append(base)
+        for variant, metrics in summary.get("variants", {}).items():
+            out.append({**base, "variant": variant, **metrics})
+    return out
+
+
+def main(argv: list[str] | None = None) -> list[dict]:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("sweep_dir")
+    args = parser.parse_args(argv)
+    table = rows(args.sweep_dir)
+    columns = list(dict.fromkeys(k for row in table for k in row if k != "run_dir"))
+    with open(Path(args.sweep_dir) / RESULTS_FILE, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(table)
+    fmt = lambda v: f"{v:.4f}" if isinstance(v, float) else str(v)  # noqa: E731
+    widths = {c: max(len(c), *(len(fmt(r.get(c, ""))) for r in table)) for c in columns}
+    print("  ".join(c.rjust(widths[c]) for c in columns))
+    for r in table:
+        print("  ".join(fmt(r.get(c, "")).rjust(widths[c]) for c in columns))
+    print(f"\n{len(table)} rows -> {Path(args.sweep_dir) / RESULTS_FILE}")
+    return table
+
+
+if __name__ == "__main__":
+    main()

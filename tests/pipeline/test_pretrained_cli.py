@@ -1,0 +1,50 @@
+"""`main.py test --config configs/pythia_{ioi,facts}.yaml` end to end on tiny local models of three architectures."""
+import json
+
+import pytest
+
+from main import main
+from tests.pipeline.test_cli import only_run_dir
+
+LASER = '{"late_mlp_out": [{"matrix": "mlp_out", "rho": 0.5, "layers": 1}], "all_mlp_in": [{"matrix": "mlp_in", "rho": 0.0}]}'
+
+
+def run_test(config: str, model_dir: str, root, *extra: str) -> dict:
+    main(["test", "--config", config, "--model.init_args.model_name", model_dir, "--data.init_args.tokenizer", model_dir,
+          "--model.init_args.laser", LASER, "--trainer.default_root_dir", str(root), "--trainer.accelerator", "cpu",
+          "--trainer.enable_progress_bar", "false", *extra])
+    return json.loads((only_run_dir(root) / "summary.json").read_text())
+
+
+@pytest.mark.parametrize("arch", ["gpt_neox", "llama", "phi3"])
+def test_ioi_through_the_cli(tiny_hf, tmp_path, arch, capsys):
+    summary = run_test("configs/pythia_ioi.yaml", tiny_hf[arch], tmp_path, "--data.init_args.n_prompts", "24")
+    assert summary["status"] == "completed"
+    assert set(summary["variants"]) == {f"{v}{t}" for v in ("full", "late_mlp_out", "all_mlp_in") for t in ("", ":ABBA", ":BABA")}
+    for row in summary["variants"].values():
+        assert set(row) == {"p_answer", "p_generic", "log_ratio", "acc", "logit_diff"}
+        assert 0 < row["p_answer"] < 1 and 0 < row["p_generic"] < 1
+    # removing every MLP input matrix changes the predictions; the full model is the untouched checkpoint
+    assert summary["variants"]["all_mlp_in"]["log_ratio"] != pytest.approx(summary["variants"]["full"]["log_ratio"])
+    info = summary["model"]
+    assert info["model_name"] == tiny_hf[arch] and info["revision"] is None  # a local directory has no revisions
+    assert sum(info["laser_ranks"]["all_mlp_in"].values()) == 0 and len(info["laser_ranks"]["late_mlp_out"]) == 1
+    out = capsys.readouterr().out
+    assert "Next-token probabilities after each prompt" in out and "late_mlp_out:BABA" in out
+
+
+def test_facts_through_the_cli(tiny_hf, tmp_path):
+    summary = run_test("configs/pythia_facts.yaml", tiny_hf["gpt_neox"], tmp_path, "--data.init_args.n_prompts", "40")
+    assert {"full", "full:capital_of", "late_mlp_out:located_in"} <= set(summary["variants"])
+    assert "logit_diff" not in summary["variants"]["full"]  # facts have no competing name
+
+
+def test_a_bad_revision_or_spec_stops_before_loading(tiny_hf, tmp_path, capsys):
+    with pytest.raises(SystemExit) as info:  # the tokenizer is local, the model a hub id: no download is tried
+        main(["test", "--config", "configs/pythia_ioi.yaml", "--model.init_args.revision", "step1500",
+              "--data.init_args.tokenizer", tiny_hf["gpt_neox"], "--trainer.default_root_dir", str(tmp_path)])
+    assert info.value.code == 2 and "'step1500' is not a Pythia checkpoint" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        run_test("configs/pythia_ioi.yaml", tiny_hf["llama"], tmp_path, "--model.init_args.laser",
+                 '{"x": [{"matrix": "mlp_out", "rho": 0.5, "layers": 7}]}')
+    assert "layer 7 out of range for 2 layers" in capsys.readouterr().err
