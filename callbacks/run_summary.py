@@ -37,7 +37,7 @@ def format_table(table: dict[str, dict[str, float]]) -> str:
 
 class RunSummary(L.Callback):
     """Writes ``summary.json`` after every validation/test (status ``running``), and at the end ``completed``
-    (or ``failed`` with the error), so an interrupted run still leaves its latest numbers behind."""
+    (or ``failed`` with the error, or ``requeued`` by SLURM), so an interrupted run leaves its latest numbers."""
 
     def __init__(self) -> None:
         self.start = time.time()
@@ -121,6 +121,8 @@ class RunSummary(L.Callback):
         self._finish(trainer, "test")
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if any(getattr(cb, "requeued", False) for cb in trainer.callbacks):
+            return  # stopped for a SLURM requeue: the summary says "requeued" until the resumed task finishes
         self._finish(trainer, "val")
 
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:

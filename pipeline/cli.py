@@ -8,9 +8,11 @@ from pathlib import Path
 
 from jsonargparse import Namespace
 from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
+from lightning.pytorch.plugins.environments import SLURMEnvironment
 
 from callbacks.run_summary import RunSummary
 from pipeline import run_dir, wandb_mode
+from pipeline.preemption import SlurmRequeue
 
 # What constructors raise for bad values, missing files or unloadable datasets: shown as one line naming the field
 # (set FFVA_TRACEBACK=1 for the full traceback). Anything else is a bug and keeps its traceback.
@@ -33,13 +35,23 @@ class SaveAndLogConfig(SaveConfigCallback):
             logger.log_hyperparams(json.loads(config))
 
 
+def _trainer_defaults() -> dict:
+    defaults = {"callbacks": [RunSummary(), SlurmRequeue()]}
+    if SLURMEnvironment.detect():  # SlurmRequeue checkpoints at a step boundary instead of Lightning's handler
+        defaults["plugins"] = [SLURMEnvironment(auto_requeue=False)]
+    return defaults
+
+
 class ExperimentCLI(LightningCLI):
     def __init__(self, args: list[str] | None = None, **kwargs):
         super().__init__(
             subclass_mode_model=True,
             subclass_mode_data=True,
             save_config_callback=SaveAndLogConfig,
-            trainer_defaults={"callbacks": [RunSummary()]},
+            # run directories are unique (timestamp + random suffix) except for a requeued SLURM task, which
+            # comes back to its own directory and must be allowed to write its config again
+            save_config_kwargs={"overwrite": True},
+            trainer_defaults=_trainer_defaults(),
             auto_configure_optimizers=False,
             args=args,
             **kwargs,
@@ -70,6 +82,12 @@ class ExperimentCLI(LightningCLI):
                 mode, reason = wandb_mode.choose_mode()
                 os.environ["WANDB_MODE"] = mode
                 print(f"W&B mode: {mode} ({reason})", file=sys.stderr)
+                # one W&B run per run directory: a requeued SLURM task (same directory) continues its run
+                if not lg.init_args.get("id"):
+                    self._override(lg.init_args, "id", run_dir.wandb_id(self.run_dir))
+                    self._override(lg.init_args, "resume", "allow")
+                if os.environ.get("WANDB_RUN_GROUP"):  # a sweep's group (slurm/submit.py) wins over the config's
+                    self._override(lg.init_args, "group", os.environ["WANDB_RUN_GROUP"])
 
     def _override(self, ns: Namespace, key: str, value) -> None:
         self._restore.append((ns, key, ns.get(key)))

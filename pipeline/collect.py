@@ -1,6 +1,8 @@
 """Gather a sweep's summaries into one table: one row per (task, variant), the grid values as columns.
 
     python -m pipeline.collect runs/sweeps/<sweep name>     # prints the table, writes results.csv there
+    (slurm/collect.py is the same command.) A task that failed or never wrote a summary is listed with its status
+and the tail of its error or SLURM log.
 """
 from __future__ import annotations
 
@@ -15,6 +17,12 @@ from pipeline.sweep import TASKS_FILE
 RESULTS_FILE = "results.csv"
 
 
+def log_tail(root: Path, task: int, lines: int = 15) -> str:
+    """The end of a SLURM task's log (``<sweep dir>/logs/<array job>_<task>.out``), where a failure explains itself."""
+    logs = sorted((root / "logs").glob(f"*_{task}.out"))
+    return "\n".join(logs[-1].read_text(errors="replace").splitlines()[-lines:]) if logs else ""
+
+
 def rows(root: str | Path) -> list[dict]:
     root = Path(root)
     tasks = json.loads((root / TASKS_FILE).read_text())
@@ -22,10 +30,12 @@ def rows(root: str | Path) -> list[dict]:
     for i, point in enumerate(tasks["points"]):
         summaries = sorted((root / str(i)).glob(f"*/*/{SUMMARY_FILE}"))
         if not summaries:
-            out.append({"task": i, **point, "status": "missing"})
+            out.append({"task": i, **point, "status": "missing", "log_tail": log_tail(root, i)})
             continue
         summary = json.loads(summaries[-1].read_text())  # the latest run of this task
         base = {"task": i, **point, "status": summary["status"], "run_dir": summary["run_dir"]}
+        if summary["status"] != "completed":
+            base["log_tail"] = summary.get("error") or log_tail(root, i)
         commit = (summary.get("model") or {}).get("commit")
         if commit:
             base["commit"] = commit
@@ -41,7 +51,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("sweep_dir")
     args = parser.parse_args(argv)
     table = rows(args.sweep_dir)
-    columns = list(dict.fromkeys(k for row in table for k in row if k != "run_dir"))
+    columns = list(dict.fromkeys(k for row in table for k in row if k not in ("run_dir", "log_tail")))
     with open(Path(args.sweep_dir) / RESULTS_FILE, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
         writer.writeheader()
@@ -51,6 +61,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
     print("  ".join(c.rjust(widths[c]) for c in columns))
     for r in table:
         print("  ".join(fmt(r.get(c, "")).rjust(widths[c]) for c in columns))
+    for r in table:
+        if r.get("log_tail"):
+            print(f"\ntask {r['task']} {r['status']}:\n{r['log_tail']}")
     print(f"\n{len(table)} rows -> {Path(args.sweep_dir) / RESULTS_FILE}")
     return table
 

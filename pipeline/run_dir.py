@@ -7,6 +7,7 @@ again, and a timestamp otherwise.
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import secrets
 import time
@@ -33,3 +34,8 @@ def run_dir(root: str | os.PathLike, name: str, env: Mapping[str, str] = os.envi
     if env.get(PARENT_RUN_DIR) and int(env.get("LOCAL_RANK") or 0) > 0:
         return Path(env[PARENT_RUN_DIR])
     return Path(root) / name / run_version(env)
+
+
+def wandb_id(path: str | os.PathLike) -> str:
+    """A W&B run id that is a function of the run directory (W&B ids allow [a-z0-9]; 16 hex digits)."""
+    return hashlib.sha1(str(Path(path).resolve()).encode()).hexdigest()[:16]

@@ -5,6 +5,7 @@
     grid:
       model.init_args.revision: [step1000, step143000]
       seed_everything: [0, 1]
+    slurm: {partition: gpu, time: "02:00:00"}   # optional, read by slurm/submit.py
 
 ``python -m pipeline.sweep <sweep file>`` runs the tasks one after another on this machine, each in
 ``<root>/<task index>/``, then prints and writes the table of ``pipeline.collect``. SLURM array jobs run the same
@@ -16,7 +17,7 @@ import argparse
 import itertools
 import json
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,8 @@ class Sweep:
     base: str
     grid: dict[str, list[Any]]
     subcommand: str = "fit"
+    slurm: dict[str, Any] = field(default_factory=dict)
+    path: str = ""
 
     @classmethod
     def load(cls, path: str | Path) -> "Sweep":
@@ -38,15 +41,15 @@ class Sweep:
         if not path.exists():
             raise FileNotFoundError(f"sweep file {path} does not exist")
         spec = yaml.safe_load(path.read_text()) or {}
-        unknown = set(spec) - {"base", "grid", "subcommand"}
+        unknown = set(spec) - {"base", "grid", "subcommand", "slurm"}
         if unknown or "base" not in spec or not isinstance(spec.get("grid"), dict) or not spec["grid"]:
-            raise ValueError(f"{path}: a sweep file has base (a config), grid ({{key: [values]}}) and optionally subcommand; got keys {sorted(spec)}")
+            raise ValueError(f"{path}: a sweep file has base (a config), grid ({{key: [values]}}), and optionally subcommand and slurm; got keys {sorted(spec)}")
         if not Path(spec["base"]).exists():
             raise FileNotFoundError(f"{path}: base config {spec['base']} does not exist")
         for key, values in spec["grid"].items():
             if not isinstance(values, list) or not values:
                 raise ValueError(f"{path}: grid.{key} must be a non-empty list, got {values!r}")
-        return cls(path.stem, spec["base"], spec["grid"], spec.get("subcommand", "fit"))
+        return cls(path.stem, spec["base"], spec["grid"], spec.get("subcommand", "fit"), spec.get("slurm") or {}, str(path))
 
     def points(self) -> list[dict[str, Any]]:
         keys = list(self.grid)
@@ -66,15 +69,20 @@ def write_tasks(sweep: Sweep, root: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="Run a sweep's tasks one after another on this machine.")
+    parser = argparse.ArgumentParser(description="Run a sweep's tasks one after another here, or one task (--task).")
     parser.add_argument("sweep_file")
     parser.add_argument("--root", help="sweep directory (default runs/sweeps/<sweep name>)")
+    parser.add_argument("--task", type=int, help="run only this task (what each SLURM array task does)")
     args = parser.parse_args(argv)
     sweep = Sweep.load(args.sweep_file)
     root = Path(args.root or f"runs/sweeps/{sweep.name}")
-    write_tasks(sweep, root)
     import main as entry  # the repository's main.py
 
+    sys.argv = sys.argv[:1]  # the task's arguments go to the CLI as `args`, not also through sys.argv
+    if args.task is not None:
+        entry.main(sweep.task_args(args.task, root))
+        return
+    write_tasks(sweep, root)
     from pipeline import collect
 
     for i in range(len(sweep.points())):

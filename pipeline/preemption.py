@@ -1,0 +1,58 @@
+"""SlurmRequeue: on SLURM's warning signal, checkpoint at the next step boundary, then requeue the task.
+
+Lightning's own SLURM handler saves the checkpoint inside the signal handler, i.e. wherever the signal lands:
+between an optimizer step and the step counter, a resumed run repeats a step and no longer matches an
+uninterrupted one. Here the handler only sets a flag; the checkpoint is written after the next optimizer step
+(all DDP ranks agree when), as ``hpc_ckpt_<n>.ckpt`` in the run directory, which is where Lightning's SLURM resume
+looks for it when the requeued task starts. The CLI switches Lightning's handler off under SLURM
+(``SLURMEnvironment(auto_requeue=False)``) and adds this callback.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+
+import lightning as L
+from lightning.pytorch.plugins.environments import SLURMEnvironment
+from lightning.pytorch.utilities import rank_zero_info
+
+from callbacks.run_summary import RunSummary
+
+
+class SlurmRequeue(L.Callback):
+    def __init__(self, signum: int = signal.SIGUSR1):
+        self.signum = signum
+        self.requested = False
+        self.requeued = False  # read by RunSummary: the run is not over, it continues in a requeued task
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if stage == "fit" and SLURMEnvironment.detect():
+            signal.signal(self.signum, self._on_signal)
+
+    def _on_signal(self, signum, frame) -> None:
+        self.requested = True
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx: int) -> None:
+        if not SLURMEnvironment.detect():
+            return
+        # every rank must take the same branch (saving a checkpoint is collective)
+        if not trainer.strategy.reduce_boolean_decision(self.requested, all=False):
+            return
+        path = trainer._checkpoint_connector.hpc_save_path(trainer.default_root_dir)
+        trainer.save_checkpoint(path)
+        self.requeued = True
+        trainer.should_stop = True
+        rank_zero_info(f"SLURM signal: saved {path} at step {trainer.global_step}; requeueing")
+        if trainer.is_global_zero:
+            for cb in trainer.callbacks:  # summary.json says "requeued" before the job is stopped
+                if isinstance(cb, RunSummary):
+                    cb.write(trainer, "requeued")
+            wandb = sys.modules.get("wandb")
+            if wandb is not None and wandb.run is not None:
+                wandb.finish()  # flush the run: the requeue below stops this job within seconds
+            array, task = os.environ.get("SLURM_ARRAY_JOB_ID"), os.environ.get("SLURM_ARRAY_TASK_ID")
+            job = f"{array}_{task}" if array and task else os.environ["SLURM_JOB_ID"]
+            result = subprocess.run(["scontrol", "requeue", job], capture_output=True, text=True)
+            print(f"scontrol requeue {job}: {'ok' if result.returncode == 0 else result.stderr.strip()}", flush=True)

@@ -1,0 +1,106 @@
+"""Submit a sweep file as one SLURM array job: one task per grid point, each `main.py` run in its own directory.
+
+    python slurm/submit.py configs/sweeps/noise.yaml [--dry-run] [--partition gpu --time 04:00:00 ...]
+
+Settings come from the sweep file's ``slurm:`` section, then the command line. ``--dry-run`` prints the sbatch
+script and the task table and submits nothing. The job's nodes and tasks per node are read from the base
+config's ``trainer.num_nodes`` and ``trainer.devices``, so srun starts exactly the processes Lightning expects.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import shutil
+import string
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+from pipeline.sweep import Sweep, write_tasks  # noqa: E402
+
+DEFAULTS = {"partition": None, "account": None, "time": "01:00:00", "cpus_per_task": 2, "gpus_per_node": 0,
+            "max_parallel": None, "signal_seconds": 120, "sbatch_lines": [], "setup": [], "python": sys.executable}
+
+
+def processes(sweep: Sweep) -> tuple[int, int, bool]:
+    """(nodes, tasks per node, on GPUs) from the base config, the same for every task: srun must start exactly the
+    processes Lightning's SLURMEnvironment expects, or DDP hangs waiting for the missing ones."""
+    trainer = (yaml.safe_load(Path(sweep.base).read_text()) or {}).get("trainer") or {}
+    for key in ("trainer.devices", "trainer.num_nodes", "trainer.accelerator"):
+        if key in sweep.grid:
+            raise ValueError(f"grid.{key}: every task of an array job has the same shape; set it in the base config")
+    devices, nodes = trainer.get("devices", 1), trainer.get("num_nodes", 1)
+    if not isinstance(devices, int) or not isinstance(nodes, int):
+        raise ValueError(f"{sweep.base}: trainer.devices and trainer.num_nodes must be integers under SLURM, got {devices!r}, {nodes!r}")
+    return nodes, devices, trainer.get("accelerator") in ("gpu", "cuda")
+
+
+def settings(sweep: Sweep, cli: dict) -> dict:
+    unknown = set(sweep.slurm) - set(DEFAULTS)
+    if unknown:
+        raise ValueError(f"slurm: unknown keys {sorted(unknown)}; known: {sorted(DEFAULTS)}")
+    return DEFAULTS | sweep.slurm | {k: v for k, v in cli.items() if v not in (None, [])}
+
+
+def render(sweep: Sweep, sweep_file: str, sweep_dir: Path, opts: dict) -> str:
+    nodes, per_node, gpus = processes(sweep)
+    gpus_per_node = opts["gpus_per_node"] or (per_node if gpus else 0)  # one GPU per process unless told otherwise
+    lines = [f"#SBATCH --partition={opts['partition']}"] if opts["partition"] else []
+    lines += [f"#SBATCH --account={opts['account']}"] if opts["account"] else []
+    lines += [f"#SBATCH --gpus-per-node={gpus_per_node}"] if gpus_per_node else []
+    lines += [line if line.startswith("#SBATCH") else f"#SBATCH {line}" for line in opts["sbatch_lines"]]
+    template = string.Template((REPO / "slurm" / "template.sbatch").read_text())
+    return template.substitute(
+        sweep=sweep.name, n_tasks=len(sweep.points()), last_task=len(sweep.points()) - 1,
+        throttle=f"%{opts['max_parallel']}" if opts["max_parallel"] else "", nodes=nodes, ntasks_per_node=per_node,
+        cpus_per_task=opts["cpus_per_task"], time=opts["time"], sweep_dir=sweep_dir, signal_seconds=opts["signal_seconds"],
+        optional_lines="\n".join(lines), setup="\n".join(opts["setup"]), repo=REPO, python=opts["python"],
+        sweep_file=shlex.quote(str(Path(sweep_file).resolve())),
+    )
+
+
+def main(argv: list[str] | None = None) -> str | None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("sweep_file")
+    parser.add_argument("--dry-run", action="store_true")
+    parser.add_argument("--root", default="runs/sweeps", help="sweeps go to <root>/<sweep name>")
+    parser.add_argument("--partition"), parser.add_argument("--account"), parser.add_argument("--time")
+    parser.add_argument("--cpus-per-task", type=int), parser.add_argument("--gpus-per-node", type=int)
+    parser.add_argument("--max-parallel", type=int, help="array throttle: at most N tasks at once (%%N)")
+    parser.add_argument("--signal-seconds", type=int, help="USR1 this long before the time limit (checkpoint + requeue)")
+    parser.add_argument("--sbatch-line", dest="sbatch_lines", action="append", default=[], help="extra #SBATCH line")
+    parser.add_argument("--setup", action="append", default=[], help="shell line run before the task (module load ...)")
+    parser.add_argument("--python", help="interpreter on the compute nodes (default: this one)")
+    args = vars(parser.parse_args(argv))
+    sweep = Sweep.load(args.pop("sweep_file"))
+    dry_run, root = args.pop("dry_run"), Path(args.pop("root")).resolve()
+    sweep_dir = root / sweep.name
+    script = render(sweep, sweep.path, sweep_dir, settings(sweep, args))
+    table = "\n".join(f"  task {i}: {json.dumps(p)}" for i, p in enumerate(sweep.points()))
+    if dry_run:
+        print(script)
+        print(f"# {len(sweep.points())} tasks in {sweep_dir}:\n{table}")
+        return None
+    if shutil.which("sbatch") is None:
+        raise SystemExit("sbatch not found on PATH: submit from a SLURM login node (--dry-run shows the script; "
+                         "python -m pipeline.sweep runs the tasks on this machine)")
+    write_tasks(sweep, sweep_dir)
+    (sweep_dir / "logs").mkdir(exist_ok=True)
+    (sweep_dir / "job.sbatch").write_text(script)
+    out = subprocess.run(["sbatch", "--parsable", str(sweep_dir / "job.sbatch")], capture_output=True, text=True)
+    if out.returncode != 0:
+        raise SystemExit(f"sbatch failed: {out.stderr.strip()}")
+    job = out.stdout.strip().split(";")[0]
+    (sweep_dir / "submission.json").write_text(json.dumps({"array_job": job, "script": str(sweep_dir / "job.sbatch")}))
+    print(f"submitted array job {job}: {len(sweep.points())} tasks, logs in {sweep_dir / 'logs'}\n{table}")
+    print(f"when done: python slurm/collect.py {sweep_dir}")
+    return job
+
+
+if __name__ == "__main__":
+    main()

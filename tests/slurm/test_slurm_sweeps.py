@@ -1,0 +1,170 @@
+"""slurm/submit.py and collect on a real single-node SLURM cluster: a 2x2 grid, preemption with requeue and resume,
+and DDP with 2 processes started by srun."""
+import csv
+import json
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from main import main as run_main
+from pipeline import collect
+from tests.wandb_records import read_run
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "slurm"))
+import submit  # noqa: E402
+
+
+def tiny_base(path: Path, **trainer) -> Path:
+    """configs/noisy.yaml made tiny (seconds per run), W&B offline, written as a sweep's base config."""
+    cfg = yaml.safe_load((REPO / "configs/noisy.yaml").read_text())
+    cfg["trainer"].update({"max_steps": 6, "val_check_interval": 3, "log_every_n_steps": 1, "enable_progress_bar": False,
+                           "callbacks": []} | trainer)
+    cfg["model"]["init_args"]["model"].update({"dim": 16, "max_seq_len": 24})
+    cfg["data"]["init_args"].update({"seq_len": 24, "batch_size": 8, "n_test": 16})
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def sweep_file(tmp_path: Path, base: Path, grid: dict, name: str = "grid") -> Path:
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump({"base": str(base), "grid": grid, "slurm": {"cpus_per_task": 1, "time": "00:10:00",
+                                    "setup": ["export WANDB_MODE=offline"]}}))
+    return path
+
+
+def test_dry_run_prints_the_script_and_tasks_and_submits_nothing(tmp_path, capsys):
+    base = tiny_base(tmp_path / "base.yaml", devices=2, num_nodes=1)
+    path = sweep_file(tmp_path, base, {"data.init_args.alpha": [0.0, 0.5], "seed_everything": [0, 1, 2]})
+    assert submit.main([str(path), "--dry-run", "--root", str(tmp_path / "sweeps"), "--max-parallel", "2",
+                        "--partition", "gpu", "--sbatch-line=--constraint=a100"]) is None
+    out = capsys.readouterr().out
+    for line in ("#SBATCH --array=0-5%2", "#SBATCH --ntasks-per-node=2", "#SBATCH --nodes=1", "#SBATCH --signal=USR1@120",
+                 "#SBATCH --partition=gpu", "#SBATCH --constraint=a100", "#SBATCH --requeue", "export WANDB_MODE=offline"):
+        assert line in out
+    assert 'task 5: {"data.init_args.alpha": 0.5, "seed_everything": 2}' in out
+    assert not (tmp_path / "sweeps").exists()
+    assert "--gpus-per-node" not in out  # a CPU config asks for no GPUs
+    gpu_base = tiny_base(tmp_path / "gpu.yaml", devices=4, num_nodes=2, accelerator="gpu")
+    submit.main([str(sweep_file(tmp_path, gpu_base, {"seed_everything": [0]})), "--dry-run"])
+    out = capsys.readouterr().out
+    assert "#SBATCH --nodes=2" in out and "#SBATCH --ntasks-per-node=4" in out and "#SBATCH --gpus-per-node=4" in out
+    (tmp_path / "bad.yaml").write_text(yaml.safe_dump({"base": str(base), "grid": {"trainer.devices": [1, 2]}}))
+    with pytest.raises(ValueError, match="grid.trainer.devices"):
+        submit.main([str(tmp_path / "bad.yaml"), "--dry-run"])
+
+
+def test_a_2x2_grid_runs_as_one_array_job_and_collects_4_rows(slurm, tmp_path):
+    base = tiny_base(tmp_path / "base.yaml")
+    path = sweep_file(tmp_path, base, {"data.init_args.alpha": [0.0, 0.5], "seed_everything": [0, 1]})
+    job = submit.main([str(path), "--root", str(tmp_path / "sweeps")])
+    slurm.wait(job)
+    sweep_dir = tmp_path / "sweeps" / "grid"
+    table = collect.main([str(sweep_dir)])
+    full = [r for r in table if r.get("variant") == "full"]
+    assert len(full) == 4 and all(r["status"] == "completed" for r in full), table
+    assert [(r["data.init_args.alpha"], r["seed_everything"]) for r in full] == [(0.0, 0), (0.0, 1), (0.5, 0), (0.5, 1)]
+    for i, r in enumerate(full):
+        run_dir = Path(r["run_dir"])
+        assert run_dir.name == f"{job}_{i}"  # <array job>_<task>
+        config = yaml.safe_load((run_dir / "config.yaml").read_text())
+        assert config["data"]["init_args"]["alpha"] == r["data.init_args.alpha"] and config["seed_everything"] == r["seed_everything"]
+        assert read_run(str(run_dir))["run"].run_group == f"grid_{job}"  # one W&B group per sweep and array job
+    assert len(list(csv.DictReader(open(sweep_dir / collect.RESULTS_FILE)))) == len(table)
+
+
+def test_a_failing_task_does_not_stop_the_others_and_is_listed_with_its_log(slurm, tmp_path):
+    base = tiny_base(tmp_path / "base.yaml")
+    path = sweep_file(tmp_path, base, {"data.init_args.alpha": [0.5, 7.0]}, name="failing")
+    job = submit.main([str(path), "--root", str(tmp_path / "sweeps")])
+    slurm.wait(job)
+    table = collect.rows(tmp_path / "sweeps" / "failing")
+    assert {r["status"] for r in table if r["task"] == 0} == {"completed"}
+    (failed,) = [r for r in table if r["task"] == 1]
+    assert failed["status"] == "missing" and "data.alpha must be in [0, 1], got 7.0" in failed["log_tail"]
+
+
+def test_preempted_task_requeues_resumes_and_matches_an_uninterrupted_run(slurm, tmp_path):
+    steps = {"max_steps": 300, "val_check_interval": 30}
+    base = tiny_base(tmp_path / "base.yaml", **steps)
+    path = sweep_file(tmp_path, base, {"seed_everything": [3]}, name="preempt")
+    job = submit.main([str(path), "--root", str(tmp_path / "sweeps")])
+    task_dir = tmp_path / "sweeps" / "preempt" / "0"
+    deadline = time.time() + 300
+    while time.time() < deadline:  # wait until training is under way (a validation has written summary.json)
+        summaries = list(task_dir.glob("*/*/summary.json"))
+        if summaries and json.loads(summaries[0].read_text())["global_step"] >= 60:
+            break
+        time.sleep(0.5)
+    else:
+        pytest.fail(f"the task never got going: {slurm.run('squeue').stdout}")
+    assert slurm.run("scancel", "--signal=USR1", f"{job}_0").returncode == 0  # what SLURM sends before a time limit
+    deadline = time.time() + 120
+    while time.time() < deadline:  # requeued: pending again, held back by SLURM's requeue delay (BeginTime) ...
+        if slurm.run("squeue", "-h", "-j", f"{job}_0", "-o", "%t").stdout.strip() == "PD":
+            break
+        time.sleep(0.5)
+    slurm.run("scontrol", "update", f"JobId={job}_0", "StartTime=now")  # ... which a test need not sit out
+    slurm.wait(job, timeout=600)
+    (run_dir,) = [p.parent for p in task_dir.glob("*/*/summary.json")]
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["status"] == "completed" and summary["global_step"] == 300
+    assert list(run_dir.glob("hpc_ckpt_*.ckpt")), "Lightning's SLURM handler saved no checkpoint"
+    log = next((tmp_path / "sweeps" / "preempt" / "logs").glob(f"{job}_0.out")).read_text()
+    assert "requeue" in log.lower()
+    offline = sorted((run_dir / "wandb").glob("offline-run-*"))
+    assert len(offline) == 2 and len({p.name.rsplit("-", 1)[1] for p in offline}) == 1  # one W&B run id, two parts
+
+    run_main(["fit", "--config", str(base), "--seed_everything", "3", "--trainer.logger", "false",
+              "--trainer.default_root_dir", str(tmp_path / "uninterrupted")])
+    (reference,) = (tmp_path / "uninterrupted").glob("*/*/summary.json")
+    expected = json.loads(reference.read_text())["metrics"]
+    for key, value in expected.items():
+        if key.startswith("val/"):
+            assert summary["metrics"][key] == pytest.approx(value, abs=1e-5), key
+
+
+def test_ddp_two_processes_under_srun(slurm, tmp_path):
+    base = tiny_base(tmp_path / "base.yaml", devices=2, strategy="ddp", accelerator="cpu")
+    cfg = yaml.safe_load(base.read_text())
+    cfg["trainer"]["callbacks"] = [{"class_path": "tests.callbacks.fixtures.SaveWeights", "init_args": {"at_steps": [6]}},
+                                   {"class_path": "tests.slurm.test_slurm_sweeps.RecordFirstBatch"}]
+    base.write_text(yaml.safe_dump(cfg))
+    path = sweep_file(tmp_path, base, {"seed_everything": [0]}, name="ddp")
+    job = submit.main([str(path), "--root", str(tmp_path / "sweeps")])
+    slurm.wait(job)
+    runs = list((tmp_path / "sweeps" / "ddp" / "0").glob("*/*/summary.json"))
+    assert len(runs) == 1, runs  # one run directory, one summary
+    run_dir = runs[0].parent
+    assert json.loads(runs[0].read_text())["status"] == "completed"
+    assert len(list((run_dir / "wandb").glob("offline-run-*"))) == 1  # one W&B run
+    first = [json.loads((run_dir / f"first_batch_rank{r}.json").read_text()) for r in (0, 1)]
+    assert first[0]["world_size"] == first[1]["world_size"] == 2 and first[0]["tokens"] != first[1]["tokens"]
+    import torch
+
+    w0, w1 = (torch.load(run_dir / "weights" / f"rank{r}_step6.pt", weights_only=True) for r in (0, 1))
+    assert all(torch.equal(w0[k], w1[k]) for k in w0)
+
+
+class RecordFirstBatch(__import__("lightning").Callback):
+    """Writes each rank's first training batch to the run directory (the ranks must see different data)."""
+
+    def setup(self, trainer, pl_module, stage):
+        self.dir = Path(trainer.log_dir)
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if trainer.global_step == 0:
+            record = {"world_size": trainer.world_size, "tokens": batch["tokens"][0].tolist()}
+            (self.dir / f"first_batch_rank{trainer.global_rank}.json").write_text(json.dumps(record))
+
+
+def test_submit_without_sbatch_says_so_and_writes_nothing(tmp_path, monkeypatch):
+    base = tiny_base(tmp_path / "base.yaml")
+    path = sweep_file(tmp_path, base, {"seed_everything": [0]}, name="nosbatch")
+    monkeypatch.setenv("PATH", str(tmp_path))  # no sbatch on PATH
+    with pytest.raises(SystemExit, match="sbatch not found on PATH"):
+        submit.main([str(path), "--root", str(tmp_path / "sweeps")])
+    assert not (tmp_path / "sweeps").exists()
