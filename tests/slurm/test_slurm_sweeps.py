@@ -2,6 +2,8 @@
 and DDP with 2 processes started by srun."""
 import csv
 import json
+import os
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -74,6 +76,10 @@ def test_a_2x2_grid_runs_as_one_array_job_and_collects_4_rows(slurm, tmp_path):
         assert config["data"]["init_args"]["alpha"] == r["data.init_args.alpha"] and config["seed_everything"] == r["seed_everything"]
         assert read_run(str(run_dir))["run"].run_group == f"grid_{job}"  # one W&B group per sweep and array job
     assert len(list(csv.DictReader(open(sweep_dir / collect.RESULTS_FILE)))) == len(table)
+    # slurm/sync.sh finds every task's offline W&B run (here a dry run: nothing can be uploaded)
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    out = subprocess.run(["bash", str(REPO / "slurm/sync.sh"), str(sweep_dir), "--dry-run"], env=env, capture_output=True, text=True)
+    assert out.returncode == 0 and (out.stdout + out.stderr).count("Would sync 1 run(s)") == 4, out.stderr[-2000:]
 
 
 def test_a_failing_task_does_not_stop_the_others_and_is_listed_with_its_log(slurm, tmp_path):
