@@ -4,8 +4,9 @@ Lightning's own SLURM handler saves the checkpoint inside the signal handler, i.
 between an optimizer step and the step counter, a resumed run repeats a step and no longer matches an
 uninterrupted one. Here the handler only sets a flag; the checkpoint is written after the next optimizer step
 (all DDP ranks agree when), as ``hpc_ckpt_<n>.ckpt`` in the run directory, which is where Lightning's SLURM resume
-looks for it when the requeued task starts. The CLI switches Lightning's handler off under SLURM
-(``SLURMEnvironment(auto_requeue=False)``) and adds this callback.
+looks for it when the requeued task starts. Training then stops cleanly; at the end of fit, rank 0 marks
+summary.json ``requeued``, closes the W&B run and calls ``scontrol requeue``. The CLI switches Lightning's handler
+off under SLURM (``SLURMEnvironment(auto_requeue=False)``) and adds this callback.
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 
 import lightning as L
 from lightning.pytorch.plugins.environments import SLURMEnvironment
@@ -22,8 +24,8 @@ from callbacks.run_summary import RunSummary
 
 
 class SlurmRequeue(L.Callback):
-    def __init__(self, signum: int = signal.SIGUSR1):
-        self.signum = signum
+    def __init__(self, signum: int = signal.SIGUSR1, wait_seconds: float = 300.0):
+        self.signum, self.wait_seconds = signum, wait_seconds
         self.requested = False
         self.requeued = False  # read by RunSummary: the run is not over, it continues in a requeued task
 
@@ -43,16 +45,23 @@ class SlurmRequeue(L.Callback):
         path = trainer._checkpoint_connector.hpc_save_path(trainer.default_root_dir)
         trainer.save_checkpoint(path)
         self.requeued = True
-        trainer.should_stop = True
+        trainer.should_stop = True  # the loop ends cleanly after this step; the requeue happens in on_fit_end
         rank_zero_info(f"SLURM signal: saved {path} at step {trainer.global_step}; requeueing")
-        if trainer.is_global_zero:
-            for cb in trainer.callbacks:  # summary.json says "requeued" before the job is stopped
-                if isinstance(cb, RunSummary):
-                    cb.write(trainer, "requeued")
-            wandb = sys.modules.get("wandb")
-            if wandb is not None and wandb.run is not None:
-                wandb.finish()  # flush the run: the requeue below stops this job within seconds
-            array, task = os.environ.get("SLURM_ARRAY_JOB_ID"), os.environ.get("SLURM_ARRAY_TASK_ID")
-            job = f"{array}_{task}" if array and task else os.environ["SLURM_JOB_ID"]
-            result = subprocess.run(["scontrol", "requeue", job], capture_output=True, text=True)
-            print(f"scontrol requeue {job}: {'ok' if result.returncode == 0 else result.stderr.strip()}", flush=True)
+
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not self.requeued or not trainer.is_global_zero:
+            return
+        for cb in trainer.callbacks:  # summary.json says "requeued" before the job is stopped
+            if isinstance(cb, RunSummary):
+                cb.write(trainer, "requeued")
+        wandb = sys.modules.get("wandb")
+        if wandb is not None and wandb.run is not None:
+            wandb.finish()  # flush the run: `scontrol requeue` stops this job within seconds
+        array, task = os.environ.get("SLURM_ARRAY_JOB_ID"), os.environ.get("SLURM_ARRAY_TASK_ID")
+        job = f"{array}_{task}" if array and task else os.environ["SLURM_JOB_ID"]
+        result = subprocess.run(["scontrol", "requeue", job], capture_output=True, text=True)
+        print(f"scontrol requeue {job}: {'ok' if result.returncode == 0 else result.stderr.strip()}", flush=True)
+        if result.returncode == 0:
+            # SLURM now stops this job and queues it again. Exiting first would end the job as completed and
+            # race the requeue, so wait to be stopped.
+            time.sleep(self.wait_seconds)
