@@ -95,6 +95,14 @@ class NoisyRecallDataModule(L.LightningDataModule):
     def seq_len(self) -> int:
         return max(self.gen.seq_len, self.test_seq_len)
 
+    def check_trainer(self, trainer) -> None:
+        """Called by the CLI before any compute. Under DDP the test set is split across the processes; when they
+        cannot split it evenly, Lightning's DistributedSampler repeats sequences and skews the reduced metrics."""
+        if self.n_test % trainer.world_size:
+            raise ValueError(f"data.n_test ({self.n_test}) must be divisible by the number of processes "
+                             f"({trainer.world_size} = trainer.devices x trainer.num_nodes), or the validation "
+                             "metrics count some test sequences twice")
+
     def clean_generator(self) -> NoisyRecallGenerator:
         return replace(self.gen, alpha=0.0, seq_len=self.test_seq_len, output_pool=self.test_pool)
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from jsonargparse import Namespace
 from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
-from lightning.pytorch.plugins.environments import SLURMEnvironment
+from lightning.pytorch.plugins.environments import ClusterEnvironment, SLURMEnvironment
 
 from callbacks.run_summary import RunSummary
 from pipeline import run_dir, wandb_mode
@@ -35,13 +35,6 @@ class SaveAndLogConfig(SaveConfigCallback):
             logger.log_hyperparams(json.loads(config))
 
 
-def _trainer_defaults() -> dict:
-    defaults = {"callbacks": [RunSummary(), SlurmRequeue()]}
-    if SLURMEnvironment.detect():  # SlurmRequeue checkpoints at a step boundary instead of Lightning's handler
-        defaults["plugins"] = [SLURMEnvironment(auto_requeue=False)]
-    return defaults
-
-
 class ExperimentCLI(LightningCLI):
     def __init__(self, args: list[str] | None = None, **kwargs):
         super().__init__(
@@ -51,7 +44,7 @@ class ExperimentCLI(LightningCLI):
             # run directories are unique (timestamp + random suffix) except for a requeued SLURM task, which
             # comes back to its own directory and must be allowed to write its config again
             save_config_kwargs={"overwrite": True},
-            trainer_defaults=_trainer_defaults(),
+            trainer_defaults={"callbacks": [RunSummary(), SlurmRequeue()]},
             auto_configure_optimizers=False,
             args=args,
             **kwargs,
@@ -98,6 +91,8 @@ class ExperimentCLI(LightningCLI):
             super().instantiate_classes()
             if self.datamodule is not None and hasattr(self.model, "check_data"):
                 self.model.check_data(self.datamodule)
+            if self.datamodule is not None and hasattr(self.datamodule, "check_trainer"):
+                self.datamodule.check_trainer(self.trainer)
             for callback in self.trainer.callbacks:  # e.g. parameter patterns that match nothing
                 if hasattr(callback, "check_config"):
                     callback.check_config(self.model, self.datamodule)
@@ -107,6 +102,16 @@ class ExperimentCLI(LightningCLI):
                 raise
             print(f"error: invalid configuration: {e}", file=sys.stderr)
             raise SystemExit(2) from e
+
+    def instantiate_trainer(self, **kwargs):
+        if SLURMEnvironment.detect():
+            # SlurmRequeue checkpoints at a step boundary instead of Lightning's handler. Added here rather than
+            # as a config default, so the saved config.yaml stays loadable (the plugin has no YAML form).
+            trainer = self.config_init[self.subcommand].trainer if self.subcommand else self.config_init.trainer
+            plugins = _as_list(kwargs.get("plugins", trainer.get("plugins")))
+            if not any(isinstance(p, ClusterEnvironment) for p in plugins):
+                kwargs["plugins"] = [*plugins, SLURMEnvironment(auto_requeue=False)]
+        return super().instantiate_trainer(**kwargs)
 
     def after_instantiate_classes(self) -> None:
         for ns, key, value in reversed(self._restore):

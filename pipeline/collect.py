@@ -34,8 +34,10 @@ def rows(root: str | Path) -> list[dict]:
             continue
         summary = json.loads(summaries[-1].read_text())  # the latest run of this task
         base = {"task": i, **point, "status": summary["status"], "run_dir": summary["run_dir"]}
+        if summary.get("error"):
+            base["error"] = summary["error"]
         if summary["status"] != "completed":
-            base["log_tail"] = summary.get("error") or log_tail(root, i)
+            base["log_tail"] = log_tail(root, i)
         commit = (summary.get("model") or {}).get("commit")
         if commit:
             base["commit"] = commit
@@ -51,7 +53,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("sweep_dir")
     args = parser.parse_args(argv)
     table = rows(args.sweep_dir)
-    columns = list(dict.fromkeys(k for row in table for k in row if k not in ("run_dir", "log_tail")))
+    columns = list(dict.fromkeys(k for row in table for k in row if k not in ("run_dir", "log_tail", "error")))
     with open(Path(args.sweep_dir) / RESULTS_FILE, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
         writer.writeheader()
@@ -62,8 +64,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
     for r in table:
         print("  ".join(fmt(r.get(c, "")).rjust(widths[c]) for c in columns))
     for r in table:
-        if r.get("log_tail"):
-            print(f"\ntask {r['task']} {r['status']}:\n{r['log_tail']}")
+        if r.get("log_tail") or r.get("error"):
+            error = f"\nerror: {r['error']}" if r.get("error") else ""
+            print(f"\ntask {r['task']} {r['status']}:{error}\n{r.get('log_tail', '')}")
     print(f"\n{len(table)} rows -> {Path(args.sweep_dir) / RESULTS_FILE}")
     return table
 

@@ -87,6 +87,7 @@ def test_rerun_from_saved_config_reproduces_the_metrics(tmp_path, monkeypatch):
         (["--data.init_args.seq_len", "48"], "max_seq_len"),
         (["--data.init_args.bigram", '{"class_path": "datamodules.CorpusBigram", "init_args": {"path": "/no/such/corpus.txt"}}'],
          "/no/such/corpus.txt"),
+        (["--trainer.devices", "2", "--trainer.strategy", "ddp", "--data.init_args.n_test", "15"], "data.n_test (15)"),
     ],
 )
 def test_bad_input_fails_before_anything_runs_or_is_written(tmp_path, capsys, monkeypatch, args, expected):

@@ -93,21 +93,27 @@ def test_a_failing_task_does_not_stop_the_others_and_is_listed_with_its_log(slur
     assert failed["status"] == "missing" and "data.alpha must be in [0, 1], got 7.0" in failed["log_tail"]
 
 
+def signal_when_training(slurm, task: str, task_dir: Path, step: int = 60) -> None:
+    """Sends the task USR1 (what SLURM sends before a time limit) once a validation past ``step`` has written
+    summary.json."""
+    deadline = time.time() + 300
+    while time.time() < deadline:
+        summaries = list(task_dir.glob("*/*/summary.json"))
+        if summaries and json.loads(summaries[0].read_text())["global_step"] >= step:
+            break
+        time.sleep(0.5)
+    else:
+        pytest.fail(f"the task never got going: {slurm.run('squeue').stdout}")
+    assert slurm.run("scancel", "--signal=USR1", task).returncode == 0
+
+
 def test_preempted_task_requeues_resumes_and_matches_an_uninterrupted_run(slurm, tmp_path):
     steps = {"max_steps": 300, "val_check_interval": 30}
     base = tiny_base(tmp_path / "base.yaml", **steps)
     path = sweep_file(tmp_path, base, {"seed_everything": [3]}, name="preempt")
     job = submit.main([str(path), "--root", str(tmp_path / "sweeps")])
     task_dir = tmp_path / "sweeps" / "preempt" / "0"
-    deadline = time.time() + 300
-    while time.time() < deadline:  # wait until training is under way (a validation has written summary.json)
-        summaries = list(task_dir.glob("*/*/summary.json"))
-        if summaries and json.loads(summaries[0].read_text())["global_step"] >= 60:
-            break
-        time.sleep(0.5)
-    else:
-        pytest.fail(f"the task never got going: {slurm.run('squeue').stdout}")
-    assert slurm.run("scancel", "--signal=USR1", f"{job}_0").returncode == 0  # what SLURM sends before a time limit
+    signal_when_training(slurm, f"{job}_0", task_dir)
     deadline = time.time() + 120
     while time.time() < deadline:  # requeued: pending again, held back by SLURM's requeue delay (BeginTime) ...
         if slurm.run("squeue", "-h", "-j", f"{job}_0", "-o", "%t").stdout.strip() == "PD":
@@ -118,7 +124,7 @@ def test_preempted_task_requeues_resumes_and_matches_an_uninterrupted_run(slurm,
     (run_dir,) = [p.parent for p in task_dir.glob("*/*/summary.json")]
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["status"] == "completed" and summary["global_step"] == 300
-    assert list(run_dir.glob("hpc_ckpt_*.ckpt")), "Lightning's SLURM handler saved no checkpoint"
+    assert list(run_dir.glob("hpc_ckpt_*.ckpt")), "no checkpoint was saved on the signal"
     log = next((tmp_path / "sweeps" / "preempt" / "logs").glob(f"{job}_0.out")).read_text()
     assert "requeue" in log.lower()
     offline = sorted((run_dir / "wandb").glob("offline-run-*"))
@@ -131,6 +137,19 @@ def test_preempted_task_requeues_resumes_and_matches_an_uninterrupted_run(slurm,
     for key, value in expected.items():
         if key.startswith("val/"):
             assert summary["metrics"][key] == pytest.approx(value, abs=1e-5), key
+
+
+def test_a_task_slurm_will_not_requeue_fails_naming_its_checkpoint(slurm, tmp_path):
+    base = tiny_base(tmp_path / "base.yaml", max_steps=300, val_check_interval=30)
+    job = submit.main([str(sweep_file(tmp_path, base, {"seed_everything": [0]}, name="norequeue")), "--root", str(tmp_path / "sweeps")])
+    assert slurm.run("scontrol", "update", f"JobId={job}_0", "Requeue=0").returncode == 0  # e.g. a cluster policy
+    signal_when_training(slurm, f"{job}_0", tmp_path / "sweeps" / "norequeue" / "0")
+    slurm.wait(job)
+    (row,) = [r for r in collect.rows(tmp_path / "sweeps" / "norequeue") if r.get("variant", "full") == "full"]
+    assert row["status"] == "failed" and "SLURM did not requeue job" in row["error"], row
+    (ckpt,) = Path(row["run_dir"]).glob("hpc_ckpt_*.ckpt")
+    assert str(ckpt) in row["error"] and "RuntimeError" in row["log_tail"]
+    assert "JobState=FAILED" in slurm.run("scontrol", "show", "job", f"{job}_0").stdout
 
 
 def test_ddp_two_processes_under_srun(slurm, tmp_path):
@@ -153,6 +172,16 @@ def test_ddp_two_processes_under_srun(slurm, tmp_path):
 
     w0, w1 = (torch.load(run_dir / "weights" / f"rank{r}_step6.pt", weights_only=True) for r in (0, 1))
     assert all(torch.equal(w0[k], w1[k]) for k in w0)
+    # validation was split across the ranks and reduced: one process evaluating the whole set on the final
+    # weights gets the same numbers (rank 0's half alone would not)
+    (ckpt,) = (run_dir / "checkpoints").glob("*.ckpt")
+    run_main(["validate", "--config", str(base), "--trainer.devices", "1", "--trainer.strategy", "auto",
+              "--trainer.logger", "false", "--trainer.callbacks", "[]", "--trainer.default_root_dir", str(tmp_path / "val"),
+              "--ckpt_path", str(ckpt)])
+    (single,) = (tmp_path / "val").glob("*/*/summary.json")
+    single, ddp = json.loads(single.read_text())["metrics"], json.loads(runs[0].read_text())["metrics"]
+    val = [k for k in single if k.startswith("val/")]
+    assert len(val) >= 8 and all(ddp[k] == pytest.approx(single[k], abs=1e-6) for k in val), {k: (ddp[k], single[k]) for k in val}
 
 
 class RecordFirstBatch(__import__("lightning").Callback):
