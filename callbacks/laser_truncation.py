@@ -92,23 +92,26 @@ class LaserTruncation(L.Callback):
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._last_step = trainer.global_step
-        if self.unit == "step" and self._due(trainer.global_step):
-            late = [p for p in self._due(trainer.global_step) if p < trainer.global_step]
+        due = self._due(trainer.global_step) if self.unit == "step" else []
+        if due:
+            late = [p for p in due if p < trainer.global_step]
             if late:  # e.g. resumed from a checkpoint written without this callback
                 rank_zero_warn(f"LaserTruncation: steps {late} were passed without truncating; truncating now")
-            self._truncate(trainer, pl_module, self._due(trainer.global_step))
+            self._truncate(trainer, pl_module, due)
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if self.unit == "epoch" and self._due(trainer.current_epoch):
-            self._truncate(trainer, pl_module, self._due(trainer.current_epoch))
+        due = self._due(trainer.current_epoch) if self.unit == "epoch" else []
+        if due:
+            self._truncate(trainer, pl_module, due)
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx: int) -> None:
         step = trainer.global_step
         if self._last_step is not None and step == self._last_step:
             return  # a gradient-accumulation micro-batch: no optimizer step happened
         self._last_step = step
-        if self.unit == "step" and self._due(step):
-            self._truncate(trainer, pl_module, self._due(step))
+        due = self._due(step) if self.unit == "step" else []
+        if due:
+            self._truncate(trainer, pl_module, due)
         elif self.mode == "project" and self.done:
             self._apply(trainer, pl_module)
 

@@ -8,7 +8,7 @@ import lightning as L
 import torch
 from torch import nn
 
-from lightning_modules.laser import SVDFactors, truncated
+from lightning_modules.laser import factorise, truncated
 from lightning_modules.pretrained import LaserSpec, laser_ranks, load_causal_lm
 from lightning_modules.prompt_metrics import AnswerVsGenericMetrics
 
@@ -78,14 +78,8 @@ class CausalLMModule(L.LightningModule):
         self.metrics = nn.ModuleList(AnswerVsGenericMetrics(types) for _ in self.variants)
 
     def on_test_epoch_start(self) -> None:
-        # one factorisation per matrix for the whole test (the weights do not change); randomized SVD computes
-        # only the top directions the largest requested rank needs
-        params = dict(self.net.named_parameters())
-        top: dict[str, int] = {}
-        for ranks in self.variants.values():
-            for name, k in ranks.items():
-                top[name] = max(top.get(name, 0), k)
-        self._factors = {n: SVDFactors.of(params[n], top=k if self.svd == "randomized" else None) for n, k in top.items()}
+        # one factorisation per matrix for the whole test (the weights do not change)
+        self._factors = factorise(self.net, self.variants.values(), randomized=self.svd == "randomized")
 
     def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         for metric, ranks in zip(self.metrics, self.variants.values()):

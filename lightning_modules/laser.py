@@ -1,7 +1,7 @@
 """LASER: replace a weight matrix by its best low-rank approximation (Eckart-Young, via SVD).
 
 This is the only module that calls an SVD. Everything else (the validation sweep, callbacks, pretrained-model
-evaluation) goes through `truncate`, `truncate_`, `SVDFactors`, `truncated` or `singular_values`.
+evaluation) goes through `truncate`, `truncate_`, `SVDFactors`, `factorise`, `truncated` or `singular_values`.
 """
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import contextlib
 import fnmatch
 import math
 from dataclasses import dataclass
-from typing import Iterator, Mapping
+from typing import Iterable, Iterator, Mapping
 
 import torch
 from torch import nn
@@ -43,9 +43,7 @@ class SVDFactors:
     def of(cls, weight: torch.Tensor, top: int | None = None, niter: int = 4) -> "SVDFactors":
         """Exact thin SVD; or, with ``top=k``, the top k triplets by randomized SVD (``torch.svd_lowrank``,
         Halko et al.), for large matrices where only a small rank is kept."""
-        # SVD in float32 at least: half-precision SVD is unsupported or inaccurate.
-        w = weight.detach()
-        work = w.float() if w.dtype in (torch.float16, torch.bfloat16) else w
+        work = _svd_input(weight)
         if top is None:
             u, s, vh = torch.linalg.svd(work, full_matrices=False)
         elif top == 0:
@@ -66,10 +64,26 @@ class SVDFactors:
         return ((self.u[:, :rank] * self.s[:rank]) @ self.vh[:rank]).to(self.dtype)
 
 
+def _svd_input(weight: torch.Tensor) -> torch.Tensor:
+    """The detached weight in float32 at least: half-precision SVD is unsupported or inaccurate."""
+    w = weight.detach()
+    return w.float() if w.dtype in (torch.float16, torch.bfloat16) else w
+
+
+def factorise(module: nn.Module, variants: Iterable[Mapping[str, int]], randomized: bool = False) -> dict[str, SVDFactors]:
+    """One factorisation per matrix that any variant ({name: rank}) truncates, so all the variants' ranks of a
+    matrix share one SVD; ``randomized`` computes only the top directions the largest requested rank needs."""
+    top: dict[str, int] = {}
+    for ranks in variants:
+        for name, k in ranks.items():
+            top[name] = max(top.get(name, 0), k)
+    params = dict(module.named_parameters())
+    return {name: SVDFactors.of(params[name], top=k if randomized else None) for name, k in top.items()}
+
+
 def singular_values(weight: torch.Tensor) -> torch.Tensor:
     """Singular values of a matrix, largest first, in float32 at least (for spectra and their summaries)."""
-    w = weight.detach()
-    return torch.linalg.svdvals(w.float() if w.dtype in (torch.float16, torch.bfloat16) else w)
+    return torch.linalg.svdvals(_svd_input(weight))
 
 
 def truncate(weight: torch.Tensor, rho: float | None = None, rank: int | None = None) -> torch.Tensor:

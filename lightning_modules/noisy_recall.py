@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import nn
 
-from lightning_modules.laser import SVDFactors, rank_for, select_parameters, truncated
+from lightning_modules.laser import SVDFactors, factorise, rank_for, select_parameters, truncated
 from lightning_modules.metrics import TriggerRecallMetrics
 from lightning_modules.transformer import Transformer, TransformerConfig
 
@@ -113,9 +113,7 @@ class NoisyRecallModule(L.LightningModule):
 
     def on_validation_epoch_start(self) -> None:
         # one SVD per target matrix per validation, shared by all its ranks
-        targets = {p for ranks in self.variants.values() for p in ranks}
-        params = dict(self.net.named_parameters())
-        self._factors = {name: SVDFactors.of(params[name]) for name in targets}
+        self._factors = factorise(self.net, self.variants.values())
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         tokens = batch["tokens"]

@@ -107,8 +107,7 @@ class ExperimentCLI(LightningCLI):
         if SLURMEnvironment.detect():
             # SlurmRequeue checkpoints at a step boundary instead of Lightning's handler. Added here rather than
             # as a config default, so the saved config.yaml stays loadable (the plugin has no YAML form).
-            trainer = self.config_init[self.subcommand].trainer if self.subcommand else self.config_init.trainer
-            plugins = _as_list(kwargs.get("plugins", trainer.get("plugins")))
+            plugins = _as_list(kwargs.get("plugins", self._get(self.config_init, "trainer").get("plugins")))
             if not any(isinstance(p, ClusterEnvironment) for p in plugins):
                 kwargs["plugins"] = [*plugins, SLURMEnvironment(auto_requeue=False)]
         return super().instantiate_trainer(**kwargs)

@@ -85,8 +85,8 @@ def main(argv: list[str] | None = None) -> None:
     write_tasks(sweep, root)
     from pipeline import collect
 
-    for i in range(len(sweep.points())):
-        print(f"task {i}: {sweep.points()[i]}", file=sys.stderr)
+    for i, point in enumerate(sweep.points()):
+        print(f"task {i}: {point}", file=sys.stderr)
         try:
             entry.main(sweep.task_args(i, root))
         except SystemExit as e:  # one bad task does not stop the others; collect lists it

@@ -47,8 +47,9 @@ def settings(sweep: Sweep, cli: dict) -> dict:
     return DEFAULTS | sweep.slurm | {k: v for k, v in cli.items() if v not in (None, [])}
 
 
-def render(sweep: Sweep, sweep_file: str, sweep_dir: Path, opts: dict) -> str:
+def render(sweep: Sweep, sweep_dir: Path, opts: dict) -> str:
     nodes, per_node, gpus = processes(sweep)
+    n_tasks = len(sweep.points())
     gpus_per_node = opts["gpus_per_node"] or (per_node if gpus else 0)  # one GPU per process unless told otherwise
     lines = [f"#SBATCH --partition={opts['partition']}"] if opts["partition"] else []
     lines += [f"#SBATCH --account={opts['account']}"] if opts["account"] else []
@@ -56,11 +57,11 @@ def render(sweep: Sweep, sweep_file: str, sweep_dir: Path, opts: dict) -> str:
     lines += [line if line.startswith("#SBATCH") else f"#SBATCH {line}" for line in opts["sbatch_lines"]]
     template = string.Template((REPO / "slurm" / "template.sbatch").read_text())
     return template.substitute(
-        sweep=sweep.name, n_tasks=len(sweep.points()), last_task=len(sweep.points()) - 1,
+        sweep=sweep.name, n_tasks=n_tasks, last_task=n_tasks - 1,
         throttle=f"%{opts['max_parallel']}" if opts["max_parallel"] else "", nodes=nodes, ntasks_per_node=per_node,
         cpus_per_task=opts["cpus_per_task"], time=opts["time"], sweep_dir=sweep_dir, signal_seconds=opts["signal_seconds"],
         optional_lines="\n".join(lines), setup="\n".join(opts["setup"]), repo=REPO, python=opts["python"],
-        sweep_file=shlex.quote(str(Path(sweep_file).resolve())),
+        sweep_file=shlex.quote(str(Path(sweep.path).resolve())),
     )
 
 
@@ -80,11 +81,12 @@ def main(argv: list[str] | None = None) -> str | None:
     sweep = Sweep.load(args.pop("sweep_file"))
     dry_run, root = args.pop("dry_run"), Path(args.pop("root")).resolve()
     sweep_dir = root / sweep.name
-    script = render(sweep, sweep.path, sweep_dir, settings(sweep, args))
-    table = "\n".join(f"  task {i}: {json.dumps(p)}" for i, p in enumerate(sweep.points()))
+    script = render(sweep, sweep_dir, settings(sweep, args))
+    points = sweep.points()
+    table = "\n".join(f"  task {i}: {json.dumps(p)}" for i, p in enumerate(points))
     if dry_run:
         print(script)
-        print(f"# {len(sweep.points())} tasks in {sweep_dir}:\n{table}")
+        print(f"# {len(points)} tasks in {sweep_dir}:\n{table}")
         return None
     if shutil.which("sbatch") is None:
         raise SystemExit("sbatch not found on PATH: submit from a SLURM login node (--dry-run shows the script; "
@@ -97,7 +99,7 @@ def main(argv: list[str] | None = None) -> str | None:
         raise SystemExit(f"sbatch failed: {out.stderr.strip()}")
     job = out.stdout.strip().split(";")[0]
     (sweep_dir / "submission.json").write_text(json.dumps({"array_job": job, "script": str(sweep_dir / "job.sbatch")}))
-    print(f"submitted array job {job}: {len(sweep.points())} tasks, logs in {sweep_dir / 'logs'}\n{table}")
+    print(f"submitted array job {job}: {len(points)} tasks, logs in {sweep_dir / 'logs'}\n{table}")
     print(f"when done: python slurm/collect.py {sweep_dir}")
     return job
 
