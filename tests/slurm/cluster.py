@@ -106,6 +106,25 @@ class Cluster:
             time.sleep(2)
         raise TimeoutError(f"job {job} still in the queue after {timeout} s: {self.run('squeue').stdout}")
 
+    def start_requeued(self, task: str, timeout: float = 120) -> None:
+        """Once ``task`` has been requeued, start it again without sitting out SLURM's requeue delay (BeginTime).
+
+        The delay is there for a reason the test must respect too: until slurmd has cleaned up the old run, and
+        within the same second as the requeue, a restart is refused ("Job credential revoked") and the task fails.
+        So: wait until it is pending, then until the node is idle, then a little longer.
+        """
+        deadline = time.time() + timeout
+        while self.run("squeue", "-h", "-j", task, "-o", "%t").stdout.strip() != "PD":
+            if time.time() > deadline:
+                raise TimeoutError(f"{task} was not requeued within {timeout} s: {self.run('squeue').stdout}")
+            time.sleep(0.5)
+        while self.run("sinfo", "-h", "-o", "%T").stdout.strip() != "idle":
+            if time.time() > deadline:
+                raise TimeoutError(f"the node did not become idle after requeueing {task}: {self.run('sinfo').stdout}")
+            time.sleep(0.5)
+        time.sleep(2)
+        self.run("scontrol", "update", f"JobId={task}", "StartTime=now")
+
     def stop(self) -> None:
         self.run("scancel", "--full", "-u", "root")
         for pid_file in ("slurmd.pid", "slurmctld.pid"):

@@ -114,12 +114,7 @@ def test_preempted_task_requeues_resumes_and_matches_an_uninterrupted_run(slurm,
     job = submit.main([str(path), "--root", str(tmp_path / "sweeps")])
     task_dir = tmp_path / "sweeps" / "preempt" / "0"
     signal_when_training(slurm, f"{job}_0", task_dir)
-    deadline = time.time() + 120
-    while time.time() < deadline:  # requeued: pending again, held back by SLURM's requeue delay (BeginTime) ...
-        if slurm.run("squeue", "-h", "-j", f"{job}_0", "-o", "%t").stdout.strip() == "PD":
-            break
-        time.sleep(0.5)
-    slurm.run("scontrol", "update", f"JobId={job}_0", "StartTime=now")  # ... which a test need not sit out
+    slurm.start_requeued(f"{job}_0")
     slurm.wait(job, timeout=600)
     (run_dir,) = [p.parent for p in task_dir.glob("*/*/summary.json")]
     summary = json.loads((run_dir / "summary.json").read_text())
