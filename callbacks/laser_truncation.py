@@ -75,6 +75,19 @@ class LaserTruncation(L.Callback):
     def check_config(self, model: torch.nn.Module, datamodule: Any) -> None:
         self.ranks(model)  # raises, naming the pattern or the rank, before anything runs
 
+    def check_trainer(self, trainer: L.Trainer) -> None:
+        """Before a fit: every scheduled truncation must come (a step beyond max_steps never does)."""
+        if self.unit == "step" and trainer.max_steps is not None and trainer.max_steps > 0:
+            never = [p for p in self.points if p > trainer.max_steps]
+            if never:
+                raise ValueError(f"LaserTruncation.at_steps {never} come after trainer.max_steps ({trainer.max_steps}): "
+                                 "they would never truncate")
+        if self.unit == "epoch" and trainer.max_epochs is not None and trainer.max_epochs > 0:
+            never = [p for p in self.points if p >= trainer.max_epochs]
+            if never:
+                raise ValueError(f"LaserTruncation.at_epochs {never} are not before trainer.max_epochs ({trainer.max_epochs}): "
+                                 "they would never truncate")
+
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         self._ranks = self.ranks(pl_module)
 

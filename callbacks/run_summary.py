@@ -1,8 +1,12 @@
 """RunSummary: keeps ``summary.json`` in the run directory current and prints the results table at the end."""
 from __future__ import annotations
 
+import glob
 import json
 import os
+import re
+import shlex
+import sys
 import time
 from typing import Any
 
@@ -35,9 +39,20 @@ def format_table(table: dict[str, dict[str, float]]) -> str:
     return "\n".join(lines)
 
 
+def latest_checkpoint(trainer: L.Trainer, run_dir: str) -> str | None:
+    """The checkpoint a stopped run resumes from: the checkpoint callback's last save, else the newest file."""
+    ckpt = trainer.checkpoint_callback
+    for path in (getattr(ckpt, "last_model_path", ""), getattr(ckpt, "best_model_path", "")):
+        if path and os.path.isfile(path):
+            return path
+    files = glob.glob(os.path.join(run_dir, CHECKPOINT_DIR, "*.ckpt")) + glob.glob(os.path.join(run_dir, "hpc_ckpt_*.ckpt"))
+    return max(files, key=os.path.getmtime) if files else None
+
+
 class RunSummary(L.Callback):
     """Writes ``summary.json`` after every validation/test (status ``running``), and at the end ``completed``
-    (or ``failed`` with the error, or ``requeued`` by SLURM), so an interrupted run leaves its latest numbers."""
+    (or ``failed`` with the error, ``interrupted`` after Ctrl-C, or ``requeued`` by SLURM), so a run that stops
+    early leaves its latest numbers."""
 
     def __init__(self) -> None:
         self.start = time.time()
@@ -70,6 +85,9 @@ class RunSummary(L.Callback):
             "ckpt_path": trainer.ckpt_path,  # the checkpoint a validate/test run evaluated
             "eval_step": self.eval_step,
             "wall_time_s": round(time.time() - self.start, 3),
+            "timing": next((cb.timing() for cb in trainer.callbacks if hasattr(cb, "timing")), None),
+            # evaluated with no checkpoint: the model's random initialisation (set by the CLI)
+            "untrained": bool(getattr(trainer.lightning_module, "evaluated_untrained", False)),
             "metrics": metrics,
             "variants": variants_table(metrics, stage),
             "wandb": self._wandb_info(trainer),
@@ -126,7 +144,32 @@ class RunSummary(L.Callback):
         self._finish(trainer, "val")
 
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
-        self.write(trainer, "failed", error=f"{type(exception).__name__}: {exception}")
+        if isinstance(exception, KeyboardInterrupt):
+            self._interrupted(trainer)
+        else:
+            self.write(trainer, "failed", error=f"{type(exception).__name__}: {exception}")
+
+    @rank_zero_only
+    def _interrupted(self, trainer: L.Trainer) -> None:
+        if self.run_dir is None:
+            return
+        ckpt = latest_checkpoint(trainer, self.run_dir) if trainer.state.fn == "fit" else None
+        config = os.path.join(self.run_dir, CONFIG_FILE)
+        resume = f"python main.py fit --config {shlex.quote(config)}"
+        if ckpt is not None:
+            resume += f" --ckpt_path {shlex.quote(ckpt)}"
+            how = f"Resume it (same run directory, same W&B run) from step {self._ckpt_step(ckpt)}:\n  {resume}"
+        elif trainer.state.fn == "fit":
+            how = f"No checkpoint was saved yet (the first comes with the first validation). Start it again:\n  {resume}"
+        else:
+            how = ""
+        self.write(trainer, "interrupted", error=f"interrupted at step {trainer.global_step}" + (f"; {how}" if how else ""))
+        print(f"\nInterrupted at step {trainer.global_step}. Run directory: {self.run_dir}\n{how}", file=sys.stderr, flush=True)
+
+    @staticmethod
+    def _ckpt_step(path: str) -> str:
+        m = re.search(r"step=(\d+)", os.path.basename(path))  # Lightning's checkpoint names: epoch=0-step=250.ckpt
+        return m.group(1) if m else "?"
 
     @rank_zero_only
     def _finish(self, trainer: L.Trainer, stage: str) -> None:

@@ -59,6 +59,9 @@ class NoisyRecallGenerator:
             raise ValueError(f"data.alpha must be in [0, 1], got {self.alpha}")
         if self.seq_len < 1:
             raise ValueError(f"data.seq_len must be >= 1, got {self.seq_len}")
+        if self.loss_on == "repeat_triggers" and self.seq_len < 3:
+            raise ValueError(f"data.seq_len ({self.seq_len}) / data.test_seq_len is too short to hold a repeated trigger "
+                             "(trigger, output, trigger: at least 3 tokens), so no position would be trained or scored")
         if self.noise_token is not None and not 0 <= self.noise_token < v:
             raise ValueError(f"data.noise_token must be an existing token id in [0, {v}) or null, got {self.noise_token}")
         candidates = v - (self.noise_token is not None)  # tokens that may be triggers

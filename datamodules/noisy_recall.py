@@ -95,13 +95,38 @@ class NoisyRecallDataModule(L.LightningDataModule):
     def seq_len(self) -> int:
         return max(self.gen.seq_len, self.test_seq_len)
 
-    def check_trainer(self, trainer) -> None:
-        """Called by the CLI before any compute. Under DDP the test set is split across the processes; when they
-        cannot split it evenly, Lightning's DistributedSampler repeats sequences and skews the reduced metrics."""
+    def check_trainer(self, trainer, stage: str | None = None) -> None:
+        """Called by the CLI before any compute.
+
+        - Under DDP the test set is split across the processes; when they cannot split it evenly, Lightning's
+          DistributedSampler repeats sequences and skews the reduced metrics.
+        - The training stream is endless, so a fit needs ``trainer.max_steps`` (or ``limit_train_batches`` with
+          ``max_epochs``); ``max_steps: 0`` trains nothing.
+        - The test set, and training batches, must hold scored positions (a repeated trigger), or every metric is
+          empty and the loss NaN.
+        """
         if self.n_test % trainer.world_size:
             raise ValueError(f"data.n_test ({self.n_test}) must be divisible by the number of processes "
                              f"({trainer.world_size} = trainer.devices x trainer.num_nodes), or the validation "
                              "metrics count some test sequences twice")
+        if stage == "fit":
+            steps, epochs, batches = trainer.max_steps, trainer.max_epochs, trainer.limit_train_batches
+            if steps == 0:
+                raise ValueError("trainer.max_steps is 0: the run would train nothing (set it > 0)")
+            bounded_epochs = isinstance(batches, int) and epochs is not None and epochs > 0
+            if (steps is None or steps < 0) and not bounded_epochs:
+                raise ValueError(f"trainer.max_steps is {steps}: the training stream is endless, so the run would never "
+                                 "end; set trainer.max_steps (or trainer.limit_train_batches with trainer.max_epochs)")
+        self.setup(stage or "fit")
+        scored = int(((self.test_set.batch["answer"] >= 0) & self.test_set.batch["mask"]).sum())
+        if scored == 0:
+            raise ValueError(f"the clean test set ({self.n_test} sequences of length {self.test_seq_len}) has no scored "
+                             "trigger position: every metric would be empty; raise data.test_seq_len or data.n_test")
+        if stage == "fit":
+            g = torch.Generator().manual_seed(self.seed)
+            if not any(self.gen.sample(self.batch_size, g)["mask"].any() for _ in range(4)):
+                raise ValueError(f"4 sampled training batches of {self.batch_size} sequences of length {self.gen.seq_len} "
+                                 "hold no trained position (a repeated trigger): raise data.seq_len or data.batch_size")
 
     def clean_generator(self) -> NoisyRecallGenerator:
         return replace(self.gen, alpha=0.0, seq_len=self.test_seq_len, output_pool=self.test_pool)

@@ -26,6 +26,10 @@ def _default_optimizer(params) -> torch.optim.Optimizer:
 
 
 class NoisyRecallModule(L.LightningModule):
+    # settings that only change what is evaluated: a checkpoint may be evaluated with other values (pipeline/checkpoints.py)
+    EVALUATION_HPARAMS = ("laser_targets", "laser_rhos")
+    trained_by_fit = True  # `validate` / `test` without a checkpoint evaluate an untrained model: the CLI says so
+
     """Toy transformer on noisy in-context recall.
 
     Logged validation metrics (on the clean test set, at scored trigger positions), for ``<variant>`` = ``full``
@@ -91,10 +95,18 @@ class NoisyRecallModule(L.LightningModule):
         """Cross-entropy of the next token at the scored positions (``batch["mask"]``): the training objective."""
         tokens, mask = batch["tokens"], batch["mask"]
         logits = self.net(tokens[:, :-1])
+        if not mask.any():  # a batch with no repeated trigger (short sequences): nothing to learn, not a NaN
+            return logits.sum() * 0.0
         return F.cross_entropy(logits[mask], tokens[:, 1:][mask])
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         loss = self.loss(batch)
+        bad = not bool(torch.isfinite(loss))
+        if self.trainer.world_size > 1:  # every rank stops together, or the others wait forever
+            bad = self.trainer.strategy.reduce_boolean_decision(bad, all=False)
+        if bad:
+            raise FloatingPointError(f"train/loss is {float(loss)} at step {self.global_step}: training diverged "
+                                     "(a lower learning rate or gradient clipping may help)")
         self.log("train/loss", loss, prog_bar=True)
         return loss
 

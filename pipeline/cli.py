@@ -1,22 +1,35 @@
-"""ExperimentCLI: LightningCLI plus the run directory, W&B's mode, and clear errors for bad configs."""
+"""ExperimentCLI: LightningCLI plus the run directory, W&B's mode, and clear errors for bad input.
+
+Everything the config says is checked before any compute and before anything is written (README, "Configs and
+the CLI"): the parser's errors come as one line naming the key, then the constructors' value checks, the
+checkpoint, the trainer's bounds and each callback's own checks.
+"""
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import sys
 from pathlib import Path
 
+import torch
+import yaml
 from jsonargparse import Namespace
+from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 from lightning.pytorch.plugins.environments import ClusterEnvironment, SLURMEnvironment
 
+from callbacks.final_validation import FinalValidation
+from callbacks.progress import StepProgressBar, TrainingTimeEstimate
 from callbacks.run_summary import RunSummary
-from pipeline import run_dir, wandb_mode
+from pipeline import checkpoints, run_dir, wandb_mode
+from pipeline.config_errors import check_config_files, fail, report_parser_exit, summarize
 from pipeline.preemption import SlurmRequeue
 
 # What constructors raise for bad values, missing files or unloadable datasets: shown as one line naming the field
 # (set FFVA_TRACEBACK=1 for the full traceback). Anything else is a bug and keeps its traceback.
-CONFIG_ERRORS = (ValueError, FileNotFoundError, RuntimeError)
+CONFIG_ERRORS = (ValueError, FileNotFoundError, RuntimeError, MisconfigurationException)
 
 
 def _as_list(value) -> list:
@@ -41,10 +54,10 @@ class ExperimentCLI(LightningCLI):
             subclass_mode_model=True,
             subclass_mode_data=True,
             save_config_callback=SaveAndLogConfig,
-            # run directories are unique (timestamp + random suffix) except for a requeued SLURM task, which
-            # comes back to its own directory and must be allowed to write its config again
+            # run directories are unique except for a resumed run (a requeued SLURM task, `fit --ckpt_path` from
+            # the run's own checkpoint), which comes back to its own directory and writes the same config again
             save_config_kwargs={"overwrite": True},
-            trainer_defaults={"callbacks": [RunSummary(), SlurmRequeue()]},
+            trainer_defaults={"callbacks": [FinalValidation(), TrainingTimeEstimate(), RunSummary(), SlurmRequeue()]},
             auto_configure_optimizers=False,
             args=args,
             **kwargs,
@@ -55,12 +68,33 @@ class ExperimentCLI(LightningCLI):
         parser.link_arguments("data.vocab_size", "model.init_args.vocab_size", apply_on="instantiate")
         parser.link_arguments("data.noise_id", "model.init_args.noise_id", apply_on="instantiate")
 
+    def parse_arguments(self, parser, args) -> None:
+        check_config_files(list(sys.argv[1:] if args is None else args))
+        stderr = io.StringIO()
+        try:
+            with contextlib.redirect_stderr(stderr):
+                super().parse_arguments(parser, args)
+        except SystemExit as e:
+            report_parser_exit(stderr.getvalue(), e)
+        sys.stderr.write(stderr.getvalue())  # warnings stay visible
+
+    def _parse_ckpt_path(self) -> None:
+        """Lightning would load the checkpoint's hyperparameters over the config here. Instead: read the checkpoint
+        (a clear error if it is missing or corrupt), and compare it with the model once that is built."""
+        self.checkpoint = None
+        path = self.config[self.config.subcommand].get("ckpt_path") if self.config.get("subcommand") else None
+        if path:
+            try:
+                self.checkpoint = checkpoints.read(path)
+            except checkpoints.CheckpointError as e:
+                fail(str(e))
+
     def before_instantiate_classes(self) -> None:
         cfg = self.config[self.subcommand] if self.subcommand else self.config
         loggers = _as_list(cfg.trainer.logger)
         name = next((lg.init_args.get("name") for lg in loggers if lg.init_args.get("name")), None)
         name = name or (Path(str(cfg.config[0])).stem if cfg.get("config") else "run")
-        self.run_dir = run_dir.run_dir(cfg.trainer.default_root_dir or "runs", name)
+        self.run_dir = self._resumed_run(cfg) or run_dir.run_dir(cfg.trainer.default_root_dir or "runs", name)
         os.environ[run_dir.PARENT_RUN_DIR] = str(self.run_dir)  # inherited by DDP worker processes
         # Point the trainer and loggers at the run directory, but save the config as the user wrote it, so that
         # `main.py fit --config <run>/config.yaml` reproduces the run in a fresh directory.
@@ -74,13 +108,29 @@ class ExperimentCLI(LightningCLI):
             if lg.class_path.endswith("WandbLogger"):
                 mode, reason = wandb_mode.choose_mode()
                 os.environ["WANDB_MODE"] = mode
-                print(f"W&B mode: {mode} ({reason})", file=sys.stderr)
-                # one W&B run per run directory: a requeued SLURM task (same directory) continues its run
+                warn = "warning: " if reason.startswith("WANDB_MODE=online") else ""
+                print(f"{warn}W&B mode: {mode} ({reason})", file=sys.stderr)
+                # one W&B run per run directory: a resumed run (same directory) continues its W&B run
                 if not lg.init_args.get("id"):
                     self._override(lg.init_args, "id", run_dir.wandb_id(self.run_dir))
                     self._override(lg.init_args, "resume", "allow")
                 if os.environ.get("WANDB_RUN_GROUP"):  # a sweep's group (slurm/submit.py) wins over the config's
                     self._override(lg.init_args, "group", os.environ["WANDB_RUN_GROUP"])
+
+    def _resumed_run(self, cfg: Namespace) -> Path | None:
+        """``fit --ckpt_path <run>/checkpoints/x.ckpt`` with that run's own config continues that run's directory
+        (and so its W&B run). With any other config it is a new run that starts from those weights."""
+        path = cfg.get("ckpt_path")
+        previous = run_dir.run_of_checkpoint(path) if path and self.subcommand == "fit" else None
+        if previous is None:
+            return None
+        strip = lambda d: {k: v for k, v in (d or {}).items() if k not in ("ckpt_path", "config", "__path__")}  # noqa: E731
+        try:
+            saved = yaml.safe_load((previous / run_dir.CONFIG_FILE).read_text())
+            now = yaml.safe_load(self._parser(self.subcommand).dump(cfg, skip_none=False))
+        except Exception:  # noqa: BLE001  an unreadable old config: start a new directory
+            return None
+        return previous if strip(saved) == strip(now) else None
 
     def _override(self, ns: Namespace, key: str, value) -> None:
         self._restore.append((ns, key, ns.get(key)))
@@ -89,19 +139,42 @@ class ExperimentCLI(LightningCLI):
     def instantiate_classes(self) -> None:
         try:
             super().instantiate_classes()
-            if self.datamodule is not None and hasattr(self.model, "check_data"):
-                self.model.check_data(self.datamodule)
-            if self.datamodule is not None and hasattr(self.datamodule, "check_trainer"):
-                self.datamodule.check_trainer(self.trainer)
-            for callback in self.trainer.callbacks:  # e.g. parameter patterns that match nothing
-                if hasattr(callback, "check_config"):
-                    callback.check_config(self.model, self.datamodule)
+            self._check_before_compute()
         except CONFIG_ERRORS as e:
             # constructors validate their arguments and name the field; nothing has run or been written yet
             if os.environ.get("FFVA_TRACEBACK"):
                 raise
-            print(f"error: invalid configuration: {e}", file=sys.stderr)
-            raise SystemExit(2) from e
+            message = str(e)
+            if isinstance(e, MisconfigurationException):  # raised by the Trainer: accelerator, devices, strategy...
+                t = self._get(self.config, "trainer")
+                message = f"trainer (accelerator={t.get('accelerator')!r}, devices={t.get('devices')!r}, strategy={t.get('strategy')!r}): {e}"
+                if t.get("accelerator") in ("gpu", "cuda") and not torch.cuda.is_available():
+                    message += " This machine has no usable GPU: use --trainer.accelerator cpu (or auto)."
+            nested = "Does not validate against" in message or 'Parser key "' in message  # wrapped by jsonargparse
+            fail(f"invalid configuration: {summarize(message) if nested else message}")
+
+    def _check_before_compute(self) -> None:
+        model, data, trainer = self.model, self.datamodule, self.trainer
+        if data is not None and hasattr(model, "check_data"):
+            model.check_data(data)
+        if data is not None and hasattr(data, "check_trainer"):
+            data.check_trainer(trainer, self.subcommand)
+        for callback in trainer.callbacks:  # e.g. parameter patterns that match nothing, steps that never come
+            if hasattr(callback, "check_config"):
+                callback.check_config(model, data)
+            if self.subcommand == "fit" and hasattr(callback, "check_trainer"):
+                callback.check_trainer(trainer)
+        if self.checkpoint is not None:
+            checkpoints.check_fits(self._get(self.config, "ckpt_path"), self.checkpoint, model)
+        elif self.subcommand in ("validate", "test") and getattr(model, "trained_by_fit", False):
+            model.evaluated_untrained = True
+            print(f"warning: no --ckpt_path: `{self.subcommand}` evaluates the model at its random initialisation "
+                  "(untrained); summary.json records untrained: true", file=sys.stderr)
+        if self.subcommand == "fit":
+            try:  # a bad optimizer setting (negative lr...) fails here, not after the run directory is written
+                model.configure_optimizers()
+            except (ValueError, TypeError) as e:
+                raise ValueError(f"model.optimizer / model.scheduler: {e}") from e
 
     def instantiate_trainer(self, **kwargs):
         if SLURMEnvironment.detect():
@@ -110,11 +183,23 @@ class ExperimentCLI(LightningCLI):
             plugins = _as_list(kwargs.get("plugins", self._get(self.config_init, "trainer").get("plugins")))
             if not any(isinstance(p, ClusterEnvironment) for p in plugins):
                 kwargs["plugins"] = [*plugins, SLURMEnvironment(auto_requeue=False)]
+        trainer_cfg = self._get(self.config_init, "trainer")
+        callbacks = _as_list(trainer_cfg.get("callbacks"))
+        if trainer_cfg.get("enable_progress_bar") is not False and not any(
+            type(c).__name__.endswith("ProgressBar") for c in callbacks
+        ):  # steps against max_steps with the time left (the same place Lightning would add its own bar)
+            self.trainer_defaults = {**self.trainer_defaults, "callbacks": [*self.trainer_defaults["callbacks"], StepProgressBar()]}
         return super().instantiate_trainer(**kwargs)
 
     def after_instantiate_classes(self) -> None:
         for ns, key, value in reversed(self._restore):
             ns[key] = value
+
+    def _run_subcommand(self, subcommand: str) -> None:
+        try:
+            super()._run_subcommand(subcommand)
+        except FloatingPointError as e:  # a diverged run: summary.json already says failed, with this error
+            fail(f"{e} (run directory: {self.run_dir})", code=1)
 
     def _finish_wandb(self) -> None:
         # Lightning leaves the W&B run open; close it so the next run in this process (a notebook, a test) is its own

@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 
 from pipeline.run_dir import SUMMARY_FILE
-from pipeline.sweep import TASKS_FILE
+from pipeline.sweep import TASK_ERROR_FILE, TASKS_FILE
 
 RESULTS_FILE = "results.csv"
 
@@ -23,14 +23,28 @@ def log_tail(root: Path, task: int, lines: int = 15) -> str:
     return "\n".join(logs[-1].read_text(errors="replace").splitlines()[-lines:]) if logs else ""
 
 
+class NotASweep(ValueError):
+    pass
+
+
 def rows(root: str | Path) -> list[dict]:
     root = Path(root)
-    tasks = json.loads((root / TASKS_FILE).read_text())
+    if not (root / TASKS_FILE).is_file():
+        what = "does not exist" if not root.exists() else f"has no {TASKS_FILE}"
+        hint = " (it is a single run: its results are in summary.json)" if (root / SUMMARY_FILE).is_file() else ""
+        raise NotASweep(f"{root} {what}, so it is not a sweep directory{hint}; a sweep directory is what "
+                        "slurm/submit.py or python -m pipeline.sweep wrote, e.g. runs/sweeps/<sweep name>")
+    try:
+        tasks = json.loads((root / TASKS_FILE).read_text())
+    except ValueError as e:
+        raise NotASweep(f"{root / TASKS_FILE} is not valid JSON ({e})") from e
     out = []
     for i, point in enumerate(tasks["points"]):
         summaries = sorted((root / str(i)).glob(f"*/*/{SUMMARY_FILE}"))
         if not summaries:
-            out.append({"task": i, **point, "status": "missing", "log_tail": log_tail(root, i)})
+            error = root / str(i) / TASK_ERROR_FILE
+            row = {"task": i, **point, "status": "missing", "log_tail": log_tail(root, i)}
+            out.append(row | ({"error": error.read_text().strip()} if error.is_file() else {}))
             continue
         summary = json.loads(summaries[-1].read_text())  # the latest run of this task
         base = {"task": i, **point, "status": summary["status"], "run_dir": summary["run_dir"]}
@@ -52,7 +66,10 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("sweep_dir")
     args = parser.parse_args(argv)
-    table = rows(args.sweep_dir)
+    try:
+        table = rows(args.sweep_dir)
+    except NotASweep as e:
+        raise SystemExit(f"error: {e}") from None
     columns = list(dict.fromkeys(k for row in table for k in row if k not in ("run_dir", "log_tail", "error")))
     with open(Path(args.sweep_dir) / RESULTS_FILE, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")

@@ -7,15 +7,20 @@
       seed_everything: [0, 1]
     slurm: {partition: gpu, time: "02:00:00"}   # optional, read by slurm/submit.py
 
-``python -m pipeline.sweep <sweep file>`` runs the tasks one after another on this machine, each in
-``<root>/<task index>/``, then prints and writes the table of ``pipeline.collect``. SLURM array jobs run the same
-tasks (one per array index) through ``task_args``.
+``python -m pipeline.sweep <sweep file>`` checks every task's config, runs the tasks one after another on this
+machine, each in ``<root>/<task index>/``, then prints and writes the table of ``pipeline.collect`` and exits
+non-zero if a task failed. ``--check`` only resolves every task's config through the CLI's parser (what
+``slurm/submit.py`` runs before submitting). SLURM array jobs run the same tasks (one per array index) through
+``task_args``.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import itertools
 import json
+import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +28,10 @@ from typing import Any
 
 import yaml
 
+from pipeline import run_dir
+
 TASKS_FILE = "tasks.json"
+TASK_ERROR_FILE = "error.txt"  # <root>/<task>/error.txt: why a local task stopped before writing a summary
 
 
 @dataclass
@@ -63,6 +71,47 @@ class Sweep:
         return args + ["--trainer.default_root_dir", str(Path(root) / str(index))]
 
 
+def check(sweep: Sweep, root: str | Path = "runs/sweeps/check") -> dict[int, str]:
+    """Every task's arguments through the CLI's parser, nothing instantiated: {task: error line} of the bad ones.
+
+    One parser serves all the tasks (building it is the slow part)."""
+    from pipeline.cli import ExperimentCLI
+    from pipeline.config_errors import ConfigError, check_config_files
+
+    class Parsed(Exception):
+        """Raised as soon as the config is parsed, before anything is instantiated."""
+
+    class ParseOnly(ExperimentCLI):
+        def before_instantiate_classes(self) -> None:
+            raise Parsed(self)
+
+    errors: dict[int, str] = {}
+    cli = None
+    for i in range(len(sweep.points())):
+        args = sweep.task_args(i, root)
+        stderr = io.StringIO()
+        try:
+            with contextlib.redirect_stderr(stderr):
+                if cli is None:
+                    try:
+                        ParseOnly(args=args)
+                    except Parsed as parsed:
+                        cli = parsed.args[0]
+                else:
+                    check_config_files(args)
+                    cli.parse_arguments(cli.parser, args)
+        except ConfigError as e:
+            errors[i] = e.line
+        except SystemExit:
+            lines = stderr.getvalue().strip().splitlines()
+            errors[i] = lines[-1] if lines else "invalid arguments"
+    return errors
+
+
+def describe(sweep: Sweep, errors: dict[int, str]) -> str:
+    return "\n".join(f"task {i} {json.dumps(sweep.points()[i])}:\n  {line}" for i, line in sorted(errors.items()))
+
+
 def write_tasks(sweep: Sweep, root: Path) -> None:
     root.mkdir(parents=True, exist_ok=True)
     (root / TASKS_FILE).write_text(json.dumps({"sweep": sweep.name, "base": sweep.base, "points": sweep.points()}, indent=2))
@@ -73,25 +122,51 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("sweep_file")
     parser.add_argument("--root", help="sweep directory (default runs/sweeps/<sweep name>)")
     parser.add_argument("--task", type=int, help="run only this task (what each SLURM array task does)")
+    parser.add_argument("--check", action="store_true", help="only check every task's config; run nothing")
     args = parser.parse_args(argv)
-    sweep = Sweep.load(args.sweep_file)
+    try:
+        sweep = Sweep.load(args.sweep_file)
+    except (ValueError, FileNotFoundError) as e:
+        raise SystemExit(f"error: {e}") from None
     root = Path(args.root or f"runs/sweeps/{sweep.name}")
     import main as entry  # the repository's main.py
 
     sys.argv = sys.argv[:1]  # the task's arguments go to the CLI as `args`, not also through sys.argv
     if args.task is not None:
+        if not 0 <= args.task < len(sweep.points()):
+            raise SystemExit(f"error: --task {args.task}: the sweep has tasks 0 to {len(sweep.points()) - 1}")
+        array, task = os.environ.get("SLURM_ARRAY_JOB_ID"), os.environ.get("SLURM_ARRAY_TASK_ID")
+        job = f"{array}_{task}" if array and task else os.environ.get("SLURM_JOB_ID") and f"{os.environ['SLURM_JOB_ID']}_{args.task}"
+        if job:  # a requeued array task must find its run again
+            os.environ[run_dir.RUN_VERSION] = job
         entry.main(sweep.task_args(args.task, root))
+        return
+    errors = check(sweep, root)
+    if errors:
+        raise SystemExit(f"error: {len(errors)} of {len(sweep.points())} tasks of {sweep.path} have invalid configs; "
+                         f"nothing was run:\n{describe(sweep, errors)}")
+    if args.check:
+        print(f"{len(sweep.points())} tasks of {sweep.path}: every config is valid")
         return
     write_tasks(sweep, root)
     from pipeline import collect
 
+    failed: dict[int, str] = {}
     for i, point in enumerate(sweep.points()):
-        print(f"task {i}: {point}", file=sys.stderr)
+        print(f"task {i}/{len(sweep.points())}: {point}", file=sys.stderr)
         try:
             entry.main(sweep.task_args(i, root))
         except SystemExit as e:  # one bad task does not stop the others; collect lists it
-            print(f"task {i} exited with {e.code}", file=sys.stderr)
+            failed[i] = getattr(e, "line", None) or f"exited with {e.code}"
+        except Exception as e:  # noqa: BLE001  likewise for a crash
+            failed[i] = f"{type(e).__name__}: {e}"
+        if i in failed:
+            (root / str(i)).mkdir(parents=True, exist_ok=True)
+            (root / str(i) / TASK_ERROR_FILE).write_text(failed[i] + "\n")
+            print(f"task {i} failed: {failed[i]}", file=sys.stderr)
     collect.main([str(root)])
+    if failed:
+        raise SystemExit(f"error: {len(failed)} of {len(sweep.points())} tasks failed:\n{describe(sweep, failed)}")
 
 
 if __name__ == "__main__":

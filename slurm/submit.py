@@ -2,14 +2,17 @@
 
     python slurm/submit.py configs/sweeps/noise.yaml [--dry-run] [--partition gpu --time 04:00:00 ...]
 
-Settings come from the sweep file's ``slurm:`` section, then the command line. ``--dry-run`` prints the sbatch
-script and the task table and submits nothing. The job's nodes and tasks per node are read from the base
+Settings come from the sweep file's ``slurm:`` section, then the command line. Before anything is printed or
+submitted, every task's config is resolved through the CLI's parser by the interpreter the tasks will use (so a
+misspelled grid key, or an interpreter without the project's packages, stops here, not after queueing).
+``--dry-run`` prints the sbatch script and the task table and submits nothing. The job's nodes and tasks per node are read from the base
 config's ``trainer.num_nodes`` and ``trainer.devices``, so srun starts exactly the processes Lightning expects.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import shlex
 import shutil
 import string
@@ -17,14 +20,24 @@ import subprocess
 import sys
 from pathlib import Path
 
-import yaml
-
 REPO = Path(__file__).resolve().parent.parent
+try:
+    import yaml
+except ImportError:  # started with an interpreter outside the project's environment: use the project's
+    venv = REPO / ".venv" / "bin" / "python"
+    if not venv.exists() or Path(sys.prefix).resolve() == venv.parent.parent.resolve():
+        raise SystemExit(f"error: {sys.executable} lacks the project's packages (pyyaml); run this with the project's "
+                         "environment (make demo creates .venv)") from None
+    os.execv(str(venv), [str(venv), *sys.argv])
 sys.path.insert(0, str(REPO))
 from pipeline.sweep import Sweep, write_tasks  # noqa: E402
 
 DEFAULTS = {"partition": None, "account": None, "time": "01:00:00", "cpus_per_task": 2, "gpus_per_node": 0,
-            "max_parallel": None, "signal_seconds": 120, "sbatch_lines": [], "setup": [], "python": sys.executable}
+            "max_parallel": None, "signal_seconds": 120, "sbatch_lines": [], "setup": [], "python": None}
+
+
+class SubmitError(Exception):
+    pass
 
 
 def processes(sweep: Sweep) -> tuple[int, int, bool]:
@@ -45,6 +58,43 @@ def settings(sweep: Sweep, cli: dict) -> dict:
     if unknown:
         raise ValueError(f"slurm: unknown keys {sorted(unknown)}; known: {sorted(DEFAULTS)}")
     return DEFAULTS | sweep.slurm | {k: v for k, v in cli.items() if v not in (None, [])}
+
+
+def _shell(lines: list[str], command: str, timeout: float = 600) -> subprocess.CompletedProcess:
+    """Run ``command`` after the setup lines, in the repository, as a task's shell would."""
+    return subprocess.run(["bash", "-c", "\n".join([*lines, command])], cwd=REPO, capture_output=True, text=True, timeout=timeout)
+
+
+def interpreter(opts: dict) -> str:
+    """The Python the tasks run with: ``--python``; else the one the setup lines activate (if they change it); else
+    the project's .venv; else the one on PATH after setup. Never silently the interpreter running this script."""
+    if opts["python"]:
+        path = shutil.which(opts["python"]) or opts["python"]
+        if not (os.path.isfile(path) and os.access(path, os.X_OK)):
+            raise SubmitError(f"--python {opts['python']}: no such executable")
+        return os.path.abspath(path)
+    find = "command -v python || command -v python3"
+    before, after = _shell([], find, 60).stdout.strip(), _shell(opts["setup"], find).stdout.strip()
+    if opts["setup"] and after and after != before:
+        return after
+    venv = REPO / ".venv" / "bin" / "python"
+    if venv.exists():
+        return str(venv)
+    if after:
+        return after
+    raise SubmitError("no Python found on PATH after the setup lines; set slurm.python or --python")
+
+
+def check_tasks(sweep: Sweep, python: str, setup: list[str]) -> None:
+    """``<python> -m pipeline.sweep <file> --check`` after the setup lines: the tasks' interpreter can run the
+    pipeline, and every task's config is valid."""
+    out = _shell(setup, f"exec {shlex.quote(python)} -m pipeline.sweep {shlex.quote(str(Path(sweep.path).resolve()))} --check")
+    if out.returncode != 0:
+        tail = out.stderr.strip().splitlines()
+        if any("ModuleNotFoundError" in line or "ImportError" in line for line in tail):
+            raise SubmitError(f"{python} cannot run the pipeline ({tail[-1]}); submit with --python <the project's "
+                              "environment>/bin/python, or a slurm.setup line that activates it")
+        raise SubmitError("\n".join(tail[-40:]) or f"{python} -m pipeline.sweep --check failed ({out.returncode})")
 
 
 def render(sweep: Sweep, sweep_dir: Path, opts: dict) -> str:
@@ -78,10 +128,16 @@ def main(argv: list[str] | None = None) -> str | None:
     parser.add_argument("--setup", action="append", default=[], help="shell line run before the task (module load ...)")
     parser.add_argument("--python", help="interpreter on the compute nodes (default: this one)")
     args = vars(parser.parse_args(argv))
-    sweep = Sweep.load(args.pop("sweep_file"))
-    dry_run, root = args.pop("dry_run"), Path(args.pop("root")).resolve()
-    sweep_dir = root / sweep.name
-    script = render(sweep, sweep_dir, settings(sweep, args))
+    try:
+        sweep = Sweep.load(args.pop("sweep_file"))
+        dry_run, root = args.pop("dry_run"), Path(args.pop("root")).resolve()
+        sweep_dir = root / sweep.name
+        opts = settings(sweep, args)
+        opts["python"] = interpreter(opts)
+        script = render(sweep, sweep_dir, opts)
+        check_tasks(sweep, opts["python"], opts["setup"])
+    except (SubmitError, ValueError, FileNotFoundError) as e:
+        raise SystemExit(f"error: {e}") from None
     points = sweep.points()
     table = "\n".join(f"  task {i}: {json.dumps(p)}" for i, p in enumerate(points))
     if dry_run:

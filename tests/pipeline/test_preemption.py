@@ -41,7 +41,7 @@ def test_signal_checkpoints_after_an_optimizer_step_and_a_refused_requeue_fails_
     with pytest.raises(RuntimeError, match="SLURM did not requeue job 4242") as error:
         run_main(["fit", "--config", str(base), "--trainer.default_root_dir", str(tmp_path / "runs")])
     assert signal.getsignal(signal.SIGUSR1) == previous  # the handler is put back
-    (run_dir,) = (tmp_path / "runs").glob("*/4242")
+    (run_dir,) = (tmp_path / "runs").glob("*/4242-*")  # a plain SLURM job: the job id, then a unique suffix
     (ckpt,) = run_dir.glob("hpc_ckpt_*.ckpt")
     assert str(ckpt) in str(error.value)
     # the signal came during the 5th batch, halfway through an accumulation: the checkpoint waits for the 6th

@@ -1,0 +1,60 @@
+"""Checkpoints given with ``--ckpt_path``: readable, and built for the model the config describes.
+
+Lightning's CLI would load the checkpoint's hyperparameters over the user's config, so new LASER settings were
+silently replaced by the checkpoint's and a different architecture was trained as the old one. Here the config
+wins: evaluation settings (a module's ``EVALUATION_HPARAMS``, e.g. LASER targets and rhos) are free to differ,
+and any other hyperparameter that differs from the checkpoint's is refused, naming both values.
+"""
+from __future__ import annotations
+
+import os
+from typing import Any, Iterable
+
+import torch
+
+
+class CheckpointError(ValueError):
+    """The checkpoint is missing, unreadable, or does not fit the configured model."""
+
+
+def read(path: str) -> dict[str, Any]:
+    if not os.path.isfile(path):
+        raise CheckpointError(f"--ckpt_path {path}: no such file")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001  torch raises many types for truncated or foreign files
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CheckpointError(f"--ckpt_path {path}: not a readable Lightning checkpoint ({type(e).__name__}: {first[:200]})") from e
+    if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
+        raise CheckpointError(f"--ckpt_path {path}: not a Lightning checkpoint (no state_dict)")
+    return ckpt
+
+
+def _flatten(value: Any, prefix: str) -> dict[str, Any]:
+    if isinstance(value, dict):
+        out: dict[str, Any] = {}
+        for k, v in value.items():
+            out |= _flatten(v, f"{prefix}.{k}" if prefix else str(k))
+        return out
+    return {prefix: value}
+
+
+def conflicts(saved: dict[str, Any], configured: dict[str, Any], free: Iterable[str] = ()) -> list[str]:
+    """``model.init_args.<key>: the config says X, the checkpoint has Y`` for every hyperparameter (nested keys flattened)
+    that differs, except the top-level keys in ``free``."""
+    free = set(free) | {"_instantiator", "_class_path"}
+    saved = {k: v for k, v in saved.items() if k not in free}
+    configured = {k: v for k, v in configured.items() if k not in free}
+    a, b = _flatten(configured, ""), _flatten(saved, "")
+    return [f"model.init_args.{k}: the config says {a.get(k)!r}, the checkpoint has {b.get(k)!r}"
+            for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+
+
+def check_fits(path: str, ckpt: dict[str, Any], module: torch.nn.Module) -> None:
+    free = getattr(module, "EVALUATION_HPARAMS", ())
+    found = conflicts(ckpt.get("hyper_parameters") or {}, dict(getattr(module, "hparams", {})), free)
+    if found:
+        raise CheckpointError(
+            f"--ckpt_path {path} was trained with other settings than this config; the checkpoint's settings are not "
+            f"applied silently. Use the run's own config.yaml, or change: {'; '.join(found)}"
+        )
