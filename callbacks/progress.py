@@ -73,7 +73,11 @@ class TrainingTimeEstimate(L.Callback):
         if self._timed_steps and (self._timed_steps >= self.after_steps or self._timed_seconds >= self.after_seconds):
             self.report(trainer)
 
-    def report(self, trainer: L.Trainer) -> None:
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.estimate_seconds is None and self._timed_steps:  # a short run: record the speed, say nothing
+            self.report(trainer, quiet=True)
+
+    def report(self, trainer: L.Trainer, quiet: bool = False) -> None:
         self.step_seconds = self._timed_seconds / self._timed_steps
         self.estimate_seconds = self.step_seconds * trainer.max_steps
         left = self.step_seconds * (trainer.max_steps - trainer.global_step)
@@ -83,7 +87,8 @@ class TrainingTimeEstimate(L.Callback):
         if self.estimate_seconds > self.long_run_seconds and trainer.accelerator.__class__.__name__ == "CPUAccelerator":
             message += (" This is a long run for a CPU: configs/paper/ are meant for a GPU (README, 'Configs'); "
                         "configs/noisy.yaml is the CPU default.")
-        rank_zero_info(message)
+        if not quiet:
+            rank_zero_info(message)
         if trainer.is_global_zero:
             log_scalars(trainer, {"time/step_seconds": self.step_seconds, "time/estimated_total_seconds": self.estimate_seconds})
 

@@ -105,7 +105,7 @@ class NoisyRecallModule(L.LightningModule):
         if self.trainer.world_size > 1:  # every rank stops together, or the others wait forever
             bad = self.trainer.strategy.reduce_boolean_decision(bad, all=False)
         if bad:
-            raise FloatingPointError(f"train/loss is {float(loss)} at step {self.global_step}: training diverged "
+            raise FloatingPointError(f"train/loss is {float(loss.detach())} at step {self.global_step}: training diverged "
                                      "(a lower learning rate or gradient clipping may help)")
         self.log("train/loss", loss, prog_bar=True)
         return loss

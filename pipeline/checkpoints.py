@@ -23,8 +23,10 @@ def read(path: str) -> dict[str, Any]:
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001  torch raises many types for truncated or foreign files
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise CheckpointError(f"--ckpt_path {path}: not a readable Lightning checkpoint ({type(e).__name__}: {first[:200]})") from e
+        first = str(e).strip().splitlines()[0][:200] if str(e).strip() else ""
+        # torch's own advice (retry with weights_only=False) is wrong here: the file is damaged or of another kind
+        detail = type(e).__name__ + (f": {first}" if first and "weights_only" not in first else "")
+        raise CheckpointError(f"--ckpt_path {path}: not a readable Lightning checkpoint, damaged or of another kind ({detail})") from e
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
         raise CheckpointError(f"--ckpt_path {path}: not a Lightning checkpoint (no state_dict)")
     return ckpt

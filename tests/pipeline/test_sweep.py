@@ -46,3 +46,58 @@ def test_a_model_grid_runs_locally_and_collects_one_row_per_task_and_variant(tin
     assert [(r["task"], r["variant"]) for r in full] == [("0", "full"), ("0", "cut"), ("1", "full"), ("1", "cut")]
     assert {r["model.init_args.model_name"] for r in full} == {tiny_hf["gpt_neox"], tiny_hf["phi3"]}
     assert all(r["status"] == "completed" and 0 < float(r["p_answer"]) < 1 for r in full)
+
+
+TINY_GRID = {"trainer.max_steps": [2], "trainer.val_check_interval": [2], "trainer.enable_progress_bar": [False],
+             "trainer.callbacks": [[]], "model.init_args.model.dim": [16], "model.init_args.model.max_seq_len": [24],
+             "data.init_args.seq_len": [24], "data.init_args.batch_size": [8], "data.init_args.n_test": [16]}
+
+
+def write_sweep(tmp_path, grid: dict):
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump({"base": "configs/noisy.yaml", "grid": TINY_GRID | grid}))
+    return path
+
+
+def test_a_misspelled_grid_key_is_refused_naming_task_and_key_before_anything_runs(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    path = write_sweep(tmp_path, {"data.init_args.alpah": [0.1], "seed_everything": [0, 1]})
+    with pytest.raises(SystemExit) as exit_info:
+        sweep.main([str(path), "--root", str(tmp_path / "sweep")])
+    message = str(exit_info.value.code)
+    assert message.startswith("error: 2 of 2 tasks of") and "nothing was run" in message
+    assert 'task 1 {' in message and "data.init_args.alpah: unknown key 'alpah' (did you mean 'alpha'?)" in message
+    assert not (tmp_path / "sweep").exists()
+    # --check says the same, and all is well once the key is right
+    with pytest.raises(SystemExit):
+        sweep.main([str(path), "--check"])
+    path.write_text(path.read_text().replace("alpah", "alpha"))
+    sweep.main([str(path), "--check"])
+    assert "2 tasks of" in capsys.readouterr().out
+
+
+def test_a_local_sweep_with_a_failed_task_runs_the_others_and_exits_non_zero_showing_the_error(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    path = write_sweep(tmp_path, {"data.init_args.alpha": [0.5, 1.5]})  # 1.5 parses as a float; the datamodule refuses it
+    with pytest.raises(SystemExit) as exit_info:
+        sweep.main([str(path), "--root", str(tmp_path / "sweep")])
+    message = str(exit_info.value.code)
+    assert message.startswith("error: 1 of 2 tasks failed") and "data.alpha must be in [0, 1], got 1.5" in message
+    table = list(csv.DictReader(open(tmp_path / "sweep" / collect.RESULTS_FILE)))
+    assert {r["status"] for r in table if r["task"] == "0"} == {"completed"}
+    assert [r["status"] for r in table if r["task"] == "1"] == ["missing"]
+    assert "data.alpha must be in [0, 1], got 1.5" in capsys.readouterr().out  # collect shows the error too
+
+
+def test_sweep_file_mistakes_and_non_sweep_directories_are_one_line(tmp_path):
+    (tmp_path / "bad.yaml").write_text(yaml.safe_dump({"base": "configs/noisy.yaml", "grid": {"a": 1}}))
+    with pytest.raises(SystemExit, match=r"^error: .*grid.a must be a non-empty list"):
+        sweep.main([str(tmp_path / "bad.yaml")])
+    with pytest.raises(SystemExit, match=r"^error: sweep file .*nope.yaml does not exist"):
+        sweep.main([str(tmp_path / "nope.yaml")])
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "summary.json").write_text("{}")
+    with pytest.raises(SystemExit, match=r"^error: .*run has no tasks.json, so it is not a sweep directory \(it is a single run"):
+        collect.main([str(tmp_path / "run")])
+    with pytest.raises(SystemExit, match=r"^error: .*missing does not exist, so it is not a sweep directory"):
+        collect.main([str(tmp_path / "missing")])

@@ -55,7 +55,7 @@ def test_dry_run_prints_the_script_and_tasks_and_submits_nothing(tmp_path, capsy
     out = capsys.readouterr().out
     assert "#SBATCH --nodes=2" in out and "#SBATCH --ntasks-per-node=4" in out and "#SBATCH --gpus-per-node=4" in out
     (tmp_path / "bad.yaml").write_text(yaml.safe_dump({"base": str(base), "grid": {"trainer.devices": [1, 2]}}))
-    with pytest.raises(ValueError, match="grid.trainer.devices"):
+    with pytest.raises(SystemExit, match="grid.trainer.devices"):
         submit.main([str(tmp_path / "bad.yaml"), "--dry-run"])
 
 

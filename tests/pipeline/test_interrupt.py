@@ -1,0 +1,41 @@
+"""Ctrl-C: the run is marked interrupted (not failed), says where it is and how to resume; the resume command
+continues the same run directory and the same W&B run."""
+import json
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import time
+
+from tests.pipeline.test_cli import TINY, only_run_dir
+
+
+def test_ctrl_c_records_interrupted_and_the_printed_command_resumes_the_same_run(repo, tmp_path):
+    env = {**os.environ, "WANDB_MODE": "offline", "PYTHONPATH": repo}
+    args = [*TINY, "--trainer.max_steps", "1000", "--trainer.val_check_interval", "20", "--trainer.callbacks=[]",
+            "--trainer.default_root_dir", str(tmp_path)]
+    proc = subprocess.Popen([sys.executable, "main.py", "fit", *args], cwd=repo, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not list(tmp_path.glob("noisy/*/checkpoints/*.ckpt")) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode != 0
+    run = only_run_dir(tmp_path)
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["status"] == "interrupted" and 20 <= summary["global_step"] < 1000
+    assert f"Run directory: {run}" in err
+    (resume,) = [line.strip() for line in err.splitlines() if line.strip().startswith("python main.py fit")]
+    assert f"--config {run / 'config.yaml'}" in resume and "--ckpt_path" in resume
+    assert resume == summary["error"].splitlines()[-1].strip()  # summary.json holds the command too
+
+    # the printed command, as the user runs it: the same directory and W&B run id, trained to the end
+    out = subprocess.run([sys.executable, *shlex.split(resume)[1:]], cwd=repo, env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert only_run_dir(tmp_path) == run
+    final = json.loads((run / "summary.json").read_text())
+    assert final["status"] == "completed" and final["global_step"] == 1000
+    assert final["wandb"]["id"] == summary["wandb"]["id"]
+    assert len(list((run / "wandb").glob("offline-run-*"))) == 2  # two parts of one W&B run id, synced in order
