@@ -164,6 +164,9 @@ class RunSummary(L.Callback):
         else:
             how = ""
         self.write(trainer, "interrupted", error=f"interrupted at step {trainer.global_step}" + (f"; {how}" if how else ""))
+        wandb = sys.modules.get("wandb")
+        if wandb is not None and wandb.run is not None:
+            wandb.finish(exit_code=130)  # release the run id now: the resume command continues this W&B run
         print(f"\nInterrupted at step {trainer.global_step}. Run directory: {self.run_dir}\n{how}", file=sys.stderr, flush=True)
 
     @staticmethod

@@ -62,7 +62,7 @@ def settings(sweep: Sweep, cli: dict) -> dict:
 
 def _shell(lines: list[str], command: str, timeout: float = 600) -> subprocess.CompletedProcess:
     """Run ``command`` after the setup lines, in the repository, as a task's shell would."""
-    return subprocess.run(["bash", "-c", "\n".join([*lines, command])], cwd=REPO, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run([shutil.which("bash") or "/bin/bash", "-c", "\n".join([*lines, command])], cwd=REPO, capture_output=True, text=True, timeout=timeout)
 
 
 def interpreter(opts: dict) -> str:
@@ -128,6 +128,9 @@ def main(argv: list[str] | None = None) -> str | None:
     parser.add_argument("--setup", action="append", default=[], help="shell line run before the task (module load ...)")
     parser.add_argument("--python", help="interpreter on the compute nodes (default: this one)")
     args = vars(parser.parse_args(argv))
+    if not args["dry_run"] and shutil.which("sbatch") is None:
+        raise SystemExit("sbatch not found on PATH: submit from a SLURM login node (--dry-run shows the script; "
+                         "python -m pipeline.sweep runs the tasks on this machine)")
     try:
         sweep = Sweep.load(args.pop("sweep_file"))
         dry_run, root = args.pop("dry_run"), Path(args.pop("root")).resolve()
@@ -144,9 +147,6 @@ def main(argv: list[str] | None = None) -> str | None:
         print(script)
         print(f"# {len(points)} tasks in {sweep_dir}:\n{table}")
         return None
-    if shutil.which("sbatch") is None:
-        raise SystemExit("sbatch not found on PATH: submit from a SLURM login node (--dry-run shows the script; "
-                         "python -m pipeline.sweep runs the tasks on this machine)")
     write_tasks(sweep, sweep_dir)
     (sweep_dir / "logs").mkdir(exist_ok=True)
     (sweep_dir / "job.sbatch").write_text(script)
