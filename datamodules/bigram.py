@@ -1,9 +1,12 @@
 """Where the bigram statistics come from: a seeded synthetic Zipf model, or a character-level text corpus."""
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
+from typing import Literal
 
+import numpy as np
 import torch
 
 
@@ -18,6 +21,13 @@ class BigramModel:
     @property
     def vocab_size(self) -> int:
         return self.marginal.numel()
+
+    def save(self, path: str | os.PathLike) -> None:
+        """``.pt``: {"transitions", "marginal", "itos"}; ``.npy``: the transition matrix alone. ``SavedBigram`` reads both."""
+        if str(path).endswith(".npy"):
+            np.save(path, self.transitions.numpy())
+        else:
+            torch.save({"transitions": self.transitions, "marginal": self.marginal, "itos": list(self.itos or [])}, path)
 
 
 class BigramSource:
@@ -50,6 +60,84 @@ class SyntheticBigram(BigramSource):
             torch.manual_seed(self.seed)
             transitions = torch.distributions.Dirichlet(alpha).sample()
         return BigramModel(transitions.float(), marginal.float())
+
+
+def stationary(transitions: torch.Tensor, steps: int = 1000) -> torch.Tensor:
+    """The chain's stationary distribution by power iteration from the uniform one (float64)."""
+    p = torch.full((transitions.shape[0],), 1.0 / transitions.shape[0], dtype=torch.float64)
+    for _ in range(steps):
+        p = p @ transitions.double()
+    return p / p.sum()
+
+
+class SavedBigram(BigramSource):
+    """A bigram read from a file: another run's (``BigramModel.save``), or any (V, V) matrix.
+
+    Args:
+        path: ``.npy`` or ``.pt``: a (V, V) tensor or array, or a dict with ``transitions`` (or ``counts``) and
+            optionally ``marginal`` and ``itos``.
+        kind: ``transitions`` (rows are distributions: non-negative, summing to 1) or ``counts`` (non-negative
+            bigram counts, normalised per row; a row with no count takes the marginal).
+        tokens: optional token strings, a JSON file with a list of V strings (kept for decoding, like CorpusBigram's).
+
+    The marginal (where the first token and random triggers are drawn from) is the file's, else the counts' token
+    frequencies, else the chain's stationary distribution. Wrong shapes, NaNs and rows that are not distributions
+    are refused, naming the file.
+    """
+
+    def __init__(self, path: str, kind: Literal["transitions", "counts"] = "transitions", tokens: str | None = None):
+        if kind not in ("transitions", "counts"):
+            raise ValueError(f"data.bigram.kind must be transitions | counts, got {kind!r}")
+        for name in (path, tokens):
+            if name is not None and not os.path.isfile(name):
+                raise FileNotFoundError(f"data.bigram: file {name!r} does not exist")
+        self.path, self.kind, self.tokens = path, kind, tokens
+
+    def _load(self) -> dict:
+        try:
+            raw = np.load(self.path, allow_pickle=False) if self.path.endswith(".npy") else torch.load(self.path, weights_only=True)
+        except Exception as e:  # noqa: BLE001  numpy and torch raise many types for a bad file
+            raise ValueError(f"data.bigram.path {self.path!r}: not a readable .npy or .pt file ({type(e).__name__})") from e
+        if not isinstance(raw, dict):
+            raw = {"counts" if self.kind == "counts" else "transitions": raw}
+        return {k: torch.as_tensor(np.asarray(v) if isinstance(v, np.ndarray) else v) if k != "itos" else v for k, v in raw.items()}
+
+    def build(self) -> BigramModel:
+        raw, where = self._load(), f"data.bigram.path {self.path!r}"
+        matrix = raw.get("counts", raw.get("transitions"))
+        if matrix is None:
+            raise ValueError(f"{where}: a dict file needs a 'transitions' or 'counts' entry, got {sorted(raw)}")
+        matrix = matrix.double()
+        if matrix.ndim != 2 or matrix.shape[0] != matrix.shape[1] or matrix.shape[0] < 2:
+            raise ValueError(f"{where}: expected a square (V, V) matrix with V >= 2, got shape {tuple(matrix.shape)}")
+        if not torch.isfinite(matrix).all() or (matrix < 0).any():
+            raise ValueError(f"{where}: entries must be finite and non-negative (found NaN, inf or negative values)")
+        v = matrix.shape[0]
+        counts = self.kind == "counts" or "counts" in raw
+        if counts:
+            rows = matrix.sum(-1, keepdim=True)
+            freq = matrix.sum(0) + matrix.sum(1)
+            marginal = freq / freq.sum() if freq.sum() > 0 else torch.full((v,), 1.0 / v, dtype=torch.float64)
+            transitions = torch.where(rows > 0, matrix / rows.clamp_min(1e-300), marginal)
+        else:
+            bad = ((matrix.sum(-1) - 1).abs() > 1e-4).nonzero().flatten()
+            if len(bad):
+                raise ValueError(f"{where}: rows {bad[:10].tolist()} do not sum to 1 (sums {matrix.sum(-1)[bad[:3]].tolist()}); "
+                                 "give kind: counts for a count matrix")
+            transitions = matrix / matrix.sum(-1, keepdim=True)
+            marginal = stationary(transitions)
+        if "marginal" in raw:
+            marginal = raw["marginal"].double()
+            if marginal.shape != (v,) or not torch.isfinite(marginal).all() or (marginal < 0).any() or marginal.sum() <= 0:
+                raise ValueError(f"{where}: 'marginal' must be {v} non-negative finite numbers")
+            marginal = marginal / marginal.sum()
+        itos = raw.get("itos") or None
+        if self.tokens is not None:
+            with open(self.tokens) as f:
+                itos = json.load(f)
+        if itos is not None and len(itos) != v:
+            raise ValueError(f"data.bigram.tokens: {len(itos)} token strings for a {v}-token matrix")
+        return BigramModel(transitions.float(), marginal.float(), tuple(itos) if itos else None)
 
 
 class CorpusBigram(BigramSource):

@@ -52,6 +52,9 @@ class NoisyRecallGenerator:
     noise_token: int | None = None  # None: an extra id V that never occurs naturally
     loss_on: LossOn = "repeat_triggers"
     output_pool: torch.Tensor | None = None  # tokens outputs are drawn from; default: all but the noise token
+    # the reference code's variant: the noise is an existing token, and outputs come from the whole vocabulary,
+    # so the noise token can also be a trigger's correct in-context answer
+    outputs_include_noise: bool = False
 
     def __post_init__(self) -> None:
         v = self.bigram.vocab_size
@@ -64,6 +67,9 @@ class NoisyRecallGenerator:
                              "(trigger, output, trigger: at least 3 tokens), so no position would be trained or scored")
         if self.noise_token is not None and not 0 <= self.noise_token < v:
             raise ValueError(f"data.noise_token must be an existing token id in [0, {v}) or null, got {self.noise_token}")
+        if self.outputs_include_noise and self.noise_token is None:
+            raise ValueError("data.outputs_include_noise needs data.noise_token to be an existing token id "
+                             "(the extra noise id V is not a token that a sequence can hold as an output)")
         candidates = v - (self.noise_token is not None)  # tokens that may be triggers
         if not 1 <= self.n_triggers < candidates:
             raise ValueError(f"data.n_triggers must be in [1, {candidates}) for a vocabulary of {v} tokens, got {self.n_triggers}")
@@ -75,7 +81,7 @@ class NoisyRecallGenerator:
         self.trigger_weights = self.bigram.marginal * not_noise
         self.fixed_triggers = torch.topk(self.trigger_weights, self.n_triggers).indices
         if self.output_pool is None:
-            self.output_pool = torch.arange(v)[not_noise]
+            self.output_pool = torch.arange(v) if self.outputs_include_noise else torch.arange(v)[not_noise]
         # Row i of the alias tables samples the successor of token i; the extra noise token is followed by the marginal.
         rows = self.bigram.transitions
         if self.noise_token is None:

@@ -36,6 +36,8 @@ class NoisyRecallDataModule(L.LightningDataModule):
         alpha: probability that a trigger is followed by the noise token instead of its output token.
         trigger_mode: ``fixed`` (the k most frequent tokens) or ``random`` (k drawn per sequence from the marginal).
         noise_token: ``null`` for an extra token id V, or an existing token id.
+        outputs_include_noise: draw output tokens from the whole vocabulary, the noise token included (the reference
+            code's setting; needs an existing ``noise_token``). Default: outputs are never the noise token.
         loss_on: ``repeat_triggers`` (2nd+ occurrence of a trigger), ``all_triggers`` or ``all`` positions.
         ood_outputs: draw train and test output tokens from disjoint halves of the vocabulary.
         n_test: sequences in the clean test set (alpha = 0), fixed by ``test_seed``.
@@ -53,6 +55,7 @@ class NoisyRecallDataModule(L.LightningDataModule):
         alpha: float = 0.5,
         trigger_mode: Literal["fixed", "random"] = "fixed",
         noise_token: int | None = None,
+        outputs_include_noise: bool = False,
         loss_on: LossOn = "repeat_triggers",
         ood_outputs: bool = False,
         n_test: int = 512,
@@ -67,7 +70,8 @@ class NoisyRecallDataModule(L.LightningDataModule):
             raise ValueError(f"data.batch_size and data.n_test must be >= 1, got {batch_size} and {n_test}")
         self.bigram = (bigram or SyntheticBigram()).build()
         self.gen = NoisyRecallGenerator(
-            self.bigram, seq_len, n_triggers, alpha, trigger_mode, noise_token, loss_on
+            self.bigram, seq_len, n_triggers, alpha, trigger_mode, noise_token, loss_on,
+            outputs_include_noise=outputs_include_noise,
         )
         if ood_outputs:
             pool = self.gen.output_pool

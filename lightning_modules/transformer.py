@@ -17,6 +17,7 @@ from torch import nn
 
 FFKind = Literal["none", "linear", "mlp"]
 Positional = Literal["absolute", "sinusoidal", "rope"]
+Init = Literal["scaled", "reference"]
 
 
 @dataclass
@@ -33,6 +34,9 @@ class TransformerConfig:
     positional: Positional = "absolute"  # absolute = random, frozen
     max_seq_len: int = 256  # size of the absolute position table; sinusoidal and RoPE have no limit
     layer_norm: bool = False
+    # scaled: embeddings and positions N(0, 1/dim), matrices N(0, 1/fan_in). reference: as the papers' code
+    # (leichen2018/ATTN_vs_MLP): embeddings and random positions N(0, 1), matrices nn.Linear's U(+-1/sqrt(fan_in))
+    init: Init = "scaled"
     vocab_size: int | None = None  # normally linked from the datamodule
 
     def __post_init__(self) -> None:
@@ -43,13 +47,22 @@ class TransformerConfig:
         bad = [k for k in self.ff if k not in ("none", "linear", "mlp")]
         if bad:
             raise ValueError(f"model.ff entries must be none | linear | mlp, got {bad}")
+        if self.init not in ("scaled", "reference"):
+            raise ValueError(f"model.init must be scaled | reference, got {self.init!r}")
+
+    @property
+    def embedding_scale(self) -> float:
+        """Standard deviation of token embeddings and positions (and the sinusoidal table's scale)."""
+        return 1.0 if self.init == "reference" else 1.0 / math.sqrt(self.dim)
 
     @property
     def max_len(self) -> int | None:
         return self.max_seq_len if self.positional == "absolute" else None
 
 
-def _matrix(out_dim: int, in_dim: int) -> nn.Parameter:
+def _matrix(out_dim: int, in_dim: int, init: Init = "scaled") -> nn.Parameter:
+    if init == "reference":  # nn.Linear's default (kaiming_uniform, a=sqrt(5)): U(-1/sqrt(fan_in), 1/sqrt(fan_in))
+        return nn.Parameter(torch.empty(out_dim, in_dim).uniform_(-1 / math.sqrt(in_dim), 1 / math.sqrt(in_dim)))
     return nn.Parameter(torch.randn(out_dim, in_dim) / math.sqrt(in_dim))
 
 
@@ -63,21 +76,27 @@ def _rope(x: torch.Tensor) -> torch.Tensor:
     return torch.stack((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1).flatten(-2)
 
 
-def sinusoidal_positions(t: int, dim: int) -> torch.Tensor:
+def _embedding(rows: int, cfg: TransformerConfig) -> nn.Parameter:
+    """Random token embeddings or absolute positions, N(0, embedding_scale^2)."""
+    x = torch.randn(rows, cfg.dim)
+    return nn.Parameter(x if cfg.init == "reference" else x / math.sqrt(cfg.dim))
+
+
+def sinusoidal_positions(t: int, dim: int, scale: float = 1.0) -> torch.Tensor:
     pos = torch.arange(t, dtype=torch.float32)[:, None]
     inv_freq = 1.0 / (10000 ** (torch.arange(0, dim, 2, dtype=torch.float32) / dim))
     pe = torch.zeros(t, dim)
     pe[:, 0::2] = torch.sin(pos * inv_freq)
     pe[:, 1::2] = torch.cos(pos * inv_freq)[:, : dim // 2]
-    return pe / math.sqrt(dim)
+    return pe * scale
 
 
 class Attention(nn.Module):
     def __init__(self, cfg: TransformerConfig):
         super().__init__()
         self.n_heads, self.rope = cfg.n_heads, cfg.positional == "rope"
-        self.wq = _matrix(cfg.dim, cfg.dim) if cfg.learned_query else None
-        self.wk, self.wv, self.wo = _matrix(cfg.dim, cfg.dim), _matrix(cfg.dim, cfg.dim), _matrix(cfg.dim, cfg.dim)
+        self.wq = _matrix(cfg.dim, cfg.dim, cfg.init) if cfg.learned_query else None
+        self.wk, self.wv, self.wo = (_matrix(cfg.dim, cfg.dim, cfg.init) for _ in range(3))
 
     def qkv(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(B, T, D) -> queries, keys, values as (B, H, T, D/H), position-rotated under RoPE."""
@@ -107,8 +126,8 @@ class FeedForward(nn.Module):
     def __init__(self, cfg: TransformerConfig, kind: FFKind):
         super().__init__()
         hidden = cfg.ff_hidden_mult * cfg.dim
-        self.w1 = _matrix(hidden, cfg.dim) if kind == "mlp" else None
-        self.w2 = _matrix(cfg.dim, hidden if kind == "mlp" else cfg.dim)
+        self.w1 = _matrix(hidden, cfg.dim, cfg.init) if kind == "mlp" else None
+        self.w2 = _matrix(cfg.dim, hidden if kind == "mlp" else cfg.dim, cfg.init)
         self.act = F.relu if cfg.activation == "relu" else F.gelu
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -137,13 +156,14 @@ class Transformer(nn.Module):
         if cfg.vocab_size is None:
             raise ValueError("model.vocab_size is not set (it is normally linked from the datamodule)")
         self.cfg = cfg
-        self.tok_emb = nn.Parameter(torch.randn(cfg.vocab_size, cfg.dim) / math.sqrt(cfg.dim))
+        self.tok_emb = _embedding(cfg.vocab_size, cfg)
         self.tok_emb.requires_grad_(not cfg.freeze_embeddings)
         if cfg.positional == "absolute":
-            self.pos_emb = nn.Parameter(torch.randn(cfg.max_seq_len, cfg.dim) / math.sqrt(cfg.dim), requires_grad=False)
+            self.pos_emb = _embedding(cfg.max_seq_len, cfg)
+            self.pos_emb.requires_grad_(False)
         self.layers = nn.ModuleList(Block(cfg, kind) for kind in cfg.ff)
         self.norm_f = nn.LayerNorm(cfg.dim) if cfg.layer_norm else nn.Identity()
-        self.unemb = _matrix(cfg.vocab_size, cfg.dim)
+        self.unemb = _matrix(cfg.vocab_size, cfg.dim, cfg.init)
         self.unemb.requires_grad_(not cfg.freeze_unembedding)
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
@@ -155,7 +175,7 @@ class Transformer(nn.Module):
         if self.cfg.positional == "absolute":
             x = x + self.pos_emb[:t]
         elif self.cfg.positional == "sinusoidal":
-            x = x + sinusoidal_positions(t, self.cfg.dim).to(x)
+            x = x + sinusoidal_positions(t, self.cfg.dim, self.cfg.embedding_scale).to(x)
         for layer in self.layers:
             x = layer(x)
         return F.linear(self.norm_f(x), self.unemb)

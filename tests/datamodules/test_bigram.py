@@ -1,3 +1,5 @@
+import re
+
 import pytest
 import torch
 
@@ -59,3 +61,51 @@ def test_corpus_from_a_dataset_id_uses_load_dataset_and_the_text_field(tmp_path)
     assert model.transitions[1].tolist() == pytest.approx([0, 0, 1])  # a is always followed by b
     with pytest.raises(ValueError, match="text_field 'text'"):
         CorpusBigram(dataset=str(folder)).build()
+
+
+def test_a_saved_bigram_gives_the_same_sequences_for_the_same_seed(tmp_path):
+    import json
+
+    from datamodules.bigram import SavedBigram
+    from datamodules.generator import NoisyRecallGenerator
+
+    original = SyntheticBigram(24, seed=7).build()
+    original.save(tmp_path / "b.pt")
+    np_file = tmp_path / "b.npy"
+    original.save(np_file)
+    (tmp_path / "tokens.json").write_text(json.dumps([chr(65 + i) for i in range(24)]))
+    for loaded in (SavedBigram(str(tmp_path / "b.pt")).build(), SavedBigram(str(np_file), tokens=str(tmp_path / "tokens.json")).build()):
+        torch.testing.assert_close(loaded.transitions, original.transitions, rtol=0, atol=1e-6)
+    loaded = SavedBigram(str(tmp_path / "b.pt")).build()
+    assert torch.equal(loaded.marginal, original.marginal)  # the .pt keeps the marginal
+    a = NoisyRecallGenerator(original, seq_len=32).sample(16, torch.Generator().manual_seed(3))
+    b = NoisyRecallGenerator(loaded, seq_len=32).sample(16, torch.Generator().manual_seed(3))
+    assert torch.equal(a["tokens"], b["tokens"])
+    assert SavedBigram(str(np_file), tokens=str(tmp_path / "tokens.json")).build().itos[:2] == ("A", "B")
+
+
+def test_a_count_matrix_is_normalised_and_bad_files_are_refused_naming_them(tmp_path):
+    import numpy as np
+
+    from datamodules.bigram import SavedBigram
+
+    counts = np.array([[0, 3, 1], [2, 0, 0], [0, 0, 0]], dtype=float)
+    np.save(tmp_path / "counts.npy", counts)
+    model = SavedBigram(str(tmp_path / "counts.npy"), kind="counts").build()
+    torch.testing.assert_close(model.transitions[0], torch.tensor([0.0, 0.75, 0.25]))
+    torch.testing.assert_close(model.transitions[2], model.marginal)  # a row with no count takes the marginal
+    cases = {
+        "notsquare.npy": (np.ones((3, 4)) / 4, "square (V, V) matrix"),
+        "nan.npy": (np.array([[np.nan, 1.0], [0.5, 0.5]]), "finite and non-negative"),
+        "rows.npy": (np.array([[0.2, 0.2], [0.5, 0.5]]), "rows [0] do not sum to 1"),
+        "negative.npy": (np.array([[1.5, -0.5], [0.5, 0.5]]), "finite and non-negative"),
+    }
+    for name, (matrix, message) in cases.items():
+        np.save(tmp_path / name, matrix)
+        with pytest.raises(ValueError, match=re.escape(f"data.bigram.path '{tmp_path / name}'") + ".*" + re.escape(message)):
+            SavedBigram(str(tmp_path / name)).build()
+    (tmp_path / "junk.pt").write_bytes(b"junk")
+    with pytest.raises(ValueError, match="not a readable .npy or .pt file"):
+        SavedBigram(str(tmp_path / "junk.pt")).build()
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        SavedBigram(str(tmp_path / "missing.npy"))

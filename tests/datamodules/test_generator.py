@@ -147,3 +147,23 @@ def test_streams_differ_per_rank_and_worker_never_repeat_and_resume_exactly(bigr
     assert all(torch.equal(x, y) for x, y in zip(rank0, two))
     resumed = _first_batches(NoisyRecallStream(gen, 4, seed=1, skip=3), 3, num_workers=2)
     assert all(torch.equal(x, y) for x, y in zip(two[3:], resumed))
+
+
+def test_the_reference_noise_variant_noise_is_a_token_and_outputs_cover_the_whole_vocabulary(bigram):
+    gen = NoisyRecallGenerator(bigram, seq_len=64, alpha=0.5, noise_token=2, outputs_include_noise=True)
+    assert gen.vocab_size == 16 and gen.noise_id == 2  # no extra token id
+    b = sample(gen, 4096, seed=1)
+    tokens, answer = b["tokens"], b["answer"]
+    at_trigger = answer >= 0
+    nxt = tokens[:, 1:][at_trigger]
+    # the noise follows a trigger with probability alpha: positions where the noise is not also the answer
+    not_noise_answer = answer[at_trigger] != 2
+    noise_rate = (nxt[not_noise_answer] == 2).float().mean().item()
+    assert stats.binomtest(int((nxt[not_noise_answer] == 2).sum()), int(not_noise_answer.sum()), 0.5).pvalue > 1e-3
+    assert abs(noise_rate - 0.5) < 0.03
+    # outputs (one per sequence) are uniform over all 16 tokens, the noise token included
+    outputs = torch.tensor([row[row >= 0][0] for row in answer if (row >= 0).any()])
+    counts = torch.bincount(outputs, minlength=16).numpy()
+    assert counts[2] > 0 and stats.chisquare(counts).pvalue > 1e-3
+    with pytest.raises(ValueError, match="outputs_include_noise needs data.noise_token"):
+        NoisyRecallGenerator(bigram, seq_len=64, outputs_include_noise=True)

@@ -61,3 +61,31 @@ def test_attention_probabilities_are_the_pattern_forward_applies(positional):
     _, _, v = attn.qkv(x)
     by_hand = torch.nn.functional.linear((probs @ v).transpose(1, 2).flatten(2), attn.wo)
     torch.testing.assert_close(by_hand, attn(x), rtol=1e-5, atol=1e-6)
+
+
+def test_reference_init_matches_the_reference_codes_formulas():
+    """leichen2018/ATTN_vs_MLP: nn.Embedding and torch.randn positions, N(0, 1); nn.Linear's U(+-1/sqrt(fan_in))."""
+    torch.manual_seed(0)
+    net = Transformer(TransformerConfig(dim=128, max_seq_len=256, vocab_size=65, init="reference", learned_query=False))
+    for name in ("tok_emb", "pos_emb"):
+        x = getattr(net, name).detach()
+        assert abs(float(x.mean())) < 0.02 and float(x.std()) == pytest.approx(1.0, abs=0.02), name
+    for name, p in net.named_parameters():
+        if p.ndim != 2 or name in ("tok_emb", "pos_emb"):
+            continue
+        bound = 1 / p.shape[1] ** 0.5
+        w = p.detach()
+        assert float(w.abs().max()) <= bound and float(w.abs().max()) > 0.99 * bound, name  # fills the whole interval
+        assert float(w.var()) == pytest.approx(bound**2 / 3, rel=0.05), name  # the uniform distribution's variance
+    assert net.layers[0].attn.wq is None  # W_Q = identity
+
+
+def test_scaled_init_is_the_default_and_unchanged():
+    torch.manual_seed(0)
+    net = Transformer(TransformerConfig(dim=128, max_seq_len=256, vocab_size=65))
+    assert net.cfg.init == "scaled"
+    assert float(net.tok_emb.std()) == pytest.approx(128**-0.5, rel=0.05)
+    w2 = net.layers[1].ff.w2.detach()
+    assert float(w2.std()) == pytest.approx(w2.shape[1] ** -0.5, rel=0.05) and float(w2.abs().max()) > 3 * w2.shape[1] ** -0.5
+    torch.manual_seed(0)  # the same draws as before model.init existed: N(0, 1) / sqrt(dim), in the same order
+    assert torch.equal(net.tok_emb, torch.randn(65, 128) / 128**0.5)

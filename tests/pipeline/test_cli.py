@@ -121,6 +121,11 @@ def test_paper_config_runs_a_step_with_its_shapes_and_sgd(tmp_path, monkeypatch)
     net = cli.model.net
     assert net.cfg.dim == 256 and net.cfg.ff == ["mlp", "mlp"] and net.unemb.shape == (65, 256)
     assert not net.tok_emb.requires_grad and not net.unemb.requires_grad
+    # the reference code's simplifications: W_Q = identity, its init, and its noise (an existing token that can also
+    # be an in-context answer)
+    assert net.layers[0].attn.wq is None and net.layers[1].attn.wq is None and net.cfg.init == "reference"
+    assert cli.datamodule.noise_id == 2 and cli.datamodule.gen.outputs_include_noise
+    assert 2 in cli.datamodule.gen.output_pool.tolist() and cli.datamodule.vocab_size == 65
     opt = cli.trainer.optimizers[0]
     assert isinstance(opt, torch.optim.SGD)
     assert opt.defaults["lr"] == 0.03 and opt.defaults["momentum"] == 0.9 and opt.defaults["weight_decay"] == 1e-4
