@@ -17,6 +17,7 @@ $(BIN)/.installed: pyproject.toml
 
 demo: $(BIN)/.installed
 	$(BIN)/python main.py fit --config $(CONFIG)
+	$(BIN)/python -m reports --latest runs
 
 test: $(BIN)/.installed
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
@@ -25,6 +26,7 @@ bench: $(BIN)/.installed
 	$(BIN)/python benchmarks/throughput.py --config paper
 	$(BIN)/python benchmarks/throughput.py --config cpu
 	$(BIN)/python benchmarks/callback_overhead.py
+	$(BIN)/python benchmarks/report_cost.py
 
 clean-venv:
 	rm -rf $(VENV)

@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from callbacks.common import log_scalars, network, probe_batch, require_generator
+from lightning_modules.metric_keys import probe_key
 
 
 @torch.no_grad()
@@ -105,14 +106,14 @@ class AttentionProbe(L.Callback):
         out = {}
         for i, pattern in enumerate(attention_patterns(net, tokens)):
             prev = pattern.diagonal(-1, -2, -1)  # (B, T-1): query t+1 -> key t
-            out[f"probe/layers.{i}.attn/prev_token"] = float(prev.mean())
+            out[probe_key(i, "attn", "prev_token")] = float(prev.mean())
             # where it matters for induction: the query right after a trigger reads the trigger
             after_trigger = (answer[:, :-1] >= 0)
-            out[f"probe/layers.{i}.attn/prev_token_after_trigger"] = float(prev[after_trigger].mean()) if after_trigger.any() else 0.0
+            out[probe_key(i, "attn", "prev_token_after_trigger")] = float(prev[after_trigger].mean()) if after_trigger.any() else 0.0
             for k, v in induction_mass(pattern, tokens, answer, mask, noise_id).items():
-                out[f"probe/layers.{i}.attn/{k}"] = v
+                out[probe_key(i, "attn", k)] = v
         for i, margin in ff_noise_margins(net, tokens[mask].unique(), noise_id).items():
-            out[f"probe/layers.{i}.ff/noise_margin"] = margin
+            out[probe_key(i, "ff", "noise_margin")] = margin
         return out
 
     def summary(self) -> dict[str, Any]:

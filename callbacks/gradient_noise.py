@@ -17,6 +17,7 @@ from torch import nn
 
 from callbacks.common import log_scalars, network, probe_batch, require_generator, trainable_matrices
 from lightning_modules.laser import select_parameters
+from lightning_modules.metric_keys import gradnoise_key
 
 
 def default_groups(net: nn.Module) -> dict[str, list[str]]:
@@ -127,7 +128,7 @@ class GradientNoise(L.Callback):
             mean, std = float(a.mean()), float(a.std())
             stats[g] = {"mean": mean, "std": std, "snr": mean / std if std > 0 else math.nan, "n": a.numel()}
         self.results[step] = stats
-        log_scalars(trainer, {f"gradnoise/{g}/{k}": v for g, s in stats.items() for k, v in s.items() if k != "n"}, step)
+        log_scalars(trainer, {gradnoise_key(g, k): v for g, s in stats.items() for k, v in s.items() if k != "n"}, step)
 
     def summary(self) -> dict[str, Any]:
         return {str(step): stats for step, stats in self.results.items()}

@@ -9,6 +9,7 @@ from lightning.pytorch.utilities import rank_zero_warn
 
 from callbacks.common import log_scalars, network
 from lightning_modules.laser import rank_for, select_parameters, truncate_
+from lightning_modules.metric_keys import LASER_COUNT, laser_key
 
 
 class LaserTruncation(L.Callback):
@@ -147,8 +148,8 @@ class LaserTruncation(L.Callback):
         event = {self.unit: points[-1], "global_step": trainer.global_step, "ranks": dict(self._ranks), "mode": self.mode,
                  "before": before, "after": after}
         self.events.append(event)
-        metrics = {f"laser/before/{k}": v for k, v in before.items()} | {f"laser/after/{k}": v for k, v in after.items()}
-        log_scalars(trainer, metrics | {"laser/truncations": len(self.done)})
+        metrics = {laser_key("before", k): v for k, v in before.items()} | {laser_key("after", k): v for k, v in after.items()}
+        log_scalars(trainer, metrics | {LASER_COUNT: len(self.done)})
 
     def _evaluate(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, float]:
         if not self.evaluate:

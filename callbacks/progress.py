@@ -10,6 +10,7 @@ from lightning.pytorch.callbacks.progress.tqdm_progress import _update_n
 from lightning.pytorch.utilities import rank_zero_info
 
 from callbacks.common import log_scalars
+from lightning_modules.metric_keys import ESTIMATED_SECONDS, STEP_SECONDS
 
 
 class StepProgressBar(TQDMProgressBar):
@@ -90,7 +91,7 @@ class TrainingTimeEstimate(L.Callback):
         if not quiet:
             rank_zero_info(message)
         if trainer.is_global_zero:
-            log_scalars(trainer, {"time/step_seconds": self.step_seconds, "time/estimated_total_seconds": self.estimate_seconds})
+            log_scalars(trainer, {STEP_SECONDS: self.step_seconds, ESTIMATED_SECONDS: self.estimate_seconds})
 
     def timing(self) -> dict[str, Any]:
         """For summary.json["timing"] (RunSummary)."""

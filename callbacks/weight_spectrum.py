@@ -11,8 +11,9 @@ import torch
 
 from callbacks.common import log_scalars, network, trainable_matrices, wandb_run
 from lightning_modules.laser import select_parameters, singular_values
+from lightning_modules.metric_keys import STEP, spectrum_key
+from pipeline.run_dir import SPECTRA_FILE
 
-SPECTRA_FILE = "spectra.npz"
 
 
 def spectrum_summary(s: torch.Tensor) -> dict[str, float]:
@@ -106,14 +107,14 @@ class WeightSpectrumLogger(L.Callback):
         for name, weight in self.matrices(pl_module).items():
             s = singular_values(weight).cpu()
             self.spectra.setdefault(name, []).append(s.numpy())
-            scalars |= {f"spectrum/{name}/{k}": v for k, v in spectrum_summary(s).items()}
+            scalars |= {spectrum_key(name, k): v for k, v in spectrum_summary(s).items()}
         log_scalars(trainer, scalars, step)
         run = wandb_run(trainer)
         if run is not None:
             import wandb
 
-            hists = {f"spectrum/{n}/histogram": wandb.Histogram(np_histogram=np.histogram(h[-1], bins=64)) for n, h in self.spectra.items()}
-            run.log(hists | {"trainer/global_step": step})
+            hists = {spectrum_key(n, "histogram"): wandb.Histogram(np_histogram=np.histogram(h[-1], bins=64)) for n, h in self.spectra.items()}
+            run.log(hists | {STEP: step})
             if self.chart_every_n_steps is not None and step % self.chart_every_n_steps == 0:
                 self._log_charts(run, step)
         self._write()
@@ -133,14 +134,14 @@ class WeightSpectrumLogger(L.Callback):
         rows = np.unique(np.linspace(0, len(self.steps) - 1, min(self.chart_max_lines, len(self.steps))).round().astype(int))
         charts = {}
         for name, history in self.spectra.items():
-            charts[f"spectrum/{name}/chart"] = wandb.plot.line_series(
+            charts[spectrum_key(name, "chart")] = wandb.plot.line_series(
                 xs=list(range(len(history[-1]))),
                 ys=[history[i].tolist() for i in rows],
                 keys=[f"step {self.steps[i]}" for i in rows],
                 title=f"{name}: singular values",
                 xname="index",
             )
-        run.log(charts | {"trainer/global_step": step})
+        run.log(charts | {STEP: step})
 
     def _write(self) -> None:
         if self.path is None:

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from lightning_modules.laser import factorise, truncated
+from lightning_modules.metric_keys import eval_key
 from lightning_modules.pretrained import LaserSpec, laser_ranks, load_causal_lm
 from lightning_modules.prompt_metrics import AnswerVsGenericMetrics
 
@@ -91,7 +92,7 @@ class CausalLMModule(L.LightningModule):
         for metric, variant in zip(self.metrics, self.variants):
             for group, values in metric.compute().items():
                 key = variant if group == "all" else f"{variant}:{group}"
-                self.log_dict({f"test/{key}/{k}": v.float() for k, v in values.items()})
+                self.log_dict({eval_key("test", key, k): v.float() for k, v in values.items()})
             metric.reset()
         self._factors = {}
 

@@ -10,6 +10,7 @@ from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import nn
 
 from lightning_modules.laser import SVDFactors, factorise, rank_for, select_parameters, truncated
+from lightning_modules.metric_keys import TRAIN_LOSS, eval_key
 from lightning_modules.metrics import TriggerRecallMetrics
 from lightning_modules.transformer import Transformer, TransformerConfig
 
@@ -107,7 +108,7 @@ class NoisyRecallModule(L.LightningModule):
         if bad:
             raise FloatingPointError(f"train/loss is {float(loss.detach())} at step {self.global_step}: training diverged "
                                      "(a lower learning rate or gradient clipping may help)")
-        self.log("train/loss", loss, prog_bar=True)
+        self.log(TRAIN_LOSS, loss, prog_bar=True)
         return loss
 
     @torch.no_grad()
@@ -139,7 +140,7 @@ class NoisyRecallModule(L.LightningModule):
         stage = "test" if self.trainer.testing else "val"
         for metric, variant in zip(self.val_metrics, self.variants):
             values = metric.compute()  # already reduced across DDP ranks
-            self.log_dict({f"{stage}/{variant}/{k}": v.float() for k, v in values.items()}, prog_bar=False)
+            self.log_dict({eval_key(stage, variant, k): v.float() for k, v in values.items()}, prog_bar=False)
             metric.reset()
         self._factors = {}
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 from torchmetrics import Metric
 
-PROMPT_METRICS = ("p_answer", "p_generic", "log_ratio", "acc", "logit_diff")
+from lightning_modules.metric_keys import PROMPT_METRICS  # noqa: F401
 
 
 class AnswerVsGenericMetrics(Metric):

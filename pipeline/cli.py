@@ -18,6 +18,7 @@ import yaml
 from jsonargparse import Namespace
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
+from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.plugins.environments import ClusterEnvironment, SLURMEnvironment
 
 from callbacks.final_validation import FinalValidation
@@ -184,6 +185,11 @@ class ExperimentCLI(LightningCLI):
             if not any(isinstance(p, ClusterEnvironment) for p in plugins):
                 kwargs["plugins"] = [*plugins, SLURMEnvironment(auto_requeue=False)]
         trainer_cfg = self._get(self.config_init, "trainer")
+        # the full metric history in the run directory (metrics.csv), whatever else logs: curves without W&B
+        logger = kwargs.get("logger", trainer_cfg.get("logger"))
+        loggers = [] if logger in (None, True, False) else _as_list(logger)
+        if not any(isinstance(lg, CSVLogger) for lg in loggers):
+            kwargs["logger"] = [*loggers, CSVLogger(save_dir=str(self.run_dir), name="", version="")]
         callbacks = _as_list(trainer_cfg.get("callbacks"))
         if trainer_cfg.get("enable_progress_bar") is not False and not any(
             type(c).__name__.endswith("ProgressBar") for c in callbacks

@@ -1,7 +1,8 @@
 """The one place that decides where a run writes.
 
 Layout: ``<trainer.default_root_dir>/<run name>/<version>/`` holding ``config.yaml`` (the resolved config),
-``summary.json`` (final metrics, read by slurm/collect.py), ``checkpoints/`` and ``wandb/``.
+``summary.json`` (final metrics, read by slurm/collect.py), ``metrics.csv`` (the metric history), ``spectra.npz``,
+``checkpoints/``, ``wandb/`` and, once written, ``report/``.
 
 The version is unique per run: a timestamp and a random suffix (prefixed by the SLURM job id inside a job, so two
 runs in one ``salloc`` session or sbatch script never share a directory). Stable versions exist only where a run
@@ -23,6 +24,11 @@ from pathlib import Path
 from typing import Mapping
 
 CONFIG_FILE, SUMMARY_FILE, CHECKPOINT_DIR = "config.yaml", "summary.json", "checkpoints"
+METRICS_FILE = "metrics.csv"  # every logged scalar by step (Lightning's CSVLogger, added to every run by the CLI)
+SPECTRA_FILE = "spectra.npz"  # WeightSpectrumLogger's singular values
+REPORT_DIR = "report"  # python -m reports <run or sweep dir> writes report/index.html and report/figures/
+# a sweep directory: tasks.json (the grid points), <task>/<run name>/<version>/ per task, and a task's error.txt
+TASKS_FILE, TASK_ERROR_FILE, RESULTS_FILE = "tasks.json", "error.txt", "results.csv"
 
 # Set by `pipeline.sweep --task` for an array task: the version that a requeued task finds again.
 RUN_VERSION = "FFVA_RUN_VERSION"

@@ -8,7 +8,7 @@
     slurm: {partition: gpu, time: "02:00:00"}   # optional, read by slurm/submit.py
 
 ``python -m pipeline.sweep <sweep file>`` checks every task's config, runs the tasks one after another on this
-machine, each in ``<root>/<task index>/``, then prints and writes the table of ``pipeline.collect`` and exits
+machine, each in ``<root>/<task index>/``, then prints and writes the table of ``reports.table`` and exits
 non-zero if a task failed. ``--check`` only resolves every task's config through the CLI's parser (what
 ``slurm/submit.py`` runs before submitting). SLURM array jobs run the same tasks (one per array index) through
 ``task_args``.
@@ -29,9 +29,7 @@ from typing import Any
 import yaml
 
 from pipeline import run_dir
-
-TASKS_FILE = "tasks.json"
-TASK_ERROR_FILE = "error.txt"  # <root>/<task>/error.txt: why a local task stopped before writing a summary
+from pipeline.run_dir import TASK_ERROR_FILE, TASKS_FILE
 
 
 @dataclass
@@ -149,7 +147,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"{len(sweep.points())} tasks of {sweep.path}: every config is valid")
         return
     write_tasks(sweep, root)
-    from pipeline import collect
+    from reports import table  # the reader of what the runs wrote (nothing in reports imports the pipeline's drivers)
 
     failed: dict[int, str] = {}
     for i, point in enumerate(sweep.points()):
@@ -164,7 +162,7 @@ def main(argv: list[str] | None = None) -> None:
             (root / str(i)).mkdir(parents=True, exist_ok=True)
             (root / str(i) / TASK_ERROR_FILE).write_text(failed[i] + "\n")
             print(f"task {i} failed: {failed[i]}", file=sys.stderr)
-    collect.main([str(root)])
+    table.main([str(root)])
     if failed:
         raise SystemExit(f"error: {len(failed)} of {len(sweep.points())} tasks failed:\n{describe(sweep, failed)}")
 

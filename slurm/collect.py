@@ -3,7 +3,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from pipeline.collect import main  # noqa: E402
+from reports.table import main  # noqa: E402
 
 if __name__ == "__main__":
     main()

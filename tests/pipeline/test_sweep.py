@@ -4,7 +4,8 @@ import csv
 import pytest
 import yaml
 
-from pipeline import collect, sweep
+from pipeline import sweep
+from reports import table as collect
 from pipeline.sweep import Sweep
 
 

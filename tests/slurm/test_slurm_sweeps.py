@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from main import main as run_main
-from pipeline import collect
+from reports import table as collect
 from tests.wandb_records import read_run
 
 REPO = Path(__file__).resolve().parents[2]

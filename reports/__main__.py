@@ -1,0 +1,86 @@
+"""python -m reports <run or sweep dir> [--wandb --entity E --project P]  |  python -m reports --wandb-save <json>
+python -m reports --latest runs      # the newest run under runs/ (what make demo does after training)
+
+Writes <dir>/report/index.html (self-contained: open it from the file system) and report/figures/*.png|pdf, and
+report/wandb_report.json (the same panels as a W&B report spec). With --wandb, also saves the W&B report and prints
+its URL; without network or credentials that fails within seconds, naming the --wandb-save route.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from pipeline.run_dir import REPORT_DIR, SUMMARY_FILE
+
+
+def main(argv: list[str] | None = None) -> Path | None:
+    parser = argparse.ArgumentParser(prog="python -m reports", description=__doc__.splitlines()[0])
+    parser.add_argument("directory", nargs="?", help="a run directory (runs/<name>/<version>) or a sweep directory")
+    parser.add_argument("--wandb", action="store_true", help="also save the report to W&B")
+    parser.add_argument("--entity", help="W&B entity (user or team) of the report")
+    parser.add_argument("--project", help="W&B project (default: the runs' own)")
+    parser.add_argument("--wandb-save", metavar="JSON", help="save a report spec written earlier (report/wandb_report.json)")
+    parser.add_argument("--latest", action="store_true", help="report on the newest run under the directory (make demo)")
+    args = parser.parse_args(argv)
+    from reports import build, table, wandb_report
+    from reports.run import ReportError, kind_of, load_run
+
+    try:
+        if args.wandb_save:
+            spec, _ = wandb_report.load(args.wandb_save)
+            print(wandb_report.save(spec))
+            return None
+        if not args.directory:
+            parser.error("give a run or sweep directory (or --wandb-save <json>)")
+        path = Path(args.directory)
+        if args.latest:
+            summaries = sorted(path.glob(f"**/{SUMMARY_FILE}"), key=lambda p: p.stat().st_mtime)
+            if not summaries:
+                raise ReportError(f"no run under {path} (no {SUMMARY_FILE})")
+            path = summaries[-1].parent
+        start = time.perf_counter()
+        page = build.report(path)
+        print(f"report: {page.resolve()}  ({time.perf_counter() - start:.1f} s)")
+        spec = _spec(path, args, kind_of(path), table, wandb_report, load_run)
+        if spec is not None:
+            exported = wandb_report.export(spec, path / REPORT_DIR / wandb_report.SPEC_FILE)
+            print(f"W&B report spec: {exported}")
+            if args.wandb:
+                print(f"W&B report: {wandb_report.save(spec)}")
+        return page
+    except ReportError as e:
+        raise SystemExit(f"error: {e}") from None
+
+
+def _spec(path: Path, args, kind: str, table, wandb_report, load_run) -> dict | None:
+    """The W&B report spec of a run or sweep, its keys checked against what was logged; None without an entity."""
+    if kind == "run":
+        run = load_run(path)
+        info = run.summary.get("wandb") or {}
+        panels, logged, group, ids = wandb_report.panels_for_run(run), set(run.history), None, [info.get("id")]
+    else:
+        rows = table.rows(path)
+        runs = [load_run(r["run_dir"], require_history=False) for r in {r["task"]: r for r in rows if r.get("run_dir")}.values()]
+        if not runs:
+            return None
+        info = runs[0].summary.get("wandb") or {}
+        pretrained = any(isinstance(r.get("p_answer"), float) for r in rows)
+        logged = set().union(*(set(r.history) | set(r.summary.get("metrics") or {}) for r in runs))
+        swept = [k for k in table.grid_keys(path, varying=True) if not table.is_seed_key(k)]
+        panels = wandb_report.panels_for_sweep(swept, pretrained, probes=any(k.startswith("probe/") for k in logged))
+        group, ids = info.get("group"), [(r.summary.get("wandb") or {}).get("id") for r in runs]
+        if not str(group or "").startswith(path.name):  # not a SLURM sweep's own group (<sweep>_<array job>): by ids
+            group = None
+    project = args.project or info.get("project")
+    if not args.entity or not project:
+        if args.wandb:
+            raise SystemExit("error: --wandb needs --entity (and --project when the runs logged no W&B project)")
+        return None
+    wandb_report.check_keys(panels, logged)
+    return wandb_report.spec(args.entity, project, f"{kind} {path.name}", group, panels, [i for i in ids if i])
+
+
+if __name__ == "__main__":
+    main()

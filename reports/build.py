@@ -1,0 +1,112 @@
+"""The local report of a run or a sweep: report/index.html and report/figures/*.{png,pdf} in its directory."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from pipeline.run_dir import REPORT_DIR
+from reports import plots, series, table
+from reports.page import table_html, write_page
+from reports.run import ReportError, RunRecord, load_run
+
+
+def _context(run: RunRecord) -> str:
+    """Seed and the settings that matter, for every caption."""
+    cfg = run.config or {}
+    model = ((cfg.get("model") or {}).get("init_args") or {})
+    data = ((cfg.get("data") or {}).get("init_args") or {})
+    net = model.get("model") or {}
+    bits = [f"seed {run.summary.get('seed')}"]
+    for label, value in (("dim", net.get("dim")), ("ff", net.get("ff")), ("init", net.get("init")),
+                         ("alpha", data.get("alpha")), ("T", data.get("seq_len")), ("model", model.get("model_name")),
+                         ("revision", model.get("revision")), ("steps", run.summary.get("global_step"))):
+        if value is not None:
+            bits.append(f"{label} {value}")
+    return f"Run {run.name}: " + ", ".join(bits) + "."
+
+
+def _wandb_links(summary: dict) -> list[tuple[str, str]]:
+    info = summary.get("wandb") or {}
+    if not info.get("id"):
+        return []
+    if info.get("mode") == "online" and info.get("url"):
+        return [("W&B run", info["url"])]
+    return [("W&B run (offline; upload with)", f"wandb sync {Path(info.get('dir') or '').parent}")]
+
+
+def report_run(path: str | Path) -> Path:
+    run = load_run(path)
+    figs = plots.Figures(run.path / REPORT_DIR / "figures", _context(run))
+    events = series.truncations(run.summary)
+    if run.history and any(k.startswith(("val/", "test/")) for k in run.history):
+        plots.metrics_over_training(figs, run.history, events)
+    plots.laser_sweep(figs, run.summary.get("variants") or {})
+    plots.probes(figs, run.history, series.marked_steps(run.history), events)
+    plots.spectra(figs, run.spectra, series.spectrum_rank_curves(run.history))
+    plots.gradient_snr(figs, series.gradient_snr(run.summary))
+    plots.truncation_jumps(figs, events)
+    if run.summary.get("model"):
+        plots.prompt_bars(figs, run.summary)
+    variants = [{"variant": v, **m} for v, m in (run.summary.get("variants") or {}).items()]
+    marks = series.marked_steps(run.history)
+    sections = [("Results", table_html(variants))]
+    if marks:
+        sections.append(("When things were learned", table_html([{"event": k, "first step": v} for k, v in marks.items()])))
+    status = run.summary.get("status")
+    intro = (f"Status <b>{status}</b> at step {run.summary.get('global_step')} (evaluated at step "
+             f"{run.summary.get('eval_step')}). {_context(run)}")
+    if run.summary.get("error"):
+        intro += f' <span class="failed">Error: {run.summary["error"]}</span>'
+    return write_page(run.path / REPORT_DIR / "index.html", f"Run {run.name}", intro, sections, figs.figures,
+                      figs.notes, run.config, _wandb_links(run.summary))
+
+
+def report_sweep(path: str | Path, progress=None) -> Path:
+    root = Path(path)
+    rows = table.rows(root)
+    keys = table.grid_keys(root, varying=True)
+    swept = [k for k in keys if not table.is_seed_key(k)]
+    figs = plots.Figures(root / REPORT_DIR / "figures", f"Sweep {root.name}: {len({r['task'] for r in rows})} tasks over {', '.join(keys)}.")
+    runs = {}
+    completed = [r for r in rows if r.get("run_dir")]
+    for i, r in enumerate({r["task"]: r for r in completed}.values()):
+        try:
+            runs[r["task"]] = load_run(r["run_dir"], require_history=False)
+        except ReportError:
+            continue
+        if progress:
+            progress(i + 1, len({r["task"] for r in completed}))
+    pretrained = any(isinstance(r.get("p_answer"), float) for r in rows)
+    metrics = ["p_answer", "p_generic", "log_ratio", "logit_diff"] if pretrained else ["p_noise", "p_correct", "acc"]
+    revision = next((k for k in swept if k.endswith("revision")), None)
+    if revision:
+        plots.revision_sweep(figs, rows, revision)
+    for key in swept:
+        if key != revision:
+            plots.sweep_final(figs, rows, key, metrics)
+    if not pretrained:
+        groups = {t: next((r.get(swept[0]) for r in rows if r["task"] == t), None) for t in runs} if swept else {t: t for t in runs}
+        plots.sweep_curves(figs, series.task_curves(runs, "p_noise"), groups, swept[0] if swept else None)
+    failed = series.failed_tasks(rows)
+    by_setting = table.by_setting(rows, keys)
+    columns = [c for c in dict.fromkeys(k for r in by_setting for k in r) if not c.endswith("_std")]
+    shown = [{**r, **{c: f"{r[c]:.4f} ± {r[c.replace('_mean', '_std')]:.4f}" for c in columns if c.endswith("_mean")}} for r in by_setting]
+    sections = [("Mean ± std over seeds, per setting", table_html(shown, columns))]
+    if failed:
+        sections.append(("Failed tasks", '<div class="failed">' + table_html(failed) + "</div>"))
+    intro = (f"{len({r['task'] for r in rows})} tasks, {len(failed)} failed. Per-task rows: <code>results.csv</code>; "
+             "per setting: <code>results_by_setting.csv</code>.")
+    return write_page(root / REPORT_DIR / "index.html", f"Sweep {root.name}", intro, sections, figs.figures, figs.notes,
+                      None, [])
+
+
+def report(path: str | Path) -> Path:
+    from reports.run import kind_of
+
+    path = Path(path)
+    if kind_of(path) == "sweep":
+        def progress(i: int, n: int) -> None:
+            if n >= 20 and (i % max(1, n // 10) == 0 or i == n):
+                print(f"read {i}/{n} task runs", file=sys.stderr)
+        return report_sweep(path, progress)
+    return report_run(path)

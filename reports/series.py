@@ -1,0 +1,139 @@
+"""The data each figure plots, computed from what runs recorded (tested on numbers; reports/plots.py draws them)."""
+from __future__ import annotations
+
+import re
+import statistics
+from typing import Any
+
+from lightning_modules.metric_keys import split_eval_key
+from reports.run import History, RunRecord
+
+Curve = list[tuple[int, float]]
+
+
+def eval_curves(history: History, metric: str, stage: str = "val") -> dict[str, Curve]:
+    """{variant: [(step, value)]} of ``<stage>/<variant>/<metric>``, variants in logged order (``full`` first)."""
+    out: dict[str, Curve] = {}
+    for key, points in history.items():
+        parts = split_eval_key(key)
+        if parts and parts[0] == stage and parts[2] == metric:
+            out[parts[1]] = points
+    return dict(sorted(out.items(), key=lambda kv: kv[0] != "full"))
+
+
+VARIANT = re.compile(r"^(?P<target>.+)@rho(?P<rho>[0-9.eE+-]+)$")
+
+
+def laser_sweep(variants: dict[str, dict[str, float]]) -> dict[str, list[tuple[float, dict[str, float]]]]:
+    """{target matrix: [(rho, metrics)]} sorted by rho, from summary.json's variants (``<param>@rho<rho>``)."""
+    out: dict[str, list[tuple[float, dict[str, float]]]] = {}
+    for name, metrics in variants.items():
+        m = VARIANT.match(name)
+        if m:
+            out.setdefault(m["target"], []).append((float(m["rho"]), metrics))
+    return {k: sorted(v, key=lambda x: x[0]) for k, v in out.items()}
+
+
+def probe_curves(history: History) -> dict[str, Curve]:
+    """Every AttentionProbe series: ``probe/layers.<i>.attn/<name>`` and ``probe/layers.<i>.ff/noise_margin``."""
+    return {k: v for k, v in history.items() if k.startswith("probe/")}
+
+
+def first_step(curve: Curve, above: float) -> int | None:
+    return next((step for step, value in curve if value > above), None)
+
+
+def marked_steps(history: History) -> dict[str, int | None]:
+    """The paper's order of events: per layer with an FF, the first probed step where its noise margin is positive
+    (``ff_learns_noise:layers.<i>``), and per layer, the first where the induction attention to the in-context
+    outputs passes 0.5 (``induction_head:layers.<i>``)."""
+    out: dict[str, int | None] = {}
+    for key, curve in probe_curves(history).items():
+        layer = key.split("/")[1].rsplit(".", 1)[0]  # layers.<i>
+        if key.endswith(".ff/noise_margin"):
+            out[f"ff_learns_noise:{layer}"] = first_step(curve, 0.0)
+        elif key.endswith(".attn/to_output"):
+            out[f"induction_head:{layer}"] = first_step(curve, 0.5)
+    return out
+
+
+def spectrum_rank_curves(history: History) -> dict[str, dict[str, Curve]]:
+    """{matrix: {stable_rank | effective_rank: curve}} from WeightSpectrumLogger's scalars."""
+    out: dict[str, dict[str, Curve]] = {}
+    for key, curve in history.items():
+        if key.startswith("spectrum/") and key.rsplit("/", 1)[1] in ("stable_rank", "effective_rank"):
+            matrix, stat = key[len("spectrum/"):].rsplit("/", 1)
+            out.setdefault(matrix, {})[stat] = curve
+    return out
+
+
+def gradient_snr(summary: dict) -> dict[int, dict[str, float]]:
+    """{step: {parameter group: SNR}} measured by GradientNoise (summary.json)."""
+    raw = (summary.get("callbacks") or {}).get("GradientNoise") or {}
+    return {int(step): {g: s["snr"] for g, s in groups.items()} for step, groups in sorted(raw.items(), key=lambda kv: int(kv[0]))}
+
+
+def truncations(summary: dict) -> list[dict[str, Any]]:
+    """LaserTruncation events: {step, ranks, before: metrics, after: metrics} (from every LaserTruncation callback)."""
+    events = []
+    for name, record in (summary.get("callbacks") or {}).items():
+        if name.startswith("LaserTruncation"):
+            for e in record.get("events", []):
+                events.append({"step": e["global_step"], "ranks": e["ranks"], "before": e["before"], "after": e["after"]})
+    return sorted(events, key=lambda e: e["step"])
+
+
+def prompt_type_bars(summary: dict, metric: str) -> dict[str, dict[str, float]]:
+    """Pretrained-model runs: {variant: {prompt type: metric}} from ``test/<variant>:<type>/<metric>``."""
+    out: dict[str, dict[str, float]] = {}
+    for key, value in (summary.get("metrics") or {}).items():
+        parts = split_eval_key(key)
+        if parts and ":" in parts[1] and parts[2] == metric:
+            variant, kind = parts[1].split(":", 1)
+            out.setdefault(variant, {})[kind] = value
+    return out
+
+
+# --- sweeps -----------------------------------------------------------------------------------------------------
+
+def final_vs_key(rows: list[dict], key: str, metric: str, seed_keys: tuple[str, ...] = ()) -> dict[str, list[tuple[Any, float, float, int]]]:
+    """{variant: [(value of the swept key, mean, std, n)]} of a final metric over completed tasks, averaged over
+    everything else that varies (seeds and other keys)."""
+    groups: dict[tuple[str, str], list[float]] = {}
+    xs: dict[str, Any] = {}
+    for r in rows:
+        if r.get("status") != "completed" or r.get("variant") is None or not isinstance(r.get(metric), (int, float)):
+            continue
+        x = r.get(key)
+        xs[repr(x)] = x
+        groups.setdefault((r["variant"], repr(x)), []).append(float(r[metric]))
+    out: dict[str, list[tuple[Any, float, float, int]]] = {}
+    for (variant, x), values in groups.items():
+        std = statistics.stdev(values) if len(values) > 1 else 0.0
+        out.setdefault(variant, []).append((xs[x], statistics.fmean(values), std, len(values)))
+    order = lambda item: (not isinstance(item[0], (int, float)), item[0] if isinstance(item[0], (int, float)) else str(item[0]))  # noqa: E731
+    return {v: sorted(points, key=order) for v, points in sorted(out.items(), key=lambda kv: kv[0] != "full")}
+
+
+def revision_step(revision: Any) -> int | None:
+    """Pythia's ``step<N>`` revisions as training steps (``main`` is the last, 143000)."""
+    if revision == "main":
+        return 143000
+    m = re.fullmatch(r"step(\d+)", str(revision or ""))
+    return int(m.group(1)) if m else None
+
+
+def failed_tasks(rows: list[dict]) -> list[dict]:
+    """One entry per task that did not complete: task, status, error (or the log's last line)."""
+    seen, out = set(), []
+    for r in rows:
+        if r.get("status") != "completed" and r["task"] not in seen:
+            seen.add(r["task"])
+            error = r.get("error") or (r.get("log_tail") or "").strip().splitlines()[-1:] or ["no summary and no log"]
+            out.append({"task": r["task"], "status": r.get("status"), "error": error if isinstance(error, str) else error[0]})
+    return out
+
+
+def task_curves(runs: dict[int, RunRecord], metric: str, variant: str = "full") -> dict[int, Curve]:
+    """{task: curve of val/<variant>/<metric>} of every task with a history."""
+    return {task: eval_curves(run.history, metric).get(variant, []) for task, run in runs.items()}

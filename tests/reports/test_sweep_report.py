@@ -1,0 +1,110 @@
+"""The report of a sweep of 4 tiny tasks, one of them made to fail: one line per variant, the failure listed, the
+table with run directories and mean +- std over seeds; and the W&B report built offline from the same records."""
+import csv
+import json
+import time
+
+import matplotlib.pyplot as plt
+import pytest
+import yaml
+
+from pipeline import sweep
+from reports import build, series, table, wandb_report
+from reports.__main__ import main as reports_main
+from reports.run import ReportError, load_run
+from tests.pipeline.test_sweep import TINY_GRID
+from tests.reports.browser import open_page
+from tests.wandb_records import read_run
+
+VARIANTS = {"full", "layers.1.ff.w2@rho0", "layers.1.ff.w2@rho0.1", "layers.1.ff.w2@rho0.2", "layers.1.ff.w2@rho1"}
+
+
+@pytest.fixture(scope="module")
+def swept(tmp_path_factory):
+    root = tmp_path_factory.mktemp("sweep_report")
+    path = root / "four.yaml"
+    # alpha 7 parses (a float) and fails in the datamodule: one failed task out of 4
+    grid = TINY_GRID | {"data.init_args.alpha": [0.0, 0.9, 7.0], "seed_everything": [0, 1]}
+    grid["trainer.max_steps"] = [3]
+    path.write_text(yaml.safe_dump({"base": "configs/noisy.yaml", "grid": grid}))
+    mp = pytest.MonkeyPatch()
+    mp.setenv("WANDB_MODE", "offline")
+    with pytest.raises(SystemExit, match="2 of 6 tasks failed"):
+        sweep.main([str(path), "--root", str(root / "sweep")])
+    mp.undo()
+    return root / "sweep"
+
+
+def test_the_sweep_table_has_run_directories_eval_steps_and_mean_std_over_seeds(swept):
+    rows = list(csv.DictReader(open(swept / "results.csv")))
+    done = [r for r in rows if r["status"] == "completed"]
+    assert len({r["task"] for r in done}) == 4 and all(r["run_dir"] and r["eval_step"] == "3" for r in done)
+    by = list(csv.DictReader(open(swept / table.BY_SETTING_FILE)))
+    assert {(r["data.init_args.alpha"], r["n"]) for r in by} == {("0.0", "2"), ("0.9", "2")}
+    full = {r["data.init_args.alpha"]: r for r in by if r["variant"] == "full"}
+    values = [float(r["p_noise"]) for r in done if r["variant"] == "full" and r["data.init_args.alpha"] == "0.9"]
+    assert float(full["0.9"]["p_noise_mean"]) == pytest.approx(sum(values) / 2)
+
+
+def test_sweep_figures_hold_one_line_per_variant_and_the_failure_is_listed(swept, chromium, tmp_path):
+    start = time.perf_counter()
+    page = build.report(swept)
+    assert time.perf_counter() - start < 60
+    rows = table.rows(swept)
+    lines = series.final_vs_key(rows, "data.init_args.alpha", "p_noise")
+    assert set(lines) == VARIANTS  # one line per variant
+    assert [(x, n) for x, _, _, n in lines["full"]] == [(0.0, 2), (0.9, 2)]  # the failed alpha has no point
+    figures = {p.stem for p in (swept / "report" / "figures").glob("*.png")}
+    assert figures == {"final_vs_data_init_args_alpha", "curves_p_noise"}
+    for png in (swept / "report" / "figures").glob("*.png"):
+        assert plt.imread(png).std() > 0.01
+    failed = series.failed_tasks(rows)
+    assert [f["task"] for f in failed] == [4, 5] and all("data.alpha must be in [0, 1], got 7.0" in f["error"] for f in failed)
+    seen = open_page(str(page), str(tmp_path / "sweep.png"))
+    assert all(u.startswith(("file://", "data:")) for u in seen["requests"]) and all(w > 0 for w in seen["image_widths"])
+    assert "Failed tasks" in seen["text"] and "data.alpha must be in [0, 1], got 7.0" in seen["text"]
+
+
+def test_the_wandb_report_is_built_offline_and_references_only_logged_keys(swept, monkeypatch, capsys):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    reports_main([str(swept), "--entity", "my-team"])
+    exported = swept / "report" / wandb_report.SPEC_FILE
+    spec, report = wandb_report.load(exported)  # round-trips into a report object
+    assert report.title == spec["title"] and spec["entity"] == "my-team" and spec["project"] == "ff-vs-attention"
+    assert spec["group"] is None or isinstance(spec["group"], str)
+    panel_keys = {k for p in spec["panels"] for k in p["y"]}
+    # every key a panel plots was logged to W&B by the runs (read back from the offline run files)
+    logged = set()
+    for r in {r["task"]: r for r in table.rows(swept) if r.get("run_dir")}.values():
+        logged |= {k for row in read_run(r["run_dir"])["history"] for k in row}
+    assert panel_keys and panel_keys <= logged, panel_keys - logged
+    bad = [dict(spec["panels"][0], y=["val/full/p_nois"])]
+    with pytest.raises(ReportError, match="val/full/p_nois"):
+        wandb_report.check_keys(bad, logged)
+
+
+def test_wandb_without_network_or_key_fails_within_seconds_naming_the_route(swept, monkeypatch, tmp_path):
+    for var in ("WANDB_API_KEY", "WANDB_BASE_URL"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("NETRC", str(tmp_path / "netrc"))
+    monkeypatch.setenv("WANDB_CONFIG_DIR", str(tmp_path / "cfg"))
+    start = time.perf_counter()
+    with pytest.raises(SystemExit, match="no W&B credentials.*--wandb-save"):
+        reports_main([str(swept), "--wandb", "--entity", "my-team"])
+    assert time.perf_counter() - start < 30
+    assert (swept / "report" / wandb_report.SPEC_FILE).is_file()  # the spec is written for a later save
+    monkeypatch.setenv("WANDB_API_KEY", "k" * 40)
+    monkeypatch.setenv("WANDB_BASE_URL", "http://127.0.0.1:9")  # nothing listens on the discard port
+    start = time.perf_counter()
+    with pytest.raises(SystemExit, match="did not answer within 3 s.*--wandb-save"):
+        reports_main(["--wandb-save", str(swept / "report" / wandb_report.SPEC_FILE)])
+    assert time.perf_counter() - start < 15
+
+
+def test_a_run_report_spec_uses_the_runs_logged_keys(swept):
+    task0 = next(r for r in table.rows(swept) if r["task"] == 0)
+    run = load_run(task0["run_dir"])
+    panels = wandb_report.panels_for_run(run)
+    wandb_report.check_keys(panels, set(run.history))
+    assert json.dumps(panels)
