@@ -1,0 +1,44 @@
+"""Direct logit attribution: a logit (or a difference of two) split into what each part of the residual stream adds.
+
+Without LayerNorm the final residual stream is exactly the sum of the embedding path (token embedding plus input
+positions) and every attention and feed-forward output, and the logits are linear in it: the parts sum to the total
+(up to float rounding). Serves the noisy-recall task (noise vs in-context token) and the knowledge-hijack study
+(in-context answer vs the global bigram answer) alike.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+@torch.no_grad()
+def residual_parts(net: nn.Module, tokens: torch.Tensor) -> dict[str, torch.Tensor]:
+    """{"embed": x_0, "layers.<i>.attn": ..., "layers.<i>.ff": ...}, each (B, T, dim), summing to the last stream."""
+    if getattr(net.cfg, "layer_norm", False):
+        raise ValueError("logit attribution is exact only without LayerNorm (model.layer_norm: false)")
+    parts: dict[str, torch.Tensor] = {}
+    hooks = [net.layers[0].register_forward_pre_hook(lambda m, args: parts.__setitem__("embed", args[0]))]
+    for i, layer in enumerate(net.layers):
+        hooks.append(layer.attn.register_forward_hook(lambda m, a, out, i=i: parts.__setitem__(f"layers.{i}.attn", out)))
+        if layer.ff is not None:
+            hooks.append(layer.ff.register_forward_hook(lambda m, a, out, i=i: parts.__setitem__(f"layers.{i}.ff", out)))
+    try:
+        net(tokens)
+    finally:
+        for h in hooks:
+            h.remove()
+    return parts
+
+
+@torch.no_grad()
+def logit_split(net: nn.Module, tokens: torch.Tensor, token_a: torch.Tensor, token_b: torch.Tensor | None = None,
+                position: int = -1) -> dict[str, torch.Tensor]:
+    """Per sequence (B,), each part's contribution to logit(a) - logit(b) at ``position`` (logit(a) if no b), and
+    ``total``, the model's own value. ``token_a``/``token_b``: (B,) token ids."""
+    parts = residual_parts(net, tokens)
+    direction = net.unemb[token_a] - (net.unemb[token_b] if token_b is not None else 0)  # (B, dim)
+    out = {name: (x[:, position] * direction).sum(-1) for name, x in parts.items()}
+    logits = net(tokens)[:, position]
+    rows = torch.arange(len(token_a), device=logits.device)
+    out["total"] = logits[rows, token_a] - (logits[rows, token_b] if token_b is not None else 0)
+    return out
