@@ -1,9 +1,11 @@
-"""The two-layer toy transformer of Chen, Bruna & Bietti (2406.03068), plain torch.
+"""The two-layer toy transformer of Chen, Bruna & Bietti (2406.03068) and Wang & Sato (2412.11459), plain torch.
 
 Residual stream x_0 = W_E[token] (+ P[position]); each block adds attention, then (optionally) a feed-forward
 map; logits = W_U x_L. No LayerNorm by default. Parameter names are stable because configs refer to them:
-``tok_emb``, ``pos_emb``, ``unemb``, ``layers.{i}.attn.{wq,wk,wv,wo}``, ``layers.{i}.ff.{w1,w2}`` (MLP) or
-``layers.{i}.ff.w2`` (linear). Matrices are stored (out_features, in_features), like ``nn.Linear``.
+``tok_emb``, ``pos_emb``, ``unemb``, ``layers.{i}.attn.{wq,wk,wv,wo}``, ``layers.{i}.attn.pos.bias`` (relative
+positions), ``layers.{i}.ff.{w1,w2}`` (MLP) or ``layers.{i}.ff.w2`` (linear). Matrices are stored (out_features,
+in_features), like ``nn.Linear``. Positional encodings are modules (lightning_modules/positional.py); which
+parameters train and which start at zero is decided in one place (lightning_modules/parameters.py).
 """
 from __future__ import annotations
 
@@ -15,8 +17,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lightning_modules import parameters
+from lightning_modules.positional import ENCODINGS, SCORE_ENCODINGS, score_encoding, sinusoidal_positions
+
 FFKind = Literal["none", "linear", "mlp"]
-Positional = Literal["absolute", "sinusoidal", "rope"]
+Positional = Literal["absolute", "sinusoidal", "rope", "relative", "alibi", "none"]
 Init = Literal["scaled", "reference"]
 
 
@@ -29,19 +34,28 @@ class TransformerConfig:
     ff_hidden_mult: int = 4
     activation: Literal["relu", "gelu"] = "relu"
     learned_query: bool = True  # False: W_Q = identity (the paper's simplification)
-    freeze_embeddings: bool = True  # token embeddings stay at their random init
+    freeze_embeddings: bool = True  # token embeddings stay at their random init (unless `trainable` says otherwise)
     freeze_unembedding: bool = True
-    positional: Positional = "absolute"  # absolute = random, frozen
-    max_seq_len: int = 256  # size of the absolute position table; sinusoidal and RoPE have no limit
+    # absolute = random, frozen table; sinusoidal; rope | relative | alibi act in attention; none = NoPE
+    positional: Positional = "absolute"
+    positional_layers: list[int] | None = None  # the layers rope / relative / alibi act in (default: all)
+    max_distance: int = 64  # relative: offsets beyond share one learned bias
+    max_seq_len: int = 256  # size of the absolute position table: it must cover the longest *test* sequence
     layer_norm: bool = False
     # scaled: embeddings and positions N(0, 1/dim), matrices N(0, 1/fan_in). reference: as the papers' code
     # (leichen2018/ATTN_vs_MLP): embeddings and random positions N(0, 1), matrices nn.Linear's U(+-1/sqrt(fan_in))
     init: Init = "scaled"
+    # which parameters train (names or globs; default: all but the frozen embeddings, positions and unembedding),
+    # and which start at exactly zero (lightning_modules/parameters.py)
+    trainable: list[str] | None = None
+    zero_init: list[str] = field(default_factory=list)
     vocab_size: int | None = None  # normally linked from the datamodule
 
     def __post_init__(self) -> None:
         if self.dim % self.n_heads:
             raise ValueError(f"model.dim ({self.dim}) must be divisible by model.n_heads ({self.n_heads})")
+        if self.positional not in ENCODINGS:
+            raise ValueError(f"model.positional must be one of {' | '.join(ENCODINGS)}, got {self.positional!r}")
         if self.positional == "rope" and (self.dim // self.n_heads) % 2:
             raise ValueError("RoPE needs an even head dimension (model.dim / model.n_heads)")
         bad = [k for k in self.ff if k not in ("none", "linear", "mlp")]
@@ -49,6 +63,13 @@ class TransformerConfig:
             raise ValueError(f"model.ff entries must be none | linear | mlp, got {bad}")
         if self.init not in ("scaled", "reference"):
             raise ValueError(f"model.init must be scaled | reference, got {self.init!r}")
+        if self.positional_layers is not None:
+            wrong = [i for i in self.positional_layers if not 0 <= i < len(self.ff)]
+            if wrong or self.positional not in SCORE_ENCODINGS:
+                raise ValueError(f"model.positional_layers {self.positional_layers}: layer indices in [0, {len(self.ff)}) "
+                                 f"for a score encoding (rope | relative | alibi), got positional {self.positional!r}")
+        if self.max_distance < 1:
+            raise ValueError(f"model.max_distance must be >= 1, got {self.max_distance}")
 
     @property
     def embedding_scale(self) -> float:
@@ -59,21 +80,14 @@ class TransformerConfig:
     def max_len(self) -> int | None:
         return self.max_seq_len if self.positional == "absolute" else None
 
+    def encodes_positions_in(self, layer: int) -> bool:
+        return self.positional in SCORE_ENCODINGS and (self.positional_layers is None or layer in self.positional_layers)
+
 
 def _matrix(out_dim: int, in_dim: int, init: Init = "scaled") -> nn.Parameter:
     if init == "reference":  # nn.Linear's default (kaiming_uniform, a=sqrt(5)): U(-1/sqrt(fan_in), 1/sqrt(fan_in))
         return nn.Parameter(torch.empty(out_dim, in_dim).uniform_(-1 / math.sqrt(in_dim), 1 / math.sqrt(in_dim)))
     return nn.Parameter(torch.randn(out_dim, in_dim) / math.sqrt(in_dim))
-
-
-def _rope(x: torch.Tensor) -> torch.Tensor:
-    """Rotary position embedding on (B, H, T, D) queries or keys."""
-    t, d = x.shape[-2], x.shape[-1]
-    inv_freq = 1.0 / (10000 ** (torch.arange(0, d, 2, device=x.device, dtype=torch.float32) / d))
-    angles = torch.arange(t, device=x.device, dtype=torch.float32)[:, None] * inv_freq
-    cos, sin = angles.cos().to(x.dtype), angles.sin().to(x.dtype)
-    x1, x2 = x[..., 0::2], x[..., 1::2]
-    return torch.stack((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1).flatten(-2)
 
 
 def _embedding(rows: int, cfg: TransformerConfig) -> nn.Parameter:
@@ -82,21 +96,14 @@ def _embedding(rows: int, cfg: TransformerConfig) -> nn.Parameter:
     return nn.Parameter(x if cfg.init == "reference" else x / math.sqrt(cfg.dim))
 
 
-def sinusoidal_positions(t: int, dim: int, scale: float = 1.0) -> torch.Tensor:
-    pos = torch.arange(t, dtype=torch.float32)[:, None]
-    inv_freq = 1.0 / (10000 ** (torch.arange(0, dim, 2, dtype=torch.float32) / dim))
-    pe = torch.zeros(t, dim)
-    pe[:, 0::2] = torch.sin(pos * inv_freq)
-    pe[:, 1::2] = torch.cos(pos * inv_freq)[:, : dim // 2]
-    return pe * scale
-
-
 class Attention(nn.Module):
-    def __init__(self, cfg: TransformerConfig):
+    def __init__(self, cfg: TransformerConfig, layer: int):
         super().__init__()
-        self.n_heads, self.rope = cfg.n_heads, cfg.positional == "rope"
+        self.n_heads = cfg.n_heads
         self.wq = _matrix(cfg.dim, cfg.dim, cfg.init) if cfg.learned_query else None
         self.wk, self.wv, self.wo = (_matrix(cfg.dim, cfg.dim, cfg.init) for _ in range(3))
+        # rotary (queries and keys), or an additive score bias (relative, alibi), or nothing
+        self.pos = score_encoding(cfg.positional, cfg.n_heads, cfg.max_distance) if cfg.encodes_positions_in(layer) else None
 
     def qkv(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(B, T, D) -> queries, keys, values as (B, H, T, D/H), position-rotated under RoPE."""
@@ -104,13 +111,24 @@ class Attention(nn.Module):
         heads = lambda y: y.view(b, t, self.n_heads, d // self.n_heads).transpose(1, 2)  # noqa: E731
         q = heads(F.linear(x, self.wq) if self.wq is not None else x)
         k, v = heads(F.linear(x, self.wk)), heads(F.linear(x, self.wv))
-        if self.rope:
-            q, k = _rope(q), _rope(k)
+        if hasattr(self.pos, "rotate"):
+            q, k = self.pos(q, k)
         return q, k, v
+
+    def score_mask(self, t: int, device) -> torch.Tensor | None:
+        """The additive (H, T, T) mask: causal, plus a relative or ALiBi bias; None when causal alone (SDPA's fast path)."""
+        if self.pos is None or hasattr(self.pos, "rotate"):
+            return None
+        causal = torch.full((t, t), float("-inf"), device=device).triu(1)
+        return self.pos(t) + causal
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         q, k, v = self.qkv(x)
-        y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        mask = self.score_mask(x.shape[1], x.device)
+        if mask is None:
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        else:
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask.to(q.dtype))
         return F.linear(y.transpose(1, 2).flatten(2), self.wo)
 
     def probabilities(self, x: torch.Tensor) -> torch.Tensor:
@@ -118,8 +136,10 @@ class Attention(nn.Module):
         q, k, _ = self.qkv(x)
         t = q.shape[-2]
         scores = q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1])
-        causal = torch.ones(t, t, dtype=torch.bool, device=x.device).tril()
-        return scores.masked_fill(~causal, float("-inf")).softmax(-1)
+        mask = self.score_mask(t, x.device)
+        if mask is None:
+            mask = torch.full((t, t), float("-inf"), device=x.device).triu(1)
+        return (scores + mask).softmax(-1)
 
 
 class FeedForward(nn.Module):
@@ -137,10 +157,10 @@ class FeedForward(nn.Module):
 
 
 class Block(nn.Module):
-    def __init__(self, cfg: TransformerConfig, ff: FFKind):
+    def __init__(self, cfg: TransformerConfig, ff: FFKind, layer: int):
         super().__init__()
         norm = (lambda: nn.LayerNorm(cfg.dim)) if cfg.layer_norm else nn.Identity
-        self.norm1, self.attn = norm(), Attention(cfg)
+        self.norm1, self.attn = norm(), Attention(cfg, layer)
         self.norm2, self.ff = (norm(), FeedForward(cfg, ff)) if ff != "none" else (None, None)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -157,14 +177,20 @@ class Transformer(nn.Module):
             raise ValueError("model.vocab_size is not set (it is normally linked from the datamodule)")
         self.cfg = cfg
         self.tok_emb = _embedding(cfg.vocab_size, cfg)
-        self.tok_emb.requires_grad_(not cfg.freeze_embeddings)
         if cfg.positional == "absolute":
             self.pos_emb = _embedding(cfg.max_seq_len, cfg)
-            self.pos_emb.requires_grad_(False)
-        self.layers = nn.ModuleList(Block(cfg, kind) for kind in cfg.ff)
+        self.layers = nn.ModuleList(Block(cfg, kind, i) for i, kind in enumerate(cfg.ff))
         self.norm_f = nn.LayerNorm(cfg.dim) if cfg.layer_norm else nn.Identity()
         self.unemb = _matrix(cfg.vocab_size, cfg.dim, cfg.init)
-        self.unemb.requires_grad_(not cfg.freeze_unembedding)
+        parameters.apply_plan(self, cfg)
+
+    def input_positions(self, t: int, like: torch.Tensor) -> torch.Tensor | None:
+        """What the input encoding adds to the residual stream at positions 0..t-1 (absolute, sinusoidal)."""
+        if self.cfg.positional == "absolute":
+            return self.pos_emb[:t]
+        if self.cfg.positional == "sinusoidal":
+            return sinusoidal_positions(t, self.cfg.dim, self.cfg.embedding_scale).to(like)
+        return None
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         """(B, T) token ids -> (B, T, vocab) logits, causal."""
@@ -172,10 +198,9 @@ class Transformer(nn.Module):
         if self.cfg.max_len is not None and t > self.cfg.max_len:
             raise ValueError(f"sequence length {t} exceeds model.max_seq_len={self.cfg.max_len}")
         x = self.tok_emb[tokens]
-        if self.cfg.positional == "absolute":
-            x = x + self.pos_emb[:t]
-        elif self.cfg.positional == "sinusoidal":
-            x = x + sinusoidal_positions(t, self.cfg.dim, self.cfg.embedding_scale).to(x)
+        positions = self.input_positions(t, x)
+        if positions is not None:
+            x = x + positions
         for layer in self.layers:
             x = layer(x)
         return F.linear(self.norm_f(x), self.unemb)
