@@ -157,6 +157,8 @@ class LaserTruncation(L.Callback):
         evaluate = getattr(pl_module, "evaluate", None)
         dm = trainer.datamodule
         loader = dm.val_dataloader() if dm is not None else trainer.val_dataloaders
+        if isinstance(loader, (list, tuple)):  # more validation sets (length generalisation): the main one
+            loader = loader[0]
         if evaluate is None or loader is None:
             rank_zero_warn("LaserTruncation: no pl_module.evaluate or validation data; logging no before/after metrics")
             self.evaluate = False

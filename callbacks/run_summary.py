@@ -16,7 +16,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from pipeline.run_dir import CHECKPOINT_DIR, CONFIG_FILE, SUMMARY_FILE
 
 # column order of the printed table; other metrics follow in the order they were logged
-TABLE_METRICS = ("p_correct", "p_noise", "p_answer", "p_generic", "log_ratio", "acc", "logit_diff", "loss")
+TABLE_METRICS = ("p_correct", "p_noise", "p_global", "p_answer", "p_generic", "log_ratio", "acc", "logit_diff", "loss")
 
 
 def variants_table(metrics: dict[str, float], stage: str = "val") -> dict[str, dict[str, float]]:
@@ -30,6 +30,20 @@ def variants_table(metrics: dict[str, float], stage: str = "val") -> dict[str, d
 
 
 def format_table(table: dict[str, dict[str, float]]) -> str:
+    """The main test set's metrics per variant; metrics of the other test sets (``<metric>@<set>``) follow as one row
+    per (variant, set)."""
+    by_set: dict[str, dict[str, float]] = {}
+    for variant, row in table.items():
+        for metric, value in row.items():
+            if "@" in metric:
+                name, test_set = metric.split("@", 1)
+                by_set.setdefault(f"{variant} @ {test_set}", {})[name] = value
+    table = {v: {m: x for m, x in row.items() if "@" not in m} for v, row in table.items()}
+    text = _format(table)
+    return text + ("\n\nOn the length-generalisation test sets:\n" + _format(by_set) if by_set else "")
+
+
+def _format(table: dict[str, dict[str, float]]) -> str:
     logged = list(dict.fromkeys(m for row in table.values() for m in row))
     cols = [m for m in TABLE_METRICS if m in logged] + [m for m in logged if m not in TABLE_METRICS]
     width = max([len("variant")] + [len(v) for v in table])

@@ -89,11 +89,13 @@ class NoisyRecallGenerator:
         self.accept, self.alias = alias_tables(rows)  # flattened (rows * V,)
         self.marginal_cdf = self.bigram.marginal.double().cumsum(-1).float()
 
-    def sample(self, batch_size: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
+    def sample(self, batch_size: int, generator: torch.Generator, trigger_free_prefix: int = 0) -> dict[str, torch.Tensor]:
         """A batch: tokens (B, T+1); mask, answer (B, T) for the input positions 0..T-1.
 
         ``answer`` is the in-context output token at trigger positions and -1 elsewhere; ``mask`` marks the
-        positions whose prediction is trained and scored (see ``loss_on``).
+        positions whose prediction is trained and scored (see ``loss_on``). ``trigger_free_prefix`` = P keeps the
+        sequence's triggers out of positions 0..P-1 (redrawing from the chain there), so every (trigger, output) pair
+        sits beyond P: the length-generalisation placement "beyond the training length".
         """
         b, t = batch_size, self.seq_len
         g = generator
@@ -111,12 +113,16 @@ class NoisyRecallGenerator:
         cols = torch.empty(t + 1, b, dtype=torch.long)
         first = torch.searchsorted(self.marginal_cdf, torch.rand(b, generator=g))
         cols[0] = first.clamp_max_(v - 1)
+        if trigger_free_prefix > 0:
+            self._avoid_triggers(cols[0], None, triggers, g)
         if self.n_triggers == 1:  # the common case, without the (B, k) match
             after = torch.where(noisy, self.noise_id, outputs[:, 0])
         for i in range(1, t + 1):
             prev = cols[i - 1]
             cell = prev * v + column[i]
             nxt = torch.where(coin[i] < self.accept[cell], column[i], self.alias[cell])
+            if i < trigger_free_prefix:
+                nxt = self._avoid_triggers(nxt, prev, triggers, g)
             if self.n_triggers == 1:
                 torch.where(prev == triggers[:, 0], after[i], nxt, out=cols[i])
             else:
@@ -126,6 +132,24 @@ class NoisyRecallGenerator:
         tokens = cols.T.contiguous()
         mask, answer = self.positions(tokens[:, :-1], triggers, outputs)
         return {"tokens": tokens, "mask": mask, "answer": answer}
+
+    def _avoid_triggers(self, nxt: torch.Tensor, prev: torch.Tensor | None, triggers: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+        """Redraw (from the chain's row of ``prev``, or the marginal) the entries of ``nxt`` that are a trigger of their
+        sequence, until none is: the chain conditioned on avoiding the triggers."""
+        v = self.bigram.vocab_size
+        for _ in range(1000):
+            bad = (nxt[:, None] == triggers).any(-1)
+            if not bad.any():
+                return nxt
+            n = int(bad.sum())
+            if prev is None:
+                redraw = torch.searchsorted(self.marginal_cdf, torch.rand(n, generator=g)).clamp_max(v - 1)
+            else:
+                column = torch.randint(v, (n,), generator=g)
+                cell = prev[bad] * v + column
+                redraw = torch.where(torch.rand(n, generator=g) < self.accept[cell], column, self.alias[cell])
+            nxt[bad] = redraw
+        raise ValueError("could not draw a trigger-free prefix: the bigram chain almost surely moves to a trigger")
 
     def positions(self, inputs: torch.Tensor, triggers: torch.Tensor, outputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         match = inputs[:, :, None] == triggers[:, None, :]  # (B, T, k)

@@ -44,6 +44,10 @@ class NoisyRecallDataModule(L.LightningDataModule):
         test_seq_len: length of test sequences (default seq_len; longer tests length generalisation).
         seed: training stream seed; ``null`` takes the run's ``seed_everything``.
         num_workers: dataloader worker processes (each gets its own stream).
+        test_lengths: length generalisation: for each length L, two more clean test sets of ``n_test`` sequences of
+            length L, named ``T<L>:anywhere`` (pairs anywhere) and, for L > seq_len, ``T<L>:beyond`` (no trigger
+            before ``seq_len``, so every in-context pair lies beyond the training length). Their metrics (with ``p_global``, the
+            probability of the trigger's global bigram answer) are logged as ``val/<variant>/<metric>@<set>``.
     """
 
     def __init__(
@@ -64,6 +68,7 @@ class NoisyRecallDataModule(L.LightningDataModule):
         seed: int | None = None,
         test_seed: int = 12345,
         num_workers: int = 0,
+        test_lengths: list[int] | None = None,
     ):
         super().__init__()
         if batch_size < 1 or n_test < 1:
@@ -85,6 +90,10 @@ class NoisyRecallDataModule(L.LightningDataModule):
         self.seed = int(torch.initial_seed()) if seed is None else seed
         self.test_seed = test_seed
         self.test_set: _Sequences | None = None
+        self.test_lengths = sorted(set(test_lengths or []))
+        if any(L < 3 for L in self.test_lengths):
+            raise ValueError(f"data.test_lengths must be >= 3, got {self.test_lengths}")
+        self.extra_sets: dict[str, _Sequences] = {}
 
     # Linked into the model config by the CLI.
     @property
@@ -97,7 +106,20 @@ class NoisyRecallDataModule(L.LightningDataModule):
 
     @property
     def seq_len(self) -> int:
-        return max(self.gen.seq_len, self.test_seq_len)
+        return max([self.gen.seq_len, self.test_seq_len, *self.test_lengths])
+
+    @property
+    def eval_set_names(self) -> list[str]:
+        """The validation sets after the main one, in dataloader order."""
+        # "beyond" needs room past the training length for a trigger, its output and the trigger again
+        return [f"T{L}:{placement}" for L in self.test_lengths for placement in ("anywhere", "beyond")
+                if placement == "anywhere" or L >= self.gen.seq_len + 3]
+
+    @property
+    def global_answer(self) -> torch.Tensor:
+        """(vocab,) each token's most likely successor under the bigram: the 'global' answer a trigger competes with."""
+        best = self.bigram.transitions.argmax(-1)
+        return torch.cat([best, best.new_tensor([-1])]) if self.vocab_size > len(best) else best
 
     def check_trainer(self, trainer, stage: str | None = None) -> None:
         """Called by the CLI before any compute.
@@ -139,6 +161,11 @@ class NoisyRecallDataModule(L.LightningDataModule):
         if self.test_set is None:
             g = torch.Generator().manual_seed(self.test_seed)
             self.test_set = _Sequences(self.clean_generator().sample(self.n_test, g))
+            for name in self.eval_set_names:
+                length, placement = int(name[1:].split(":")[0]), name.split(":")[1]
+                gen = replace(self.clean_generator(), seq_len=length)
+                prefix = self.gen.seq_len if placement == "beyond" else 0
+                self.extra_sets[name] = _Sequences(gen.sample(self.n_test, torch.Generator().manual_seed(self.test_seed), prefix))
 
     def train_dataloader(self) -> DataLoader:
         rank, skip = 0, 0
@@ -149,8 +176,11 @@ class NoisyRecallDataModule(L.LightningDataModule):
         stream = NoisyRecallStream(self.gen, self.batch_size, self.seed, rank, skip)
         return DataLoader(stream, batch_size=None, num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
 
-    def val_dataloader(self) -> DataLoader:
-        return DataLoader(self.test_set, batch_size=self.test_batch_size)
+    def val_dataloader(self) -> DataLoader | list[DataLoader]:
+        main = DataLoader(self.test_set, batch_size=self.test_batch_size)
+        if not self.extra_sets:
+            return main
+        return [main, *(DataLoader(self.extra_sets[n], batch_size=self.test_batch_size) for n in self.eval_set_names)]
 
     def test_dataloader(self) -> DataLoader:
         return self.val_dataloader()

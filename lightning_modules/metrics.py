@@ -17,13 +17,16 @@ class TriggerRecallMetrics(Metric):
 
     full_state_update = False
 
-    def __init__(self, noise_id: int, **kwargs):
+    def __init__(self, noise_id: int, global_answer: torch.Tensor | None = None, **kwargs):
         super().__init__(**kwargs)
         self.noise_id = noise_id
-        for name in ("p_correct", "p_noise", "acc", "n_answer", "loss", "n_loss"):
+        # with each token's global bigram answer, also P(global answer of the trigger) at the same positions
+        self.global_answer = global_answer
+        for name in ("p_correct", "p_noise", "acc", "n_answer", "loss", "n_loss", "p_global"):
             self.add_state(name, default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
 
-    def update(self, logits: torch.Tensor, targets: torch.Tensor, answer: torch.Tensor, mask: torch.Tensor) -> None:
+    def update(self, logits: torch.Tensor, targets: torch.Tensor, answer: torch.Tensor, mask: torch.Tensor,
+               inputs: torch.Tensor | None = None) -> None:
         logp = logits[mask].float().log_softmax(-1)
         self.loss += F.nll_loss(logp, targets[mask], reduction="sum").double()
         self.n_loss += logp.shape[0]
@@ -34,12 +37,18 @@ class TriggerRecallMetrics(Metric):
         self.p_noise += logp[:, self.noise_id].exp().sum().double()
         self.acc += (logp.argmax(-1) == ans).sum().double()
         self.n_answer += ans.numel()
+        if self.global_answer is not None and inputs is not None:
+            best = self.global_answer.to(inputs.device)[inputs[mask][has]]
+            self.p_global += logp.gather(-1, best[:, None]).exp().sum().double()
 
     def compute(self) -> dict[str, torch.Tensor]:
         n = self.n_answer.clamp_min(1)
-        return {
+        out = {
             "p_correct": self.p_correct / n,
             "p_noise": self.p_noise / n,
             "acc": self.acc / n,
             "loss": self.loss / self.n_loss.clamp_min(1),
         }
+        if self.global_answer is not None:
+            out["p_global"] = self.p_global / n
+        return out

@@ -78,7 +78,19 @@ class NoisyRecallModule(L.LightningModule):
                 self.variants[variant_name(name, rho)] = {name: rank_for(tuple(params[name].shape), rho)}
         # ModuleDict keys may not contain '.', so metrics are keyed by position
         self.val_metrics = nn.ModuleList(TriggerRecallMetrics(noise_id) for _ in self.variants)
+        # more validation sets (length generalisation, datamodule.eval_set_names): one metric list per set, in setup
+        self.set_names: list[str] = []
+        self.set_metrics = nn.ModuleList()
         self._factors: dict[str, SVDFactors] = {}
+
+    def setup(self, stage: str) -> None:
+        dm = self.trainer.datamodule if self.trainer is not None else None
+        names = list(getattr(dm, "eval_set_names", []) or [])
+        if names and names != self.set_names:
+            self.set_names = names
+            self.set_metrics = nn.ModuleList(
+                nn.ModuleList(TriggerRecallMetrics(self.hparams.noise_id, dm.global_answer) for _ in self.variants) for _ in names
+            ).to(self.device)
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         return self.net(tokens)
@@ -128,24 +140,26 @@ class NoisyRecallModule(L.LightningModule):
         # one SVD per target matrix per validation, shared by all its ranks
         self._factors = factorise(self.net, self.variants.values())
 
-    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int, dataloader_idx: int = 0) -> None:
         tokens = batch["tokens"]
         inputs, targets = tokens[:, :-1], tokens[:, 1:]
-        for metric, ranks in zip(self.val_metrics, self.variants.values()):
+        metrics = self.val_metrics if dataloader_idx == 0 else self.set_metrics[dataloader_idx - 1]
+        for metric, ranks in zip(metrics, self.variants.values()):
             with truncated(self.net, ranks, self._factors):
                 logits = self.net(inputs)
-            metric.update(logits, targets, batch["answer"], batch["mask"])
+            metric.update(logits, targets, batch["answer"], batch["mask"], inputs)
 
     def on_validation_epoch_end(self) -> None:
         stage = "test" if self.trainer.testing else "val"
-        for metric, variant in zip(self.val_metrics, self.variants):
-            values = metric.compute()  # already reduced across DDP ranks
-            self.log_dict({eval_key(stage, variant, k): v.float() for k, v in values.items()}, prog_bar=False)
-            metric.reset()
+        for suffix, metrics in [("", self.val_metrics), *((f"@{n}", m) for n, m in zip(self.set_names, self.set_metrics))]:
+            for metric, variant in zip(metrics, self.variants):
+                values = metric.compute()  # already reduced across DDP ranks
+                self.log_dict({eval_key(stage, variant, k) + suffix: v.float() for k, v in values.items()}, prog_bar=False)
+                metric.reset()
         self._factors = {}
 
-    def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
-        self.validation_step(batch, batch_idx)
+    def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int, dataloader_idx: int = 0) -> None:
+        self.validation_step(batch, batch_idx, dataloader_idx)
 
     on_test_epoch_start = on_validation_epoch_start
     on_test_epoch_end = on_validation_epoch_end

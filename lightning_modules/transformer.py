@@ -63,11 +63,10 @@ class TransformerConfig:
             raise ValueError(f"model.ff entries must be none | linear | mlp, got {bad}")
         if self.init not in ("scaled", "reference"):
             raise ValueError(f"model.init must be scaled | reference, got {self.init!r}")
-        if self.positional_layers is not None:
+        if self.positional_layers is not None:  # used by rope | relative | alibi (input encodings act before layer 0)
             wrong = [i for i in self.positional_layers if not 0 <= i < len(self.ff)]
-            if wrong or self.positional not in SCORE_ENCODINGS:
-                raise ValueError(f"model.positional_layers {self.positional_layers}: layer indices in [0, {len(self.ff)}) "
-                                 f"for a score encoding (rope | relative | alibi), got positional {self.positional!r}")
+            if wrong:
+                raise ValueError(f"model.positional_layers {self.positional_layers}: layer indices must be in [0, {len(self.ff)})")
         if self.max_distance < 1:
             raise ValueError(f"model.max_distance must be >= 1, got {self.max_distance}")
 

@@ -167,3 +167,14 @@ def test_the_reference_noise_variant_noise_is_a_token_and_outputs_cover_the_whol
     assert counts[2] > 0 and stats.chisquare(counts).pvalue > 1e-3
     with pytest.raises(ValueError, match="outputs_include_noise needs data.noise_token"):
         NoisyRecallGenerator(bigram, seq_len=64, outputs_include_noise=True)
+
+
+@pytest.mark.parametrize("mode", ["fixed", "random"])
+def test_a_trigger_free_prefix_puts_every_pair_beyond_it(bigram, mode):
+    gen = NoisyRecallGenerator(bigram, seq_len=96, alpha=0.0, trigger_mode=mode)
+    b = gen.sample(256, torch.Generator().manual_seed(0), trigger_free_prefix=48)
+    answer = b["answer"]
+    assert not (answer[:, :48] >= 0).any()  # no trigger among the first 48 inputs
+    assert (answer[:, 48:] >= 0).sum() > 256 and b["mask"][:, 48:].sum() > 50  # pairs, and repeats, beyond
+    # beyond the prefix it is the ordinary chain: without a prefix the same generator puts triggers early too
+    assert (gen.sample(256, torch.Generator().manual_seed(0))["answer"][:, :48] >= 0).any()

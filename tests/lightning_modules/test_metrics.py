@@ -30,3 +30,12 @@ def test_positions_without_an_answer_count_for_the_loss_only_and_updates_accumul
     assert out["p_correct"].item() == pytest.approx(0.25) and out["p_noise"].item() == pytest.approx(0.25)
     assert out["loss"].item() == pytest.approx(math.log(4))
     assert int(m.n_answer) == 2 and int(m.n_loss) == 3
+
+
+def test_p_global_is_the_probability_of_the_triggers_global_bigram_answer():
+    logits = torch.log(torch.tensor([[[0.2, 0.3, 0.5], [0.6, 0.3, 0.1]]]))
+    inputs = torch.tensor([[1, 0]])  # the triggers at the two scored positions
+    m = TriggerRecallMetrics(noise_id=2, global_answer=torch.tensor([2, 1, 0]))  # 0 -> 2, 1 -> 1, 2 -> 0
+    m.update(logits, torch.tensor([[0, 0]]), torch.tensor([[0, 0]]), torch.tensor([[True, True]]), inputs)
+    assert m.compute()["p_global"].item() == pytest.approx((0.3 + 0.1) / 2)  # P(1) after trigger 1, P(2) after 0
+    assert "p_global" not in TriggerRecallMetrics(noise_id=2).compute()

@@ -57,4 +57,4 @@ def test_rope_in_the_first_layer_only_like_the_reference():
     net = build("rope", positional_layers=[0])
     assert net.layers[0].attn.pos is not None and net.layers[1].attn.pos is None
     with pytest.raises(ValueError, match="positional_layers"):
-        build("absolute", positional_layers=[0])
+        build("rope", positional_layers=[2])
