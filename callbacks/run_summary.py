@@ -136,7 +136,12 @@ class RunSummary(L.Callback):
         for lg in trainer.loggers:
             if type(lg).__name__ == "WandbLogger" and getattr(lg, "_experiment", None) is not None:
                 run = lg.experiment
-                return {"id": run.id, "project": run.project, "group": run.group, "mode": os.environ.get("WANDB_MODE"), "dir": run.dir}
+                try:
+                    url = run.url if os.environ.get("WANDB_MODE") == "online" else None  # the report links to it
+                except Exception:  # noqa: BLE001  no URL without a server
+                    url = None
+                return {"id": run.id, "project": run.project, "group": run.group, "mode": os.environ.get("WANDB_MODE"),
+                        "dir": run.dir, "url": url}
         return None
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
