@@ -1,0 +1,96 @@
+"""HijackProbe: at the end of training, who wins after a final trigger q, the in-context answer o or the global b?"""
+from __future__ import annotations
+
+from typing import Any
+
+import lightning as L
+import torch
+
+from callbacks.common import log_scalars, network, require_generator
+from datamodules import hijack_prompts
+from lightning_modules.laser import rank_for, select_parameters, truncated
+
+
+class HijackProbe(L.Callback):
+    """On designed prompts (``datamodules/hijack_prompts.py``), for each number n of in-context pairs (q, o), test
+    length and placement, and with the global-bigram FF (``ff_target``) kept at each rank fraction in ``ff_rhos``:
+    P(o), P(b) and which one is the argmax (``o_wins``, ``b_wins``). Logged as
+    ``hijack/<placement>/T<L>/<ff>@rho<rho>/n<k>/<metric>``; summary.json holds the table and, per setting, the
+    boundary: the smallest n at which o wins on at least half of the prompts (null if it never does).
+
+    Lengths are multiples of the training length (``length_factors``); ``beyond`` puts the pairs past it.
+    """
+
+    def __init__(self, n_pairs: list[int] | None = None, length_factors: list[int] | None = None,
+                 placements: list[str] | None = None, ff_target: str = "layers.1.ff.w2", ff_rhos: list[float] | None = None,
+                 n_prompts: int = 128, seed: int = 0):
+        self.n_pairs = n_pairs if n_pairs is not None else list(range(0, 9))
+        self.length_factors = length_factors or [1, 4]
+        self.placements = placements or ["late", "beyond"]
+        bad = [p for p in self.placements if p not in hijack_prompts.PLACEMENTS]
+        if bad or any(n < 0 for n in self.n_pairs) or any(f < 1 for f in self.length_factors):
+            raise ValueError(f"HijackProbe: placements in {hijack_prompts.PLACEMENTS}, n_pairs >= 0, length_factors >= 1; "
+                             f"got {self.placements}, {self.n_pairs}, {self.length_factors}")
+        self.ff_target, self.ff_rhos = ff_target, ff_rhos if ff_rhos is not None else [1.0, 0.1, 0.0]
+        self.n_prompts, self.seed = n_prompts, seed
+        self.results: dict[str, Any] = {}
+
+    def check_config(self, model: torch.nn.Module, datamodule: Any) -> None:
+        require_generator(self, datamodule)
+        select_parameters(network(model), [self.ff_target])  # a typo fails before training
+        t = datamodule.gen.seq_len
+        longest = t * max(self.length_factors)
+        max_len = network(model).cfg.max_len
+        if max_len is not None and longest > max_len:
+            raise ValueError(f"HijackProbe: prompts of {longest} tokens exceed model.max_seq_len ({max_len})")
+
+    @torch.no_grad()
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not trainer.is_global_zero:
+            return
+        net, dm = network(pl_module), trainer.datamodule
+        t_train = dm.gen.seq_len
+        weight = dict(net.named_parameters())[self.ff_target]
+        was_training = net.training
+        net.eval()
+        scalars: dict[str, float] = {}
+        for placement in self.placements:
+            for factor in self.length_factors:
+                length = t_train * factor
+                if placement == "beyond" and length <= t_train + 2:
+                    continue  # no room beyond the training length
+                for rho in self.ff_rhos:
+                    ranks = {self.ff_target: rank_for(tuple(weight.shape), rho)}
+                    variant = f"{self.ff_target}@rho{rho:g}"
+                    rows = {}
+                    with truncated(net, ranks):
+                        for n in self.n_pairs:
+                            try:
+                                prompts = hijack_prompts.build(dm.bigram, n, length, placement, t_train=t_train,
+                                                               n_prompts=self.n_prompts, seed=self.seed)
+                            except ValueError:
+                                continue  # n pairs do not fit at this length and placement
+                            prompts.tokens = prompts.tokens.to(pl_module.device)
+                            prompts.o, prompts.b = prompts.o.to(pl_module.device), prompts.b.to(pl_module.device)
+                            rows[n] = hijack_prompts.measure(net, prompts)
+                            for k, v in rows[n].items():
+                                scalars[f"hijack/{placement}/T{length}/{variant}/n{n}/{k}"] = v
+                    boundary = next((n for n, r in rows.items() if r["o_wins"] >= 0.5), None)
+                    self.results.setdefault(placement, {}).setdefault(f"T{length}", {})[variant] = {"boundary": boundary, "by_n": rows}
+        net.train(was_training)
+        log_scalars(trainer, scalars)
+        print("\nHijack: fraction of prompts where the in-context answer o wins, by n in-context pairs:")
+        print(self.format())
+
+    def format(self) -> str:
+        lines = [f"{'setting':<44}" + "".join(f"{'n=' + str(n):>7}" for n in self.n_pairs) + "  boundary"]
+        for placement, by_len in self.results.items():
+            for length, by_variant in by_len.items():
+                for variant, r in by_variant.items():
+                    cells = "".join(f"{r['by_n'][n]['o_wins']:>7.2f}" if n in r["by_n"] else f"{'-':>7}" for n in self.n_pairs)
+                    lines.append(f"{placement + ' ' + length + ' ' + variant:<44}{cells}  {r['boundary']}")
+        return "\n".join(lines)
+
+    def summary(self) -> dict[str, Any]:
+        return {p: {t: {v: {"boundary": r["boundary"], "by_n": {str(n): m for n, m in r["by_n"].items()}}
+                        for v, r in by_t.items()} for t, by_t in by_p.items()} for p, by_p in self.results.items()}

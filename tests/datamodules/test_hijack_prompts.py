@@ -1,0 +1,76 @@
+"""The designed hijack prompts: exactly n in-context pairs (and m global ones), q last, b the bigram argmax, pairs
+where the placement says; and the measurement on a model."""
+import pytest
+import torch
+
+from datamodules.bigram import SyntheticBigram
+from datamodules.hijack_prompts import build, measure
+from lightning_modules.transformer import Transformer, TransformerConfig
+
+
+@pytest.fixture(scope="module")
+def bigram():
+    return SyntheticBigram(vocab_size=32, seed=2).build()
+
+
+@pytest.mark.parametrize("placement, n, m", [("early", 3, 0), ("late", 0, 2), ("beyond", 4, 2), ("late", 8, 0)])
+def test_exactly_n_pairs_q_last_b_the_argmax_and_placements_respected(bigram, placement, n, m):
+    p = build(bigram, n_pairs=n, n_global=m, length=64, placement=placement, t_train=32, n_prompts=40, seed=1)
+    assert p.tokens.shape == (40, 64)
+    assert torch.equal(p.tokens[:, -1], p.q)
+    assert torch.equal(p.b, bigram.transitions.argmax(-1)[p.q])
+    assert not ((p.o == p.q) | (p.o == p.b)).any()
+    for i in range(40):
+        seq = p.tokens[i]
+        where = (seq[:-1] == p.q[i]).nonzero().flatten().tolist()
+        assert sorted(where) == sorted(p.pair_starts[i])  # q occurs only in the pairs (and last)
+        following = [int(seq[w + 1]) for w in where]
+        assert following.count(int(p.o[i])) == n and following.count(int(p.b[i])) == m
+        lo, hi = {"early": (0, 31), "late": (31, 62), "beyond": (32, 62)}[placement]
+        assert all(lo <= w < hi for w in where), (placement, where)
+
+
+def test_too_many_pairs_for_the_room_are_refused(bigram):
+    with pytest.raises(ValueError, match="do not fit"):
+        build(bigram, n_pairs=20, length=40, placement="early")
+
+
+def test_measure_reports_probabilities_winners_and_attention(bigram):
+    torch.manual_seed(0)
+    net = Transformer(TransformerConfig(dim=16, vocab_size=32, max_seq_len=64, ff=["none", "mlp"]))
+    p = build(bigram, n_pairs=2, length=48, placement="late", n_prompts=16)
+    out = measure(net, p)
+    assert set(out) == {"p_o", "p_b", "o_wins", "b_wins", "other_wins", "attn_after_q"}
+    assert out["o_wins"] + out["b_wins"] + out["other_wins"] == pytest.approx(1.0)
+    assert 0 < out["p_o"] < 1 and 0 <= out["attn_after_q"] <= 1
+
+
+def test_the_hijack_probe_records_win_rates_and_boundaries_in_the_summary(tmp_path, monkeypatch, capsys):
+    import json
+
+    from main import main
+    from tests.pipeline.test_cli import TINY, only_run_dir
+
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    probe = ('[{"class_path": "callbacks.HijackProbe", "init_args": {"n_pairs": [0, 2], "length_factors": [1, 2], '
+             '"placements": ["late", "beyond"], "ff_rhos": [1.0, 0.0], "n_prompts": 16}}]')
+    main(["fit", *TINY, "--model.init_args.model.max_seq_len", "48", "--data.init_args.alpha", "0.0",
+          "--trainer.callbacks", probe, "--trainer.default_root_dir", str(tmp_path)])
+    result = json.loads((only_run_dir(tmp_path) / "summary.json").read_text())["callbacks"]["HijackProbe"]
+    assert set(result) == {"late", "beyond"} and set(result["late"]) == {"T24", "T48"} and set(result["beyond"]) == {"T48"}
+    row = result["late"]["T24"]["layers.1.ff.w2@rho1"]
+    assert set(row["by_n"]) == {"0", "2"} and row["boundary"] in (None, 0, 2)
+    for m in row["by_n"].values():
+        assert m["o_wins"] + m["b_wins"] + m["other_wins"] == pytest.approx(1.0)
+    assert "fraction of prompts where the in-context answer o wins" in capsys.readouterr().out
+
+
+def test_the_hijack_probe_refuses_prompts_longer_than_the_position_table(tmp_path, monkeypatch, capsys):
+    from main import main
+    from tests.pipeline.test_cli import TINY
+
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    probe = '[{"class_path": "callbacks.HijackProbe", "init_args": {"length_factors": [4]}}]'
+    with pytest.raises(SystemExit):
+        main(["fit", *TINY, "--trainer.callbacks", probe, "--trainer.default_root_dir", str(tmp_path)])
+    assert "HijackProbe: prompts of 96 tokens exceed model.max_seq_len (24)" in capsys.readouterr().err
