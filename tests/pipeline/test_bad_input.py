@@ -62,7 +62,7 @@ def test_a_gpu_asked_for_on_a_cpu_machine_is_one_line(tmp_path, capsys):
      "error: invalid configuration: data.init_args.alpah: unknown key 'alpah' (did you mean 'alpha'?); accepted: bigram,"),
     (["--data.init_args.alpha", "abc"], "error: invalid configuration: data.init_args.alpha: expected float, got 'abc'"),
     (["--model.init_args.model.positional", "rop"],
-     "error: invalid configuration: model.init_args.model.positional: expected one of 'absolute', 'sinusoidal', 'rope', got 'rop'"),
+     "error: invalid configuration: model.init_args.model.positional: expected one of 'absolute', 'sinusoidal', 'rope', 'relative', 'alibi', 'none', got 'rop'"),
     (["--model.init_args.optimizer.init_args.lrr", "0.1"],
      "error: invalid configuration: model.init_args.optimizer.init_args.lrr: unknown key 'lrr' (did you mean 'lr'?)"),
 ])
