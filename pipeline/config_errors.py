@@ -2,7 +2,8 @@
 
 jsonargparse reports a bad value deep inside a config as nested "Does not validate against any of the Union
 subtypes" blocks after ~45 lines of usage. ``summarize`` digs out the innermost reason and the full key;
-``ReadableErrorsParser`` prints that line, then the parser's own details (not the usage).
+``report_parser_exit`` (called by the CLI around parsing) prints that line, then the parser's own details (not the
+usage); ``check_config_files`` names an empty, missing or broken config file first.
 """
 from __future__ import annotations
 
