@@ -8,13 +8,15 @@ import torch
 
 from callbacks.common import log_scalars, network, require_generator
 from datamodules import hijack_prompts
+from lightning_modules.attribution import logit_split
 from lightning_modules.laser import rank_for, select_parameters, truncated
 
 
 class HijackProbe(L.Callback):
     """On designed prompts (``datamodules/hijack_prompts.py``), for each number n of in-context pairs (q, o), test
     length and placement, and with the global-bigram FF (``ff_target``) kept at each rank fraction in ``ff_rhos``:
-    P(o), P(b) and which one is the argmax (``o_wins``, ``b_wins``). Logged as
+    P(o), P(b), which one is the argmax (``o_wins``, ``b_wins``), and the split of logit(o) - logit(b) into the
+    embedding path, each attention and each FF (summary only). Logged as
     ``hijack/<placement>/T<L>/<ff>@rho<rho>/n<k>/<metric>``; summary.json holds the table and, per setting, the
     boundary: the smallest n at which o wins on at least half of the prompts (null if it never does).
 
@@ -73,8 +75,12 @@ class HijackProbe(L.Callback):
                             prompts.tokens = prompts.tokens.to(pl_module.device)
                             prompts.o, prompts.b = prompts.o.to(pl_module.device), prompts.b.to(pl_module.device)
                             rows[n] = hijack_prompts.measure(net, prompts)
+                            # where logit(o) - logit(b) comes from: embedding path, each attention, each FF
+                            split = logit_split(net, prompts.tokens, prompts.o, prompts.b)
+                            rows[n]["logit_split"] = {k: float(v.mean()) for k, v in split.items()}
                             for k, v in rows[n].items():
-                                scalars[f"hijack/{placement}/T{length}/{variant}/n{n}/{k}"] = v
+                                if k != "logit_split":
+                                    scalars[f"hijack/{placement}/T{length}/{variant}/n{n}/{k}"] = v
                     boundary = next((n for n, r in rows.items() if r["o_wins"] >= 0.5), None)
                     self.results.setdefault(placement, {}).setdefault(f"T{length}", {})[variant] = {"boundary": boundary, "by_n": rows}
         net.train(was_training)

@@ -210,7 +210,9 @@ class ExperimentCLI(LightningCLI):
     def _finish_wandb(self) -> None:
         # Lightning leaves the W&B run open; close it so the next run in this process (a notebook, a test) is its own
         wandb = sys.modules.get("wandb")
-        if wandb is not None and wandb.run is not None:
-            wandb.finish()
+        if wandb is not None:
+            if wandb.run is not None:
+                wandb.finish()
+            wandb.teardown()  # wandb keeps process-wide settings (the mode among them): the next run reads them afresh
 
     after_fit = after_validate = after_test = after_predict = _finish_wandb

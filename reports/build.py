@@ -45,9 +45,13 @@ def report_run(path: str | Path) -> Path:
     plots.spectra(figs, run.spectra, series.spectrum_rank_curves(run.history))
     plots.gradient_snr(figs, series.gradient_snr(run.summary))
     plots.truncation_jumps(figs, events)
+    if series.length_generalisation(run.summary.get("variants") or {}):
+        plots.length_generalisation(figs, run.summary.get("variants") or {})
+    if (run.summary.get("callbacks") or {}).get("HijackProbe"):
+        plots.hijack(figs, run.summary)
     if run.summary.get("model"):
         plots.prompt_bars(figs, run.summary)
-    variants = [{"variant": v, **m} for v, m in (run.summary.get("variants") or {}).items()]
+    variants = [{"variant": v, **{k: x for k, x in m.items() if "@" not in k}} for v, m in (run.summary.get("variants") or {}).items()]
     marks = series.marked_steps(run.history)
     sections = [("Results", table_html(variants))]
     if marks:

@@ -291,3 +291,69 @@ def revision_sweep(figs: Figures, rows: list[dict], key: str) -> None:
         ax.grid(alpha=0.3)
     axes.flat[0].legend(fontsize=7)
     figs.save(fig, "revisions", title, "One line per LASER variant. step0 is drawn at 1 on the log axis.")
+
+
+# --- knowledge hijack -------------------------------------------------------------------------------------------
+
+def length_generalisation(figs: Figures, variants: dict[str, dict[str, float]]) -> None:
+    title = "Accuracy against the test length"
+    curves = series.length_generalisation(variants)
+    if not curves:
+        return figs.skip(title, "the run had no length-generalisation test sets (data.test_lengths)")
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for name, points in curves.items():
+        ax.plot([x for x, _ in points], [y for _, y in points], marker="o", linestyle="--" if name.endswith("beyond") else "-", label=name)
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("test sequence length (tokens)")
+    ax.set_ylabel(METRIC_LABELS["acc"])
+    ax.set_ylim(-0.02, 1.02)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    figs.save(fig, "length_generalisation", title, "Solid: in-context pairs anywhere; dashed: only beyond the training "
+              "length. With absolute positions, the positions past training were never trained.")
+
+
+def hijack(figs: Figures, summary: dict) -> None:
+    title = "Knowledge hijack: the in-context answer against the global one"
+    wins = series.hijack_win_rates(summary)
+    if not wins:
+        return figs.skip(title, "HijackProbe was off in this run")
+    p_o, p_b = series.hijack_win_rates(summary, "p_o"), series.hijack_win_rates(summary, "p_b")
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(13, 4))
+    for i, (name, points) in enumerate(wins.items()):
+        color = plt.get_cmap("tab10")(i % 10)
+        a1.plot([n for n, _ in points], [v for _, v in points], marker="o", color=color, label=name)
+        a2.plot([n for n, _ in p_o[name]], [v for _, v in p_o[name]], marker="o", color=color, label=f"P(o) {name}")
+        a2.plot([n for n, _ in p_b[name]], [v for _, v in p_b[name]], marker="x", linestyle=":", color=color)
+    a1.axhline(0.5, color="gray", linewidth=0.8)
+    a1.set_ylabel("fraction of prompts where o is the argmax")
+    a2.set_ylabel("P(o) (solid) and P(b) (dotted)")
+    for ax in (a1, a2):
+        ax.set_xlabel("in-context pairs (q, o) in the prompt")
+        ax.set_ylim(-0.02, 1.02)
+        ax.grid(alpha=0.3)
+    a1.legend(fontsize=6)
+    figs.save(fig, "hijack", title, "Prompts end in a trigger q; o is its in-context answer, b its global bigram answer. "
+              "Where o wins on half the prompts is the hijack boundary.")
+    split = series.hijack_logit_split(summary)
+    name = next((k for k, v in split.items() if v), None)
+    if name is None:
+        return None
+    parts = [p for p in next(iter(split[name].values())) if p != "total"]
+    ns = sorted(split[name])
+    fig, ax = plt.subplots(figsize=(7, 4))
+    bottom_pos, bottom_neg = np.zeros(len(ns)), np.zeros(len(ns))
+    for part in parts:
+        values = np.array([split[name][n][part] for n in ns])
+        base = np.where(values >= 0, bottom_pos, bottom_neg)
+        ax.bar([str(n) for n in ns], values, bottom=base, label=part)
+        bottom_pos, bottom_neg = bottom_pos + np.clip(values, 0, None), bottom_neg + np.clip(values, None, 0)
+    ax.plot([str(n) for n in ns], [split[name][n]["total"] for n in ns], "k_", markersize=20, label="total")
+    ax.axhline(0, color="gray", linewidth=0.8)
+    ax.set_xlabel("in-context pairs (q, o)")
+    ax.set_ylabel("contribution to logit(o) - logit(b)")
+    ax.legend(fontsize=7)
+    figs.save(fig, "hijack_logit_split", f"Where the logit gap comes from ({name})", "Stacked: each part of the residual "
+              "stream's direct contribution to logit(o) - logit(b), mean over prompts; they sum to the black mark, the "
+              "model's own gap. Direct attribution credits the part that writes last: an FF that reads the attention's "
+              "copy of o is credited with it.")

@@ -137,3 +137,28 @@ def failed_tasks(rows: list[dict]) -> list[dict]:
 def task_curves(runs: dict[int, RunRecord], metric: str, variant: str = "full") -> dict[int, Curve]:
     """{task: curve of val/<variant>/<metric>} of every task with a history."""
     return {task: eval_curves(run.history, metric).get(variant, []) for task, run in runs.items()}
+
+
+def hijack_win_rates(summary: dict, metric: str = "o_wins") -> dict[str, list[tuple[int, float]]]:
+    """HijackProbe: {"<placement> T<L> <ff variant>": [(n pairs, metric)]} from summary.json."""
+    raw = (summary.get("callbacks") or {}).get("HijackProbe") or {}
+    return {f"{p} {t} {v}": sorted((int(n), m[metric]) for n, m in r["by_n"].items())
+            for p, by_t in raw.items() for t, by_v in by_t.items() for v, r in by_v.items()}
+
+
+def hijack_logit_split(summary: dict) -> dict[str, dict[int, dict[str, float]]]:
+    """HijackProbe: {setting: {n: {part: mean contribution to logit(o) - logit(b)}}} (parts sum to "total")."""
+    raw = (summary.get("callbacks") or {}).get("HijackProbe") or {}
+    return {f"{p} {t} {v}": {int(n): m["logit_split"] for n, m in r["by_n"].items() if "logit_split" in m}
+            for p, by_t in raw.items() for t, by_v in by_t.items() for v, r in by_v.items()}
+
+
+def length_generalisation(variants: dict[str, dict[str, float]], metric: str = "acc") -> dict[str, list[tuple[int, float]]]:
+    """{"<variant> <placement>": [(test length, metric)]} from the ``<metric>@T<L>:<placement>`` columns."""
+    out: dict[str, list[tuple[int, float]]] = {}
+    for variant, row in variants.items():
+        for key, value in row.items():
+            m = re.fullmatch(rf"{metric}@T(\d+):(\w+)", key)
+            if m:
+                out.setdefault(f"{variant} {m.group(2)}", []).append((int(m.group(1)), value))
+    return {k: sorted(v) for k, v in out.items()}

@@ -63,6 +63,16 @@ def test_the_hijack_probe_records_win_rates_and_boundaries_in_the_summary(tmp_pa
     for m in row["by_n"].values():
         assert m["o_wins"] + m["b_wins"] + m["other_wins"] == pytest.approx(1.0)
     assert "fraction of prompts where the in-context answer o wins" in capsys.readouterr().out
+    # the logit split of each cell sums to the model's own gap, and the report draws both hijack figures from it
+    split = row["by_n"]["2"]["logit_split"]
+    assert sum(v for k, v in split.items() if k != "total") == pytest.approx(split["total"], abs=1e-4)
+    from reports import build, series
+
+    run = only_run_dir(tmp_path)
+    summary = json.loads((run / "summary.json").read_text())
+    assert series.hijack_win_rates(summary)["late T24 layers.1.ff.w2@rho1"] == [(0, row["by_n"]["0"]["o_wins"]), (2, row["by_n"]["2"]["o_wins"])]
+    build.report(run)
+    assert {"hijack", "hijack_logit_split"} <= {p.stem for p in (run / "report" / "figures").glob("*.png")}
 
 
 def test_the_hijack_probe_refuses_prompts_longer_than_the_position_table(tmp_path, monkeypatch, capsys):

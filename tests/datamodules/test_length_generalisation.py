@@ -40,3 +40,10 @@ def test_an_absolute_table_shorter_than_the_longest_test_is_refused(tmp_path, ca
     with pytest.raises(SystemExit):
         main(["fit", *TINY, "--data.init_args.test_lengths", "[96]", "--trainer.default_root_dir", str(tmp_path)])
     assert "exceeds model.model.max_seq_len (24)" in capsys.readouterr().err
+
+
+def test_the_report_draws_accuracy_against_the_test_length():
+    from reports import series
+
+    variants = {"full": {"acc": 0.9, "acc@T48:anywhere": 0.8, "acc@T96:anywhere": 0.7, "acc@T96:beyond": 0.3, "p_global@T96:beyond": 0.1}}
+    assert series.length_generalisation(variants) == {"full anywhere": [(48, 0.8), (96, 0.7)], "full beyond": [(96, 0.3)]}
