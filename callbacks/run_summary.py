@@ -13,6 +13,8 @@ from typing import Any
 import lightning as L
 from lightning.pytorch.utilities import rank_zero_only
 
+from callbacks.common import finish_wandb
+from lightning_modules.metric_keys import split_metric
 from pipeline.run_dir import CHECKPOINT_DIR, CONFIG_FILE, SUMMARY_FILE
 
 # column order of the printed table; other metrics follow in the order they were logged
@@ -33,12 +35,13 @@ def format_table(table: dict[str, dict[str, float]]) -> str:
     """The main test set's metrics per variant; metrics of the other test sets (``<metric>@<set>``) follow as one row
     per (variant, set)."""
     by_set: dict[str, dict[str, float]] = {}
+    main: dict[str, dict[str, float]] = {}
     for variant, row in table.items():
         for metric, value in row.items():
-            if "@" in metric:
-                name, test_set = metric.split("@", 1)
-                by_set.setdefault(f"{variant} @ {test_set}", {})[name] = value
-    table = {v: {m: x for m, x in row.items() if "@" not in m} for v, row in table.items()}
+            name, test_set = split_metric(metric)
+            target = by_set.setdefault(f"{variant} @ {test_set}", {}) if test_set else main.setdefault(variant, {})
+            target[name] = value
+    table = main
     text = _format(table)
     return text + ("\n\nOn the length-generalisation test sets:\n" + _format(by_set) if by_set else "")
 
@@ -183,9 +186,7 @@ class RunSummary(L.Callback):
         else:
             how = ""
         self.write(trainer, "interrupted", error=f"interrupted at step {trainer.global_step}" + (f"; {how}" if how else ""))
-        wandb = sys.modules.get("wandb")
-        if wandb is not None and wandb.run is not None:
-            wandb.finish(exit_code=130)  # release the run id now: the resume command continues this W&B run
+        finish_wandb(exit_code=130)  # release the run id now: the resume command continues this W&B run
         print(f"\nInterrupted at step {trainer.global_step}. Run directory: {self.run_dir}\n{how}", file=sys.stderr, flush=True)
 
     @staticmethod

@@ -109,11 +109,15 @@ class NoisyRecallDataModule(L.LightningDataModule):
         return max([self.gen.seq_len, self.test_seq_len, *self.test_lengths])
 
     @property
-    def eval_set_names(self) -> list[str]:
-        """The validation sets after the main one, in dataloader order."""
+    def eval_sets(self) -> list[tuple[str, int, str]]:
+        """(name, length, placement) of the validation sets after the main one, in dataloader order."""
         # "beyond" needs room past the training length for a trigger, its output and the trigger again
-        return [f"T{L}:{placement}" for L in self.test_lengths for placement in ("anywhere", "beyond")
+        return [(f"T{L}:{placement}", L, placement) for L in self.test_lengths for placement in ("anywhere", "beyond")
                 if placement == "anywhere" or L >= self.gen.seq_len + 3]
+
+    @property
+    def eval_set_names(self) -> list[str]:
+        return [name for name, _, _ in self.eval_sets]
 
     @property
     def global_answer(self) -> torch.Tensor:
@@ -161,8 +165,7 @@ class NoisyRecallDataModule(L.LightningDataModule):
         if self.test_set is None:
             g = torch.Generator().manual_seed(self.test_seed)
             self.test_set = _Sequences(self.clean_generator().sample(self.n_test, g))
-            for name in self.eval_set_names:
-                length, placement = int(name[1:].split(":")[0]), name.split(":")[1]
+            for name, length, placement in self.eval_sets:
                 gen = replace(self.clean_generator(), seq_len=length)
                 prefix = self.gen.seq_len if placement == "beyond" else 0
                 self.extra_sets[name] = _Sequences(gen.sample(self.n_test, torch.Generator().manual_seed(self.test_seed), prefix))

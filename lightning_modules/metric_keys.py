@@ -8,9 +8,16 @@ TRAIN_LOSS = "train/loss"
 STEP = "trainer/global_step"  # W&B's x axis for Lightning runs
 
 
-def eval_key(stage: str, variant: str, metric: str) -> str:
-    """``val/<variant>/<metric>`` (``test/...`` for main.py test), e.g. ``val/layers.1.ff.w2@rho0/p_noise``."""
-    return f"{stage}/{variant}/{metric}"
+def eval_key(stage: str, variant: str, metric: str, test_set: str | None = None) -> str:
+    """``val/<variant>/<metric>`` (``test/...`` for main.py test), e.g. ``val/layers.1.ff.w2@rho0/p_noise``; on an
+    extra test set (length generalisation) ``val/<variant>/<metric>@<set>``, e.g. ``val/full/acc@T256:beyond``."""
+    return f"{stage}/{variant}/{metric}" + (f"@{test_set}" if test_set else "")
+
+
+def split_metric(metric: str) -> tuple[str, str | None]:
+    """``acc@T256:beyond`` -> (``acc``, ``T256:beyond``); ``acc`` -> (``acc``, None)."""
+    name, _, test_set = metric.partition("@")
+    return name, test_set or None
 
 
 def split_eval_key(key: str) -> tuple[str, str, str] | None:

@@ -151,10 +151,10 @@ class NoisyRecallModule(L.LightningModule):
 
     def on_validation_epoch_end(self) -> None:
         stage = "test" if self.trainer.testing else "val"
-        for suffix, metrics in [("", self.val_metrics), *((f"@{n}", m) for n, m in zip(self.set_names, self.set_metrics))]:
+        for test_set, metrics in [(None, self.val_metrics), *zip(self.set_names, self.set_metrics)]:
             for metric, variant in zip(metrics, self.variants):
                 values = metric.compute()  # already reduced across DDP ranks
-                self.log_dict({eval_key(stage, variant, k) + suffix: v.float() for k, v in values.items()}, prog_bar=False)
+                self.log_dict({eval_key(stage, variant, k, test_set): v.float() for k, v in values.items()}, prog_bar=False)
                 metric.reset()
         self._factors = {}
 

@@ -21,7 +21,8 @@ def read(path: str) -> dict[str, Any]:
     if not os.path.isfile(path):
         raise CheckpointError(f"--ckpt_path {path}: no such file")
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        # memory-mapped: only the hyperparameters are read here; Lightning loads the weights when it restores
+        ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except Exception as e:  # noqa: BLE001  torch raises many types for truncated or foreign files
         first = str(e).strip().splitlines()[0][:200] if str(e).strip() else ""
         # torch's own advice (retry with weights_only=False) is wrong here: the file is damaged or of another kind

@@ -21,6 +21,7 @@ from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.plugins.environments import ClusterEnvironment, SLURMEnvironment
 
+from callbacks.common import finish_wandb
 from callbacks.final_validation import FinalValidation
 from callbacks.progress import StepProgressBar, TrainingTimeEstimate
 from callbacks.run_summary import RunSummary
@@ -209,10 +210,6 @@ class ExperimentCLI(LightningCLI):
 
     def _finish_wandb(self) -> None:
         # Lightning leaves the W&B run open; close it so the next run in this process (a notebook, a test) is its own
-        wandb = sys.modules.get("wandb")
-        if wandb is not None:
-            if wandb.run is not None:
-                wandb.finish()
-            wandb.teardown()  # wandb keeps process-wide settings (the mode among them): the next run reads them afresh
+        finish_wandb()
 
     after_fit = after_validate = after_test = after_predict = _finish_wandb

@@ -15,13 +15,13 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 
 import lightning as L
 from lightning.pytorch.plugins.environments import SLURMEnvironment
 from lightning.pytorch.utilities import rank_zero_info
 
+from callbacks.common import finish_wandb
 from callbacks.run_summary import RunSummary
 
 
@@ -66,9 +66,7 @@ class SlurmRequeue(L.Callback):
         summaries = [cb for cb in trainer.callbacks if isinstance(cb, RunSummary)]
         for cb in summaries:  # summary.json says "requeued" before the job is stopped
             cb.write(trainer, "requeued")
-        wandb = sys.modules.get("wandb")
-        if wandb is not None and wandb.run is not None:
-            wandb.finish()  # flush the run: `scontrol requeue` stops this job within seconds
+        finish_wandb()  # flush the run: `scontrol requeue` stops this job within seconds
         array, task = os.environ.get("SLURM_ARRAY_JOB_ID"), os.environ.get("SLURM_ARRAY_TASK_ID")
         job = f"{array}_{task}" if array and task else os.environ["SLURM_JOB_ID"]
         error = requeue(job)

@@ -24,8 +24,8 @@ def main(argv: list[str] | None = None) -> Path | None:
     parser.add_argument("--wandb-save", metavar="JSON", help="save a report spec written earlier (report/wandb_report.json)")
     parser.add_argument("--latest", action="store_true", help="report on the newest run under the directory (make demo)")
     args = parser.parse_args(argv)
-    from reports import build, table, wandb_report
-    from reports.run import ReportError, kind_of, load_run
+    from reports import build, wandb_report
+    from reports.run import ReportError, kind_of
 
     try:
         if args.wandb_save:
@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> Path | None:
         start = time.perf_counter()
         page = build.report(path)
         print(f"report: {page.resolve()}  ({time.perf_counter() - start:.1f} s)")
-        spec = _spec(path, args, kind_of(path), table, wandb_report, load_run)
+        spec = _spec(path, args, kind_of(path))
         if spec is not None:
             exported = wandb_report.export(spec, path / REPORT_DIR / wandb_report.SPEC_FILE)
             print(f"W&B report spec: {exported}")
@@ -54,15 +54,18 @@ def main(argv: list[str] | None = None) -> Path | None:
         raise SystemExit(f"error: {e}") from None
 
 
-def _spec(path: Path, args, kind: str, table, wandb_report, load_run) -> dict | None:
+def _spec(path: Path, args, kind: str) -> dict | None:
     """The W&B report spec of a run or sweep, its keys checked against what was logged; None without an entity."""
+    from reports import build, table, wandb_report
+    from reports.run import load_run
+
     if kind == "run":
         run = load_run(path)
         info = run.summary.get("wandb") or {}
         panels, logged, group, ids = wandb_report.panels_for_run(run), set(run.history), None, [info.get("id")]
     else:
         rows = table.rows(path)
-        runs = [load_run(r["run_dir"], require_history=False) for r in {r["task"]: r for r in rows if r.get("run_dir")}.values()]
+        runs = list(build.task_runs(rows).values())
         if not runs:
             return None
         info = runs[0].summary.get("wandb") or {}

@@ -4,6 +4,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from lightning_modules.metric_keys import split_metric
 from pipeline.run_dir import REPORT_DIR
 from reports import plots, series, table
 from reports.page import table_html, write_page
@@ -51,7 +52,8 @@ def report_run(path: str | Path) -> Path:
         plots.hijack(figs, run.summary)
     if run.summary.get("model"):
         plots.prompt_bars(figs, run.summary)
-    variants = [{"variant": v, **{k: x for k, x in m.items() if "@" not in k}} for v, m in (run.summary.get("variants") or {}).items()]
+    variants = [{"variant": v, **{k: x for k, x in m.items() if split_metric(k)[1] is None}}  # the main test set's
+                for v, m in (run.summary.get("variants") or {}).items()]
     marks = series.marked_steps(run.history)
     sections = [("Results", table_html(variants))]
     if marks:
@@ -65,21 +67,27 @@ def report_run(path: str | Path) -> Path:
                       figs.notes, run.config, _wandb_links(run.summary))
 
 
+def task_runs(rows: list[dict], progress=None) -> dict[int, RunRecord]:
+    """{task: its run} for every task of a sweep table that wrote a run directory (readable ones)."""
+    tasks = {r["task"]: r["run_dir"] for r in rows if r.get("run_dir")}
+    runs = {}
+    for i, (task, path) in enumerate(tasks.items()):
+        try:
+            runs[task] = load_run(path, require_history=False)
+        except ReportError:
+            pass
+        if progress:
+            progress(i + 1, len(tasks))
+    return runs
+
+
 def report_sweep(path: str | Path, progress=None) -> Path:
     root = Path(path)
     rows = table.rows(root)
     keys = table.grid_keys(root, varying=True)
     swept = [k for k in keys if not table.is_seed_key(k)]
     figs = plots.Figures(root / REPORT_DIR / "figures", f"Sweep {root.name}: {len({r['task'] for r in rows})} tasks over {', '.join(keys)}.")
-    runs = {}
-    completed = [r for r in rows if r.get("run_dir")]
-    for i, r in enumerate({r["task"]: r for r in completed}.values()):
-        try:
-            runs[r["task"]] = load_run(r["run_dir"], require_history=False)
-        except ReportError:
-            continue
-        if progress:
-            progress(i + 1, len({r["task"] for r in completed}))
+    runs = task_runs(rows, progress)
     pretrained = any(isinstance(r.get("p_answer"), float) for r in rows)
     metrics = ["p_answer", "p_generic", "log_ratio", "logit_diff"] if pretrained else ["p_noise", "p_correct", "acc"]
     revision = next((k for k in swept if k.endswith("revision")), None)

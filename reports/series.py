@@ -5,7 +5,7 @@ import re
 import statistics
 from typing import Any
 
-from lightning_modules.metric_keys import split_eval_key
+from lightning_modules.metric_keys import split_eval_key, split_metric
 from reports.run import History, RunRecord
 
 Curve = list[tuple[int, float]]
@@ -158,7 +158,8 @@ def length_generalisation(variants: dict[str, dict[str, float]], metric: str = "
     out: dict[str, list[tuple[int, float]]] = {}
     for variant, row in variants.items():
         for key, value in row.items():
-            m = re.fullmatch(rf"{metric}@T(\d+):(\w+)", key)
-            if m:
+            name, test_set = split_metric(key)
+            m = re.fullmatch(r"T(\d+):(\w+)", test_set or "")
+            if name == metric and m:
                 out.setdefault(f"{variant} {m.group(2)}", []).append((int(m.group(1)), value))
     return {k: sorted(v) for k, v in out.items()}
