@@ -1,6 +1,7 @@
 """HijackProbe: at the end of training, who wins after a final trigger q, the in-context answer o or the global b?"""
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import lightning as L
@@ -8,6 +9,7 @@ import torch
 
 from callbacks.common import log_scalars, network, require_generator
 from datamodules import hijack_prompts
+from lightning_modules import hijack_theory
 from lightning_modules.attribution import logit_split
 from lightning_modules.laser import rank_for, select_parameters, truncated
 
@@ -17,8 +19,10 @@ class HijackProbe(L.Callback):
     length and placement, and with the global-bigram FF (``ff_target``) kept at each rank fraction in ``ff_rhos``:
     P(o), P(b), which one is the argmax (``o_wins``, ``b_wins``), and the split of logit(o) - logit(b) into the
     embedding path, each attention and each FF (summary only). Logged as
-    ``hijack/<placement>/T<L>/<ff>@rho<rho>/n<k>/<metric>``; summary.json holds the table and, per setting, the
-    boundary: the smallest n at which o wins on at least half of the prompts (null if it never does).
+    ``hijack/<placement>/T<L>/<ff>@rho<rho>/n<k>/<metric>``. summary.json holds under ``results`` the table and, per
+    setting, the boundary: the smallest n at which o wins on at least half of the prompts (null if it never does);
+    under ``theory_fit``, per placement and FF variant, the fit of ``lightning_modules/hijack_theory.py`` over n and T
+    (coefficients, R^2) with the predicted and measured boundary and logit gaps per length.
 
     Lengths are multiples of the training length (``length_factors``); ``beyond`` puts the pairs past it.
     """
@@ -36,6 +40,7 @@ class HijackProbe(L.Callback):
         self.ff_target, self.ff_rhos = ff_target, ff_rhos if ff_rhos is not None else [1.0, 0.1, 0.0]
         self.n_prompts, self.seed = n_prompts, seed
         self.results: dict[str, Any] = {}
+        self.fits: dict[str, Any] = {}
 
     def check_config(self, model: torch.nn.Module, datamodule: Any) -> None:
         require_generator(self, datamodule)
@@ -83,10 +88,37 @@ class HijackProbe(L.Callback):
                                     scalars[f"hijack/{placement}/T{length}/{variant}/n{n}/{k}"] = v
                     boundary = next((n for n, r in rows.items() if r["o_wins"] >= 0.5), None)
                     self.results.setdefault(placement, {}).setdefault(f"T{length}", {})[variant] = {"boundary": boundary, "by_n": rows}
+        self.fits = self._fit_theory()
         net.train(was_training)
-        log_scalars(trainer, scalars)
+        log_scalars(trainer, scalars | {f"hijack_fit/{p}/{v}/{k}": f[k] for p, by_v in self.fits.items()
+                                        for v, f in by_v.items() for k in ("r2", "w_ic", "w_g", "beta") if f[k] is not None})
         print("\nHijack: fraction of prompts where the in-context answer o wins, by n in-context pairs:")
         print(self.format())
+        print("\nHijack theory (lightning_modules/hijack_theory.py): logit(o) - logit(b) = w_ic * a(n, T) - w_g, "
+              "fitted over n and T per setting:")
+        print(self.format_fit())
+
+    def _fit_theory(self) -> dict[str, dict[str, dict[str, Any]]]:
+        """Per placement and FF variant: the fitted form, and per length the predicted vs measured boundary and gaps."""
+        fits: dict[str, dict[str, dict[str, Any]]] = {}
+        for placement, by_len in self.results.items():
+            for variant in dict.fromkeys(v for by_v in by_len.values() for v in by_v):
+                points = [hijack_theory.Point(n, int(t[1:]), r["logit_gap"], r["attn_after_q"])
+                          for t, by_v in by_len.items() if variant in by_v for n, r in by_v[variant]["by_n"].items()]
+                f = hijack_theory.fit(points)
+                if f is None:
+                    continue
+                lengths = {}
+                for t in dict.fromkeys(p.length for p in points):
+                    mine = [p for p in points if p.length == t]
+                    n_star = f.boundary(t)
+                    lengths[f"T{t}"] = {
+                        "predicted_boundary": None if n_star is None else math.ceil(n_star - 1e-9),
+                        "measured_boundary": hijack_theory.measured_boundary({p.n: p.gap for p in mine}),
+                        "n": [p.n for p in mine], "measured_gap": [p.gap for p in mine],
+                        "predicted_gap": [f.predict(p.n, t) for p in mine]}
+                fits.setdefault(placement, {})[variant] = f.as_dict() | {"by_length": lengths}
+        return fits
 
     def format(self) -> str:
         lines = [f"{'setting':<44}" + "".join(f"{'n=' + str(n):>7}" for n in self.n_pairs) + "  boundary"]
@@ -97,6 +129,18 @@ class HijackProbe(L.Callback):
                     lines.append(f"{placement + ' ' + length + ' ' + variant:<44}{cells}  {r['boundary']}")
         return "\n".join(lines)
 
+    def format_fit(self) -> str:
+        fmt = lambda x, spec=".2f": "-" if x is None else format(x, spec)  # noqa: E731
+        lines = [f"{'setting':<34}{'w_ic':>7}{'w_g':>7}{'beta':>6}{'R2':>6}{'R2 attn':>8}  boundary n (predicted / measured gap > 0)"]
+        for placement, by_v in self.fits.items():
+            for variant, f in by_v.items():
+                bounds = ", ".join(f"{t}: {fmt(b['predicted_boundary'], 'd')} / {fmt(b['measured_boundary'], 'd')}"
+                                   for t, b in f["by_length"].items())
+                lines.append(f"{placement + ' ' + variant:<34}{f['w_ic']:>7.2f}{f['w_g']:>7.2f}{f['beta']:>6.1f}"
+                             f"{fmt(f['r2']):>6}{fmt(f['r2_attention']):>8}  {bounds}")
+        return "\n".join(lines)
+
     def summary(self) -> dict[str, Any]:
-        return {p: {t: {v: {"boundary": r["boundary"], "by_n": {str(n): m for n, m in r["by_n"].items()}}
-                        for v, r in by_t.items()} for t, by_t in by_p.items()} for p, by_p in self.results.items()}
+        results = {p: {t: {v: {"boundary": r["boundary"], "by_n": {str(n): m for n, m in r["by_n"].items()}}
+                           for v, r in by_t.items()} for t, by_t in by_p.items()} for p, by_p in self.results.items()}
+        return {"results": results, "theory_fit": self.fits}

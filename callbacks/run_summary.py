@@ -41,9 +41,9 @@ def format_table(table: dict[str, dict[str, float]]) -> str:
             name, test_set = split_metric(metric)
             target = by_set.setdefault(f"{variant} @ {test_set}", {}) if test_set else main.setdefault(variant, {})
             target[name] = value
-    table = main
-    text = _format(table)
-    return text + ("\n\nOn the length-generalisation test sets:\n" + _format(by_set) if by_set else "")
+    if not main:  # every metric names its test set (GSM8K: one per shot count)
+        return _format(by_set)
+    return _format(main) + ("\n\nOn the other test sets (<metric>@<set>):\n" + _format(by_set) if by_set else "")
 
 
 def _format(table: dict[str, dict[str, float]]) -> str:
@@ -110,6 +110,8 @@ class RunSummary(L.Callback):
             "wandb": self._wandb_info(trainer),
             # what was evaluated, where the module says (e.g. a pretrained checkpoint's resolved commit)
             "model": trainer.lightning_module.run_info() if hasattr(trainer.lightning_module, "run_info") else None,
+            # what the module measured beyond scalar metrics (e.g. GSM8K scores per setting and the selected variant)
+            "results": trainer.lightning_module.results_summary() if hasattr(trainer.lightning_module, "results_summary") else None,
             # what callbacks measured (LaserTruncation events, GradientNoise SNRs, ...), by class name
             "callbacks": self._callback_summaries(trainer),
         }

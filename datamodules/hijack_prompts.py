@@ -86,6 +86,7 @@ def measure(net: torch.nn.Module, prompts: HijackPrompts) -> dict[str, float]:
         after_q[i, [s + 1 for s in starts]] = True
     return {
         "p_o": float(p[rows, prompts.o].mean()), "p_b": float(p[rows, prompts.b].mean()),
+        "logit_gap": float((logits[rows, prompts.o] - logits[rows, prompts.b]).float().mean()),
         "o_wins": float((top == prompts.o).float().mean()), "b_wins": float((top == prompts.b).float().mean()),
         "other_wins": float(((top != prompts.o) & (top != prompts.b)).float().mean()),
         "attn_after_q": float((pattern * after_q).sum(-1).mean()),

@@ -79,8 +79,8 @@ class PromptDataModule(L.LightningDataModule):
     def __init__(
         self,
         task: Literal["ioi", "facts"] = "ioi",
-        tokenizer: str = "EleutherAI/pythia-410m",
-        revision: str = "main",
+        tokenizer: str | None = None,
+        revision: str | None = None,
         n_prompts: int | None = None,
         seed: int = 0,
         facts: str | None = None,
@@ -94,7 +94,9 @@ class PromptDataModule(L.LightningDataModule):
             raise ValueError(f"data.task must be ioi | facts, got {task!r}")
         if batch_size < 1 or (n_prompts is not None and n_prompts < 1):
             raise ValueError(f"data.batch_size and data.n_prompts must be >= 1, got {batch_size}, {n_prompts}")
-        self.tokenizer = load_tokenizer(tokenizer, revision, cache_dir)
+        if tokenizer is None:  # main.py fills it in from model.init_args.model_name / revision (pipeline/cli.py)
+            raise ValueError("data.tokenizer: none given; under main.py it follows model.init_args.model_name")
+        self.tokenizer = load_tokenizer(tokenizer, revision or "main", cache_dir)
         self.generic_id = single_token_id(self.tokenizer, generic_token)
         if self.generic_id is None:
             raise ValueError(f"data.generic_token {generic_token!r} is not a single token of {tokenizer}")

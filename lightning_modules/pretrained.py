@@ -15,12 +15,28 @@ from pipeline import network
 # Pythia's published checkpoints (Biderman et al. 2023): step0, powers of two up to 512, then every 1000 steps.
 PYTHIA_STEPS = frozenset([0] + [2**i for i in range(10)] + list(range(1000, 143001, 1000)))
 
-# Parameter-name suffixes (inside a decoder layer) of each role, across architectures.
-ROLES: dict[str, tuple[str, ...]] = {
-    "mlp_in": ("mlp.dense_h_to_4h", "mlp.gate_proj", "mlp.up_proj", "mlp.gate_up_proj"),  # GPT-NeoX, Llama, Phi-3
-    "mlp_out": ("mlp.dense_4h_to_h", "mlp.down_proj"),
-    "attn_out": ("attention.dense", "self_attn.o_proj"),
+# Parameter-name suffixes (inside a decoder layer) of each role, per architecture (config.model_type). Phi-3 fuses
+# the gate and up projections into one matrix; Llama, Mistral and Qwen2 keep them apart (both are mlp_in).
+_LLAMA_LIKE = {"mlp_in": ("mlp.gate_proj", "mlp.up_proj"), "mlp_out": ("mlp.down_proj",), "attn_out": ("self_attn.o_proj",)}
+ARCHITECTURES: dict[str, dict[str, tuple[str, ...]]] = {
+    "gpt_neox": {"mlp_in": ("mlp.dense_h_to_4h",), "mlp_out": ("mlp.dense_4h_to_h",), "attn_out": ("attention.dense",)},
+    "llama": _LLAMA_LIKE,
+    "mistral": _LLAMA_LIKE,
+    "qwen2": _LLAMA_LIKE,
+    "phi3": {"mlp_in": ("mlp.gate_up_proj",), "mlp_out": ("mlp.down_proj",), "attn_out": ("self_attn.o_proj",)},
 }
+ROLES = ("mlp_in", "mlp_out", "attn_out")
+
+
+def role_map(model: nn.Module) -> dict[str, tuple[str, ...]]:
+    """The role -> parameter-suffix map of the model's architecture; an unknown one is refused, naming it."""
+    arch = getattr(getattr(model, "config", None), "model_type", None)
+    if arch not in ARCHITECTURES:
+        raise ValueError(f"LASER: architecture {arch!r} ({type(model).__name__}) has no role map; known: "
+                         f"{', '.join(sorted(ARCHITECTURES))} (lightning_modules/pretrained.py ARCHITECTURES)")
+    return ARCHITECTURES[arch]
+
+
 LAYER_PARAM = re.compile(r"(?:^|\.)layers\.(\d+)\.(.+)\.weight$")
 
 
@@ -64,8 +80,12 @@ def load_causal_lm(model_name: str, revision: str, dtype, cache_dir: str | None 
 
     check_revision(model_name, revision)
     try:
+        offline = hub_offline(model_name)
         model = AutoModelForCausalLM.from_pretrained(
-            model_name, revision=revision, dtype=dtype, cache_dir=cache_dir, local_files_only=hub_offline(model_name)
+            model_name, revision=revision, dtype=dtype, cache_dir=cache_dir, local_files_only=offline,
+            # with peft installed (lm-eval[hf] brings it), transformers looks for an adapter config without
+            # local_files_only: offline that is 5 retries, about 23 s, unless told here
+            **({"adapter_kwargs": {"local_files_only": True}} if offline else {}),
         )
     except OSError as e:  # transformers reports missing files, cache misses and connection errors as OSError
         raise offline_help("model.model_name", model_name, revision, e) from e
@@ -108,6 +128,7 @@ def _layer_indices(spec: LaserSpec, n_layers: int) -> list[int]:
 
 def laser_ranks(model: nn.Module, specs: list[LaserSpec]) -> dict[str, int]:
     """{parameter name: rank} for the specs (the pretrained-model rule: rho > 0 keeps at least rank 1)."""
+    roles = role_map(model)
     by_layer: dict[int, dict[str, nn.Parameter]] = {}
     for name, p in model.named_parameters():
         m = LAYER_PARAM.search(name)
@@ -118,10 +139,10 @@ def laser_ranks(model: nn.Module, specs: list[LaserSpec]) -> dict[str, int]:
     ranks: dict[str, int] = {}
     for spec in specs:
         if spec.matrix not in ROLES:
-            raise ValueError(f"LASER spec {spec}: matrix must be one of {sorted(ROLES)}")
+            raise ValueError(f"LASER spec {spec}: matrix must be one of {list(ROLES)}")
         for i in _layer_indices(spec, len(by_layer)):
-            hits = {n: p for n, p in by_layer[i].items() if LAYER_PARAM.search(n).group(2).endswith(ROLES[spec.matrix])}
+            hits = {n: p for n, p in by_layer[i].items() if LAYER_PARAM.search(n).group(2) in roles[spec.matrix]}
             if not hits:
-                raise ValueError(f"LASER spec {spec}: layer {i} has no {spec.matrix} matrix ({'/'.join(ROLES[spec.matrix])})")
+                raise ValueError(f"LASER spec {spec}: layer {i} has no {spec.matrix} matrix ({'/'.join(roles[spec.matrix])})")
             ranks.update({n: rank_for(tuple(p.shape), spec.rho, min_rank=1) for n, p in hits.items()})
     return ranks

@@ -98,9 +98,10 @@ class ExperimentCLI(LightningCLI):
         name = name or (Path(str(cfg.config[0])).stem if cfg.get("config") else "run")
         self.run_dir = self._resumed_run(cfg) or run_dir.run_dir(cfg.trainer.default_root_dir or "runs", name)
         os.environ[run_dir.PARENT_RUN_DIR] = str(self.run_dir)  # inherited by DDP worker processes
+        self._restore: list[tuple[Namespace, str, object]] = []
+        self._link_tokenizer(cfg)
         # Point the trainer and loggers at the run directory, but save the config as the user wrote it, so that
         # `main.py fit --config <run>/config.yaml` reproduces the run in a fresh directory.
-        self._restore: list[tuple[Namespace, str, object]] = []
         self._override(cfg.trainer, "default_root_dir", str(self.run_dir))
         for lg in loggers:
             self._override(lg.init_args, "save_dir", str(self.run_dir))
@@ -118,6 +119,17 @@ class ExperimentCLI(LightningCLI):
                     self._override(lg.init_args, "resume", "allow")
                 if os.environ.get("WANDB_RUN_GROUP"):  # a sweep's group (slurm/submit.py) wins over the config's
                     self._override(lg.init_args, "group", os.environ["WANDB_RUN_GROUP"])
+
+    def _link_tokenizer(self, cfg: Namespace) -> None:
+        """The data's tokenizer and revision follow the model's unless set (``data.tokenizer: null``): overriding
+        ``model.init_args.model_name`` alone then loads the matching tokenizer. Not written back into config.yaml."""
+        data, model = (cfg.get(k) or {} for k in ("data", "model"))
+        data_args, model_args = data.get("init_args") or {}, model.get("init_args") or {}
+        if "tokenizer" in data_args and model_args.get("model_name"):
+            if data_args.get("tokenizer") is None:
+                self._override(data_args, "tokenizer", model_args["model_name"])
+            if "revision" in data_args and data_args.get("revision") is None:
+                self._override(data_args, "revision", model_args.get("revision") or "main")
 
     def _resumed_run(self, cfg: Namespace) -> Path | None:
         """``fit --ckpt_path <run>/checkpoints/x.ckpt`` with that run's own config continues that run's directory

@@ -48,14 +48,23 @@ def report_run(path: str | Path) -> Path:
     plots.truncation_jumps(figs, events)
     if series.length_generalisation(run.summary.get("variants") or {}):
         plots.length_generalisation(figs, run.summary.get("variants") or {})
+    fits = series.hijack_theory_fit(run.summary)
     if (run.summary.get("callbacks") or {}).get("HijackProbe"):
         plots.hijack(figs, run.summary)
-    if run.summary.get("model"):
+        plots.hijack_theory(figs, run.summary)
+    if series.gsm8k_by_shots(run.summary):
+        plots.gsm8k(figs, run.summary)
+    elif run.summary.get("model"):
         plots.prompt_bars(figs, run.summary)
     variants = [{"variant": v, **{k: x for k, x in m.items() if split_metric(k)[1] is None}}  # the main test set's
                 for v, m in (run.summary.get("variants") or {}).items()]
     marks = series.marked_steps(run.history)
     sections = [("Results", table_html(variants))]
+    if fits:
+        sections.append(("Hijack theory fit (logit(o) - logit(b) = w_ic a(n, T) - w_g)", table_html(
+            [{"setting": k, **{c: f[c] for c in ("w_ic", "w_g", "beta", "r2", "r2_attention")},
+              **{f"boundary {t} (pred/meas)": f"{b['predicted_boundary']}/{b['measured_boundary']}" for t, b in f["by_length"].items()}}
+             for k, f in fits.items()])))
     if marks:
         sections.append(("When things were learned", table_html([{"event": k, "first step": v} for k, v in marks.items()])))
     status = run.summary.get("status")
@@ -99,11 +108,21 @@ def report_sweep(path: str | Path, progress=None) -> Path:
     if not pretrained:
         groups = {t: next((r.get(swept[0]) for r in rows if r["task"] == t), None) for t in runs} if swept else {t: t for t in runs}
         plots.sweep_curves(figs, series.task_curves(runs, "p_noise"), groups, swept[0] if swept else None)
+    encoding = next((k for k in swept if k.endswith("positional")), None)
+    if encoding:
+        plots.sweep_length_generalisation(figs, rows, encoding, [k for k in swept if k != encoding])
+    hijack_fits = series.sweep_hijack_fits(runs, rows, keys)
     failed = series.failed_tasks(rows)
     by_setting = table.by_setting(rows, keys)
     columns = [c for c in dict.fromkeys(k for r in by_setting for k in r) if not c.endswith("_std")]
     shown = [{**r, **{c: f"{r[c]:.4f} ± {r[c.replace('_mean', '_std')]:.4f}" for c in columns if c.endswith("_mean")}} for r in by_setting]
     sections = [("Mean ± std over seeds, per setting", table_html(shown, columns))]
+    choice = table.selected(rows, keys)
+    if choice:
+        sections.append(("Selected LASER variant per setting and shot count (chosen on the selection split, reported on "
+                         "test)", table_html(choice)))
+    if hijack_fits:
+        sections.append(("Hijack theory fit per task (logit(o) - logit(b) = w_ic a(n, T) - w_g)", table_html(hijack_fits)))
     if failed:
         sections.append(("Failed tasks", '<div class="failed">' + table_html(failed) + "</div>"))
     intro = (f"{len({r['task'] for r in rows})} tasks, {len(failed)} failed. Per-task rows: <code>results.csv</code>; "

@@ -357,3 +357,82 @@ def hijack(figs: Figures, summary: dict) -> None:
               "stream's direct contribution to logit(o) - logit(b), mean over prompts; they sum to the black mark, the "
               "model's own gap. Direct attribution credits the part that writes last: an FF that reads the attention's "
               "copy of o is credited with it.")
+
+
+def hijack_theory(figs: Figures, summary: dict) -> None:
+    title = "Knowledge hijack: measured against predicted logit gap"
+    fits = series.hijack_theory_fit(summary)
+    if not fits:
+        return figs.skip(title, "HijackProbe recorded no theory fit (too few n or lengths)")
+    from lightning_modules.hijack_theory import attention_mass
+
+    cols = min(3, len(fits))
+    rows = -(-len(fits) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.6 * cols, 3.6 * rows), squeeze=False, sharey=True)
+    for ax in axes.flat[len(fits):]:
+        ax.set_visible(False)
+    for ax, (name, f) in zip(axes.flat, fits.items()):
+        for i, (t, b) in enumerate(f["by_length"].items()):
+            color = plt.get_cmap("tab10")(i % 10)
+            ns = np.linspace(0, max(b["n"]), 100)
+            curve = f["w_ic"] * attention_mass(ns, np.full_like(ns, int(t[1:])), f["beta"]) - f["w_g"]
+            ax.plot(b["n"], b["measured_gap"], "o", color=color, label=f"{t} measured")
+            ax.plot(ns, curve, "-", color=color, label=f"{t} fit")
+        ax.axhline(0, color="gray", linewidth=0.8)
+        r2 = "-" if f["r2"] is None else f"{f['r2']:.2f}"
+        note = "" if len(f["by_length"]) > 1 else " (one length: beta, w_ic not separable)"
+        ax.set_title(f"{name}\nR$^2$ {r2}, w_ic {f['w_ic']:.1f}, w_g {f['w_g']:.2f}, beta {f['beta']:.1f}, {f['n_points']} points{note}", fontsize=8)
+        ax.set_xlabel("in-context pairs (q, o)")
+        ax.grid(alpha=0.3)
+    for row in axes:
+        row[0].set_ylabel("logit(o) - logit(b)")
+    axes.flat[0].legend(fontsize=6)
+    figs.save(fig, "hijack_theory", title, "Points: the mean measured gap per n and test length; lines: the fitted "
+              "w_ic * a(n, T) - w_g with a(n, T) = n e^beta / (n e^beta + T - n) (lightning_modules/hijack_theory.py). "
+              "o wins where the gap is above 0.")
+
+
+def sweep_length_generalisation(figs: Figures, rows: list[dict], encoding_key: str, other_keys: list[str]) -> None:
+    """Accuracy of the full model against the test length, one line per encoding, one panel per placement and
+    setting of the other swept keys; mean and std over seeds."""
+    title = "Accuracy against the test length, per positional encoding"
+    panels = series.sweep_length_generalisation(rows, encoding_key, other_keys)
+    if not panels:
+        return figs.skip(title, "no task recorded length-generalisation test sets")
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.8), squeeze=False, sharey=True)
+    for ax, (panel, lines) in zip(axes.flat, panels.items()):
+        for encoding, points in lines.items():
+            ax.errorbar([p[0] for p in points], [p[1] for p in points], yerr=[p[2] for p in points], marker="o",
+                        capsize=3, label=str(encoding))
+        ax.set_xscale("log", base=2)
+        ax.set_title(panel, fontsize=8)
+        ax.set_xlabel("test length (tokens)")
+        ax.set_ylim(-0.02, 1.02)
+        ax.grid(alpha=0.3)
+    axes.flat[0].set_ylabel("accuracy after triggers (full model)")
+    axes.flat[0].legend(fontsize=7)
+    n = max(p[3] for lines in panels.values() for pts in lines.values() for p in pts)
+    figs.save(fig, "length_generalisation_by_encoding", title, f"Mean and std over up to {n} seeds. 'beyond': "
+              "in-context pairs only past the training length, where absolute positions were never trained.")
+
+
+def gsm8k(figs: Figures, summary: dict) -> None:
+    title = "GSM8K exact match by number of shots, per LASER variant"
+    panels = [(m, series.gsm8k_by_shots(summary, m)) for m in ("em_strict", "em_flexible")]
+    if not any(p for _, p in panels):
+        return figs.skip(title, "the run has no GSM8K scores")
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
+    for ax, (metric, by_variant) in zip(axes, panels):
+        for i, (variant, points) in enumerate(by_variant.items()):
+            shift = (i - (len(by_variant) - 1) / 2) * 0.06  # side by side at each shot count
+            ax.errorbar([p[0] + shift for p in points], [p[1] for p in points], yerr=[p[2] for p in points],
+                        marker="o", capsize=3, label=variant)
+        ax.set_title({"em_strict": "strict match (\"The answer is N\")", "em_flexible": "flexible extract (last number)"}[metric], fontsize=9)
+        ax.set_xlabel("few-shot exemplars")
+        ax.set_xticks(sorted({p[0] for pts in by_variant.values() for p in pts}))
+        ax.set_ylim(-0.02, 1.02)
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("exact match (test)")
+    axes[0].legend(fontsize=7)
+    figs.save(fig, "gsm8k", title, "lm-evaluation-harness gsm8k_cot scores; bars are the harness's standard errors. "
+              "Per-problem generations: generations.jsonl.")

@@ -139,16 +139,27 @@ def task_curves(runs: dict[int, RunRecord], metric: str, variant: str = "full") 
     return {task: eval_curves(run.history, metric).get(variant, []) for task, run in runs.items()}
 
 
+def hijack_results(summary: dict) -> dict:
+    return ((summary.get("callbacks") or {}).get("HijackProbe") or {}).get("results") or {}
+
+
+def hijack_theory_fit(summary: dict) -> dict[str, dict]:
+    """HijackProbe's fit: {"<placement> <ff variant>": {w_ic, w_g, beta, r2, ..., by_length: {T<L>: {n, measured_gap,
+    predicted_gap, predicted_boundary, measured_boundary}}}}."""
+    raw = ((summary.get("callbacks") or {}).get("HijackProbe") or {}).get("theory_fit") or {}
+    return {f"{p} {v}": f for p, by_v in raw.items() for v, f in by_v.items()}
+
+
 def hijack_win_rates(summary: dict, metric: str = "o_wins") -> dict[str, list[tuple[int, float]]]:
     """HijackProbe: {"<placement> T<L> <ff variant>": [(n pairs, metric)]} from summary.json."""
-    raw = (summary.get("callbacks") or {}).get("HijackProbe") or {}
+    raw = hijack_results(summary)
     return {f"{p} {t} {v}": sorted((int(n), m[metric]) for n, m in r["by_n"].items())
             for p, by_t in raw.items() for t, by_v in by_t.items() for v, r in by_v.items()}
 
 
 def hijack_logit_split(summary: dict) -> dict[str, dict[int, dict[str, float]]]:
     """HijackProbe: {setting: {n: {part: mean contribution to logit(o) - logit(b)}}} (parts sum to "total")."""
-    raw = (summary.get("callbacks") or {}).get("HijackProbe") or {}
+    raw = hijack_results(summary)
     return {f"{p} {t} {v}": {int(n): m["logit_split"] for n, m in r["by_n"].items() if "logit_split" in m}
             for p, by_t in raw.items() for t, by_v in by_t.items() for v, r in by_v.items()}
 
@@ -163,3 +174,52 @@ def length_generalisation(variants: dict[str, dict[str, float]], metric: str = "
             if name == metric and m:
                 out.setdefault(f"{variant} {m.group(2)}", []).append((int(m.group(1)), value))
     return {k: sorted(v) for k, v in out.items()}
+
+
+def sweep_length_generalisation(rows: list[dict], encoding_key: str, other_keys: list[str], metric: str = "acc",
+                                variant: str = "full") -> dict[str, dict[Any, list[tuple[int, float, float, int]]]]:
+    """{"<placement>, <other keys>": {encoding: [(test length, mean, std, n seeds)]}} from the sweep's rows."""
+    values: dict[tuple[str, Any, int], list[float]] = {}
+    for r in rows:
+        if r.get("status") != "completed" or r.get("variant") != variant:
+            continue
+        others = ", ".join(f"{k.rsplit('.', 1)[-1]}={r.get(k)}" for k in other_keys)
+        for key, value in r.items():
+            name, test_set = split_metric(key)
+            m = re.fullmatch(r"T(\d+):(\w+)", test_set or "")
+            if name == metric and m and isinstance(value, (int, float)):
+                panel = f"{m.group(2)}" + (f", {others}" if others else "")
+                values.setdefault((panel, r.get(encoding_key), int(m.group(1))), []).append(float(value))
+    out: dict[str, dict[Any, list[tuple[int, float, float, int]]]] = {}
+    for (panel, encoding, length), vs in sorted(values.items(), key=lambda kv: (kv[0][0], str(kv[0][1]), kv[0][2])):
+        std = statistics.stdev(vs) if len(vs) > 1 else 0.0
+        out.setdefault(panel, {}).setdefault(encoding, []).append((length, statistics.fmean(vs), std, len(vs)))
+    return out
+
+
+def sweep_hijack_fits(runs: dict[int, RunRecord], rows: list[dict], keys: list[str]) -> list[dict]:
+    """One row per task, placement and FF variant: the task's swept values and its HijackProbe theory fit."""
+    out = []
+    for task, run in runs.items():
+        point = next((r for r in rows if r["task"] == task), {})
+        for name, f in hijack_theory_fit(run.summary).items():
+            bounds = {f"boundary {t} (pred/meas)": f"{b['predicted_boundary']}/{b['measured_boundary']}"
+                      for t, b in f["by_length"].items()}
+            out.append({"task": task, **{k: point.get(k) for k in keys}, "setting": name, "w_ic": f["w_ic"],
+                        "w_g": f["w_g"], "beta": f["beta"], "R2": f["r2"], "R2 (measured attention)": f["r2_attention"],
+                        **bounds})
+    return out
+
+
+def gsm8k_by_shots(summary: dict, metric: str = "em_flexible", split: str = "test") -> dict[str, list[tuple[int, float, float]]]:
+    """GSM8KModule: {variant: [(shots, exact match, its standard error)]} on ``split`` (test or selection)."""
+    scores = ((summary.get("results") or {}).get("gsm8k") or {}).get("scores") or {}
+    out: dict[str, list[tuple[int, float, float]]] = {}
+    for setting, by_variant in scores.items():
+        where, _, shots = setting.partition(":")
+        if where != split:
+            continue
+        for variant, row in by_variant.items():
+            if isinstance(row.get(metric), (int, float)):
+                out.setdefault(variant, []).append((int(shots.removesuffix("shot")), row[metric], row.get(f"{metric}_stderr") or 0.0))
+    return {v: sorted(points) for v, points in out.items()}

@@ -94,6 +94,38 @@ def by_setting(table: list[dict], grid_keys: list[str]) -> list[dict]:
     return out
 
 
+SELECTED_FILE = "selected.csv"
+VARIANT_KEYS = ("model.init_args.laser", "model.init_args.search")  # grid keys that only choose LASER variants
+
+
+def selected(table: list[dict], keys: list[str], by: str = "em_flexible") -> list[dict]:
+    """The selection protocol across a sweep's tasks: per setting (the grid values other than seeds, shot counts and
+    the variant-choosing keys) and shot count, the variant with the best ``<by>@selection:<k>shot`` (ties keep the
+    full model), with its test score ``<by>@<k>shot`` and the full model's. Test scores play no part in the choice."""
+    from lightning_modules.metric_keys import split_metric
+
+    settings = [k for k in keys if not is_seed_key(k) and k not in VARIANT_KEYS and not k.endswith("num_fewshot")]
+    done = [r for r in table if r.get("status") == "completed" and r.get("variant") is not None]
+    full = {r["task"]: r for r in done if r["variant"] == "full"}
+    best: dict[tuple, tuple[float, dict, str]] = {}
+    for r in sorted(done, key=lambda r: r["variant"] != "full"):
+        for key, value in r.items():
+            name, test_set = split_metric(key)
+            if name != by or not (test_set or "").startswith("selection:") or not isinstance(value, float):
+                continue
+            shots = test_set.split(":", 1)[1]
+            group = tuple(json.dumps(r.get(k), sort_keys=True) for k in settings) + (shots,)
+            if group not in best or value > best[group][0]:
+                best[group] = (value, r, shots)
+    out = []
+    for value, r, shots in best.values():
+        base = full.get(r["task"], {})
+        out.append({**{k: r.get(k) for k in settings}, "shots": shots, "selected": r["variant"], f"{by} (selection)": value,
+                    f"{by} (test)": r.get(f"{by}@{shots}"), f"{by}_stderr (test)": r.get(f"{by}_stderr@{shots}"),
+                    f"full {by} (test)": base.get(f"{by}@{shots}"), "task": r["task"]})
+    return out
+
+
 def write_csv(path: Path, table: list[dict], skip: tuple[str, ...] = ()) -> list[str]:
     columns = list(dict.fromkeys(k for row in table for k in row if k not in skip))
     with open(path, "w", newline="") as f:
@@ -123,6 +155,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     root = Path(args.sweep_dir)
     columns = write_csv(root / RESULTS_FILE, table, skip=("log_tail", "error"))
     write_csv(root / BY_SETTING_FILE, by_setting(table, grid_keys(root)))
+    choice = selected(table, grid_keys(root))
     shown = [c for c in columns if c != "run_dir"]
     fmt = lambda v: f"{v:.4f}" if isinstance(v, float) else str(v)  # noqa: E731
     widths = {c: max(len(c), *(len(fmt(r.get(c, ""))) for r in table)) for c in shown}
@@ -133,7 +166,13 @@ def main(argv: list[str] | None = None) -> list[dict]:
         if r.get("log_tail") or r.get("error"):
             error = f"\nerror: {r['error']}" if r.get("error") else ""
             print(f"\ntask {r['task']} {r['status']}:{error}\n{r.get('log_tail', '')}")
-    print(f"\n{len(table)} rows -> {root / RESULTS_FILE}; mean and std over seeds -> {root / BY_SETTING_FILE}")
+    if choice:
+        write_csv(root / SELECTED_FILE, choice)
+        print("\nSelected on the selection split (GSM8K train), reported on test:")
+        for c in choice:
+            print("  " + ", ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in c.items()))
+    print(f"\n{len(table)} rows -> {root / RESULTS_FILE}; mean and std over seeds -> {root / BY_SETTING_FILE}"
+          + (f"; selected variants -> {root / SELECTED_FILE}" if choice else ""))
     return table
 
 

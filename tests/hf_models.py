@@ -11,7 +11,7 @@ import torch
 from datamodules.prompt_sources import IOI_TEMPLATES, NAMES, OBJECTS, PLACES, builtin_facts
 
 PYTHIA_TOKENIZER = Path(__file__).resolve().parents[2] / "shared" / "data" / "pythia-20B_tokenizer.json"
-ARCHS = ("gpt_neox", "llama", "phi3")
+ARCHS = ("gpt_neox", "llama", "phi3")  # saved for the CLI tests; tiny_config also builds mistral and qwen2
 RARE_NAME = "Brittany"  # left out of the training text, so it stays several tokens, as in Pythia's tokenizer
 
 
@@ -36,14 +36,18 @@ def build_tokenizer():
 
 
 def tiny_config(arch: str, vocab_size: int):
-    from transformers import GPTNeoXConfig, LlamaConfig, Phi3Config
+    from transformers import GPTNeoXConfig, LlamaConfig, MistralConfig, Phi3Config, Qwen2Config
 
     common = dict(vocab_size=vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-                  max_position_embeddings=128, bos_token_id=0, eos_token_id=0, pad_token_id=0)
+                  max_position_embeddings=1024, bos_token_id=0, eos_token_id=0, pad_token_id=0)
     if arch == "gpt_neox":
         return GPTNeoXConfig(**common)
     if arch == "llama":
         return LlamaConfig(**common, num_key_value_heads=2)
+    if arch == "mistral":
+        return MistralConfig(**common, num_key_value_heads=2)
+    if arch == "qwen2":
+        return Qwen2Config(**common, num_key_value_heads=2)
     return Phi3Config(**common, num_key_value_heads=4)
 
 

@@ -1,5 +1,6 @@
 """configs/hijack.yaml end to end (Wang & Sato's setup: zero-initialised W_K1, W_K2, W_O2 trained, a trained FF for the
-global bigram): the relative position bias keeps the in-context answer beyond the training length, APE does not."""
+global bigram), on 2 seeds: the relative position bias keeps the in-context answer beyond the training length, APE
+does not, and the fitted logit-gap form explains the measured gaps."""
 import json
 import os
 import subprocess
@@ -8,22 +9,38 @@ import sys
 import pytest
 
 
-def run(repo, root, positional: str) -> dict:
-    env = {**os.environ, "WANDB_MODE": "disabled", "PYTHONPATH": repo}
-    out = subprocess.run([sys.executable, "main.py", "fit", "--config", "configs/hijack.yaml", "--model.init_args.model.positional",
-                          positional, "--trainer.enable_progress_bar", "false", "--trainer.default_root_dir", str(root)],
-                         cwd=repo, env=env, capture_output=True, text=True, timeout=900)
-    assert out.returncode == 0, out.stderr[-3000:]
+def start(repo, root, positional: str, seed: int) -> subprocess.Popen:
+    # two runs at a time on 2 cores: one thread each, or they slow each other down many times over
+    env = {**os.environ, "WANDB_MODE": "disabled", "PYTHONPATH": repo, "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen([sys.executable, "main.py", "fit", "--config", "configs/hijack.yaml", "--seed_everything", str(seed),
+                             "--model.init_args.model.positional", positional, "--trainer.enable_progress_bar", "false",
+                             "--trainer.default_root_dir", str(root)],
+                            cwd=repo, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def finish(proc: subprocess.Popen, root) -> dict:
+    out, err = proc.communicate(timeout=900)
+    assert proc.returncode == 0, err[-3000:]
+    assert "Hijack theory" in out and "R2" in out  # hijack.yaml prints the fit
     (path,) = root.glob("hijack/*/summary.json")
-    return json.loads(path.read_text())["variants"]["full"]
+    return json.loads(path.read_text())
 
 
 @pytest.mark.slow
-def test_relative_bias_generalises_beyond_the_training_length_and_ape_does_not(repo, tmp_path):
-    relative, absolute = run(repo, tmp_path / "rel", "relative"), run(repo, tmp_path / "ape", "absolute")
-    # measured on seed 0 (README, "Knowledge hijack"): relative 0.96 / 0.70 / 0.78, APE 0.83 / 0.32 / 0.53
+@pytest.mark.parametrize("seed", [0, 1])
+def test_relative_bias_generalises_beyond_the_training_length_and_ape_does_not(repo, tmp_path, seed):
+    procs = {pe: start(repo, tmp_path / pe, pe, seed) for pe in ("relative", "absolute")}
+    summaries = {pe: finish(p, tmp_path / pe) for pe, p in procs.items()}
+    relative, absolute = (summaries[pe]["variants"]["full"] for pe in ("relative", "absolute"))
+    # measured (README, "Knowledge hijack"): relative 0.96 / 0.70 / 0.78 (seed 0), 0.97 / 0.73 / 0.82 (seed 1);
+    # APE 0.83 / 0.32 / 0.53 (seed 0), 0.83 / 0.25 / 0.48 (seed 1) at T_train / 2 T_train beyond / 4 T_train beyond
     assert relative["acc"] >= 0.9  # the induction head at T_train
     assert absolute["acc@T128:beyond"] < 0.5  # pairs beyond T_train: APE's previous-token head has no trained positions
     for test_set in ("T128:beyond", "T256:beyond"):
         assert relative[f"acc@{test_set}"] >= absolute[f"acc@{test_set}"] + 0.15, test_set
     assert relative["acc@T256:beyond"] >= 0.7
+    # the logit-gap form, fitted over n and T (late placement, full FF): R^2 0.96 / 0.95 measured for relative
+    fit = summaries["relative"]["callbacks"]["HijackProbe"]["theory_fit"]["late"]["layers.1.ff.w2@rho1"]
+    assert fit["r2"] >= 0.85 and fit["w_ic"] > 0 and fit["w_g"] > 0
+    t64 = fit["by_length"]["T64"]
+    assert t64["predicted_boundary"] is not None and abs(t64["predicted_boundary"] - (t64["measured_boundary"] or 99)) <= 2

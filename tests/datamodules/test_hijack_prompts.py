@@ -40,7 +40,7 @@ def test_measure_reports_probabilities_winners_and_attention(bigram):
     net = Transformer(TransformerConfig(dim=16, vocab_size=32, max_seq_len=64, ff=["none", "mlp"]))
     p = build(bigram, n_pairs=2, length=48, placement="late", n_prompts=16)
     out = measure(net, p)
-    assert set(out) == {"p_o", "p_b", "o_wins", "b_wins", "other_wins", "attn_after_q"}
+    assert set(out) == {"p_o", "p_b", "logit_gap", "o_wins", "b_wins", "other_wins", "attn_after_q"}
     assert out["o_wins"] + out["b_wins"] + out["other_wins"] == pytest.approx(1.0)
     assert 0 < out["p_o"] < 1 and 0 <= out["attn_after_q"] <= 1
 
@@ -56,13 +56,19 @@ def test_the_hijack_probe_records_win_rates_and_boundaries_in_the_summary(tmp_pa
              '"placements": ["late", "beyond"], "ff_rhos": [1.0, 0.0], "n_prompts": 16}}]')
     main(["fit", *TINY, "--model.init_args.model.max_seq_len", "48", "--data.init_args.alpha", "0.0",
           "--trainer.callbacks", probe, "--trainer.default_root_dir", str(tmp_path)])
-    result = json.loads((only_run_dir(tmp_path) / "summary.json").read_text())["callbacks"]["HijackProbe"]
+    probe = json.loads((only_run_dir(tmp_path) / "summary.json").read_text())["callbacks"]["HijackProbe"]
+    result = probe["results"]
     assert set(result) == {"late", "beyond"} and set(result["late"]) == {"T24", "T48"} and set(result["beyond"]) == {"T48"}
     row = result["late"]["T24"]["layers.1.ff.w2@rho1"]
     assert set(row["by_n"]) == {"0", "2"} and row["boundary"] in (None, 0, 2)
     for m in row["by_n"].values():
         assert m["o_wins"] + m["b_wins"] + m["other_wins"] == pytest.approx(1.0)
-    assert "fraction of prompts where the in-context answer o wins" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "fraction of prompts where the in-context answer o wins" in out and "w_ic * a(n, T) - w_g" in out
+    # the theory fit of each setting: 2 n values x 2 lengths = 4 points for "late"; "beyond" has one length, too few
+    fit = probe["theory_fit"]["late"]["layers.1.ff.w2@rho1"]
+    assert fit["n_points"] == 4 and set(fit["by_length"]) == {"T24", "T48"} and "beyond" not in probe["theory_fit"]
+    assert fit["by_length"]["T24"]["measured_gap"] == [row["by_n"][k]["logit_gap"] for k in ("0", "2")]
     # the logit split of each cell sums to the model's own gap, and the report draws both hijack figures from it
     split = row["by_n"]["2"]["logit_split"]
     assert sum(v for k, v in split.items() if k != "total") == pytest.approx(split["total"], abs=1e-4)
@@ -72,7 +78,7 @@ def test_the_hijack_probe_records_win_rates_and_boundaries_in_the_summary(tmp_pa
     summary = json.loads((run / "summary.json").read_text())
     assert series.hijack_win_rates(summary)["late T24 layers.1.ff.w2@rho1"] == [(0, row["by_n"]["0"]["o_wins"]), (2, row["by_n"]["2"]["o_wins"])]
     build.report(run)
-    assert {"hijack", "hijack_logit_split"} <= {p.stem for p in (run / "report" / "figures").glob("*.png")}
+    assert {"hijack", "hijack_logit_split", "hijack_theory"} <= {p.stem for p in (run / "report" / "figures").glob("*.png")}
 
 
 def test_the_hijack_probe_refuses_prompts_longer_than_the_position_table(tmp_path, monkeypatch, capsys):

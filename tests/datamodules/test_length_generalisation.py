@@ -32,7 +32,7 @@ def test_metrics_per_length_and_placement_reach_the_summary(tmp_path, capsys, mo
             assert 0 <= full[f"{metric}@{name}"] <= 1, (metric, name)
     assert "p_global" not in full  # the main test set keeps its metrics
     out = capsys.readouterr().out
-    assert "On the length-generalisation test sets:" in out and "full @ T48:beyond" in out
+    assert "On the other test sets (<metric>@<set>):" in out and "full @ T48:beyond" in out
 
 
 def test_an_absolute_table_shorter_than_the_longest_test_is_refused(tmp_path, capsys, monkeypatch):

@@ -10,7 +10,8 @@ LASER = '{"late_mlp_out": [{"matrix": "mlp_out", "rho": 0.5, "layers": 1}], "all
 
 
 def run_test(config: str, model_dir: str, root, *extra: str) -> dict:
-    main(["test", "--config", config, "--model.init_args.model_name", model_dir, "--data.init_args.tokenizer", model_dir,
+    # the model alone is overridden: the data's tokenizer follows it (the config's hub id is never loaded)
+    main(["test", "--config", config, "--model.init_args.model_name", model_dir,
           "--model.init_args.laser", LASER, "--trainer.default_root_dir", str(root), "--trainer.accelerator", "cpu",
           "--trainer.enable_progress_bar", "false", *extra])
     return json.loads((only_run_dir(root) / "summary.json").read_text())

@@ -1,0 +1,172 @@
+"""GSM8K for few-shot chain of thought, as lm-evaluation-harness tasks (``gsm8k_cot``: its prompt, exemplars, stop
+sequences, answer extraction and exact match).
+
+Documents come from the hub through the harness (``openai/gsm8k``) or, with ``data_dir``, from local JSONL files
+(``train.jsonl``, ``test.jsonl``; the published ``{"question", "answer"}`` format) through the task definition
+``configs/lm_eval/gsm8k_cot_local.yaml``, rendered into the run directory. Offline, both the hub and datasets
+offline flags are set so nothing waits on the network.
+
+A *selection* split (``selection_size`` documents drawn from GSM8K train with ``selection_seed``, none of them an
+exemplar question) serves to choose a LASER variant without looking at the test split: its task's only data file is
+the selection file, so the harness cannot read a test document while selecting.
+
+The loop the Trainer runs yields one evaluation per (split, num_fewshot); ``lightning_modules/gsm8k.py`` evaluates
+every LASER variant on each.
+"""
+from __future__ import annotations
+
+import json
+import os
+import random
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import yaml
+from torch.utils.data import DataLoader
+
+TEMPLATE = Path(__file__).resolve().parents[1] / "configs" / "lm_eval" / "gsm8k_cot_local.yaml"
+HUB_TASK, LOCAL_TASK, SELECTION_TASK = "gsm8k_cot", "gsm8k_cot_local", "gsm8k_cot_selection"
+TASK_DIR, SELECTION_FILE = "lm_eval_tasks", "gsm8k_selection.jsonl"
+MAX_SHOTS = 8  # gsm8k_cot's fixed exemplars (first_n sampler)
+
+
+def set_offline() -> None:
+    """HF_HUB_OFFLINE / HF_DATASETS_OFFLINE for this process: in the environment (for anything imported later) and
+    in the libraries' already-read constants."""
+    os.environ["HF_HUB_OFFLINE"] = os.environ["HF_DATASETS_OFFLINE"] = "1"
+    import datasets.config
+    import huggingface_hub.constants
+
+    datasets.config.HF_HUB_OFFLINE = True
+    huggingface_hub.constants.HF_HUB_OFFLINE = True
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    """GSM8K records, each with ``question`` and ``answer``; a malformed line is refused naming the file and line."""
+    if not path.is_file():
+        raise FileNotFoundError(f"data.data_dir: {path} does not exist (GSM8K JSONL: one {{\"question\", \"answer\"}} per line). "
+                                "Download on a machine with internet: see README, 'GSM8K'")
+    out = []
+    for i, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except ValueError as e:
+            raise ValueError(f"{path}:{i} is not JSON ({e})") from e
+        if not isinstance(rec, dict) or not isinstance(rec.get("question"), str) or not isinstance(rec.get("answer"), str):
+            raise ValueError(f"{path}:{i}: a GSM8K record needs string fields 'question' and 'answer'")
+        out.append(rec)
+    if not out:
+        raise ValueError(f"{path} holds no GSM8K records")
+    return out
+
+
+def exemplar_questions() -> set[str]:
+    """The questions of gsm8k_cot's fixed few-shot exemplars (read from the harness's own task file)."""
+    cfg = yaml.safe_load(harness_task_file().read_text())
+    return {s["question"].strip() for s in cfg["fewshot_config"]["samples"]}
+
+
+def harness_task_file() -> Path:
+    import lm_eval
+
+    return Path(lm_eval.__file__).parent / "tasks" / "gsm8k" / "gsm8k-cot.yaml"
+
+
+def render_task(directory: Path, name: str, data_files: dict[str, str]) -> Path:
+    """The shipped task definition with absolute paths: the harness's gsm8k-cot.yaml and ``data_files``."""
+    cfg = yaml.safe_load(TEMPLATE.read_text())
+    cfg.update(task=name, include=str(harness_task_file()), dataset_kwargs={"data_files": {k: str(Path(v).resolve()) for k, v in data_files.items()}})
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    return path
+
+
+class GSM8KDataModule(L.LightningDataModule):
+    """Args:
+        num_fewshot: shot counts, each in 0..8 (gsm8k_cot's exemplars, the first k of its fixed list).
+        data_dir: a folder with ``train.jsonl`` and ``test.jsonl``; None reads openai/gsm8k through the harness.
+        limit: evaluate only the first ``limit`` test documents (quick runs); None is the whole split (1319).
+        selection_size: documents of the selection split carved from GSM8K train (0: no selection split).
+        selection_seed: which train documents are drawn.
+        selection_limit: like ``limit``, for the selection split.
+    """
+
+    def __init__(self, num_fewshot: list[int] | None = None, data_dir: str | None = None, limit: int | None = None,
+                 selection_size: int = 0, selection_seed: int = 0, selection_limit: int | None = None):
+        super().__init__()
+        self.num_fewshot = num_fewshot if num_fewshot is not None else [8]
+        bad = [k for k in self.num_fewshot if not 0 <= k <= MAX_SHOTS]
+        if bad or not self.num_fewshot:
+            raise ValueError(f"data.num_fewshot: each in 0..{MAX_SHOTS} (gsm8k_cot has {MAX_SHOTS} exemplars), got {self.num_fewshot}")
+        for name, value in (("limit", limit), ("selection_limit", selection_limit)):
+            if value is not None and value < 1:
+                raise ValueError(f"data.{name} must be >= 1 or null, got {value}")
+        if selection_size < 0:
+            raise ValueError(f"data.selection_size must be >= 0, got {selection_size}")
+        self.data_dir = Path(data_dir) if data_dir else None
+        self.limit, self.selection_limit = limit, selection_limit
+        self.selection_size, self.selection_seed = selection_size, selection_seed
+        if self.data_dir is not None:  # bad files fail here, before a model is loaded
+            for split in ("train", "test"):
+                read_jsonl(self.data_dir / f"{split}.jsonl")
+        self.tasks: dict[str, str] = {}
+        self.include_path: Path | None = None
+        self.selection_docs: list[dict[str, Any]] = []
+
+    @property
+    def splits(self) -> list[str]:
+        return (["selection"] if self.selection_size else []) + ["test"]
+
+    def setup(self, stage: str) -> None:
+        from lightning_modules.pretrained import hub_offline
+
+        run_dir = Path(self.trainer.log_dir) if self.trainer is not None else Path(".")
+        self.include_path = run_dir / TASK_DIR
+        if self.data_dir is not None or hub_offline("openai/gsm8k"):
+            set_offline()
+        if self.data_dir is not None:
+            render_task(self.include_path, LOCAL_TASK, {s: str(self.data_dir / f"{s}.jsonl") for s in ("train", "test")})
+            self.tasks["test"] = LOCAL_TASK
+        else:
+            self.tasks["test"] = HUB_TASK
+        if self.selection_size:
+            train = self._train_documents()
+            shots = exemplar_questions()
+            pool = [r for r in train if r["question"].strip() not in shots]
+            if len(pool) < self.selection_size:
+                raise ValueError(f"data.selection_size {self.selection_size} > the {len(pool)} train documents available")
+            self.selection_docs = random.Random(self.selection_seed).sample(pool, self.selection_size)
+            path = run_dir / SELECTION_FILE
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text("".join(json.dumps(r) + "\n" for r in self.selection_docs))
+            render_task(self.include_path, SELECTION_TASK, {"test": str(path)})  # the selection file is its only data
+            self.tasks["selection"] = SELECTION_TASK
+
+    def _train_documents(self) -> list[dict[str, Any]]:
+        if self.data_dir is not None:
+            return read_jsonl(self.data_dir / "train.jsonl")
+        import datasets
+
+        try:
+            return [dict(r) for r in datasets.load_dataset("openai/gsm8k", "main", split="train")]
+        except Exception as e:  # noqa: BLE001 - datasets raises several kinds for a cache miss offline
+            raise FileNotFoundError(
+                "GSM8K train (for data.selection_size) could not be loaded from the hub or the cache "
+                f"({type(e).__name__}). On a login node: `python -c \"import datasets; datasets.load_dataset('openai/gsm8k', 'main')\"`, "
+                "or give data.data_dir") from e
+
+    def evaluations(self) -> list[dict[str, Any]]:
+        return [{"split": s, "num_fewshot": k, "limit": self.selection_limit if s == "selection" else self.limit}
+                for s in self.splits for k in self.num_fewshot]
+
+    def test_dataloader(self) -> DataLoader:
+        return DataLoader(self.evaluations(), batch_size=1, collate_fn=lambda items: items[0])
+
+    def task_manager(self):
+        from lm_eval.tasks import TaskManager
+
+        return TaskManager(include_path=str(self.include_path) if self.include_path and self.include_path.is_dir() else None)

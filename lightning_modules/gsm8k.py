@@ -1,0 +1,177 @@
+"""GSM8KModule: few-shot chain of thought on GSM8K with LASER variants of any Hugging Face causal LM, scored by
+lm-evaluation-harness (``main.py test --config configs/gsm8k.yaml``).
+
+One model load serves every variant: each variant truncates its matrices in place (one SVD per matrix for the whole
+run), the harness's ``HFLM`` evaluates that in-memory model, and the weights are restored bit for bit afterwards.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import lightning as L
+import torch
+
+from lightning_modules import lm_eval_results as lmr
+from lightning_modules.laser import factorise, truncated
+from lightning_modules.metric_keys import eval_key
+from lightning_modules.pretrained import LaserSpec, laser_ranks, load_causal_lm, load_tokenizer
+
+FULL = "full"
+GENERATIONS_FILE = "generations.jsonl"
+
+
+@dataclass
+class LaserGrid:
+    """The search space of the selection protocol: every (matrix, layers, rho) combination is one variant."""
+
+    matrices: list[str]
+    layers: list[int | str]
+    rhos: list[float]
+
+    def variants(self) -> dict[str, list[LaserSpec]]:
+        return {f"{m}_L{lay}@{rho:g}": [LaserSpec(m, rho, lay)] for m in self.matrices for lay in self.layers for rho in self.rhos}
+
+
+class GSM8KModule(L.LightningModule):
+    """Args:
+        model_name / revision / cache_dir: what ``from_pretrained`` loads (hub id or local directory).
+        dtype: ``auto`` is bfloat16 on a GPU and float32 on a CPU.
+        laser: ``{variant name: [LaserSpec, ...]}``, as for the Pythia runs; ``full`` is always evaluated too.
+        search: a LaserGrid. With a selection split (``data.selection_size``) every grid variant is scored there, the
+            best per shot count (by ``select_by``) is chosen, and only it and ``full`` (and ``laser``'s variants) are
+            evaluated on test.
+        batch_size: generation batch (an int, or the harness's ``auto``). max_gen_toks: the generation budget.
+        apply_chat_template / fewshot_as_multiturn: the harness's chat formatting, for instruct models.
+        stop_each_row: finish each row of a generation batch at its own stop string (``lightning_modules/stopping.py``;
+            the same generations, fewer steps); false uses the harness's criterion unchanged.
+    """
+
+    results_title = "GSM8K exact match (lm-evaluation-harness gsm8k_cot)"
+
+    def __init__(self, model_name: str, revision: str = "main", dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto",
+                 laser: dict[str, list[LaserSpec]] | None = None, search: LaserGrid | None = None,
+                 select_by: Literal["strict", "flexible"] = "flexible", svd: Literal["exact", "randomized"] = "exact",
+                 cache_dir: str | None = None, batch_size: int | str = 8, max_gen_toks: int = 256,
+                 apply_chat_template: bool = False, fewshot_as_multiturn: bool = False, stop_each_row: bool = True):
+        super().__init__()
+        import importlib.util
+
+        if importlib.util.find_spec("lm_eval") is None:
+            raise ModuleNotFoundError("GSM8K is scored by lm-evaluation-harness, which is not installed: "
+                                      "pip install -e '.[gsm8k]' (or make test, which installs it)")
+        if max_gen_toks < 1:
+            raise ValueError(f"model.max_gen_toks must be >= 1, got {max_gen_toks}")
+        if not (isinstance(batch_size, int) and batch_size >= 1) and not str(batch_size).startswith("auto"):
+            raise ValueError(f"model.batch_size must be an integer >= 1 or 'auto', got {batch_size!r}")
+        if fewshot_as_multiturn and not apply_chat_template:
+            raise ValueError("model.fewshot_as_multiturn needs model.apply_chat_template: true")
+        self.save_hyperparameters()
+        if dtype == "auto":
+            dtype = "bfloat16" if torch.cuda.is_available() else "float32"
+        self.net = load_causal_lm(model_name, revision, getattr(torch, dtype), cache_dir)
+        self.net.requires_grad_(False)
+        self.tokenizer = load_tokenizer(model_name, revision, cache_dir)
+        specs = dict(laser or {})
+        self.grid = set(search.variants()) if search else set()
+        specs.update(search.variants() if search else {})
+        self.variants: dict[str, dict[str, int]] = {FULL: {}}
+        for name, spec in specs.items():
+            if name == FULL or ":" in name or "/" in name:
+                raise ValueError(f"model.laser variant name {name!r} is reserved or contains ':' or '/'")
+            self.variants[name] = laser_ranks(self.net, [s if isinstance(s, LaserSpec) else LaserSpec(**s) for s in spec])
+        self.scores: dict[str, dict[str, dict[str, Any]]] = {}  # "<split>:<k>shot" -> variant -> scores
+        self.chosen: dict[int, str] = {}
+        self.generations: list[dict[str, Any]] = []
+
+    def run_info(self) -> dict[str, Any]:
+        local = os.path.isdir(self.hparams.model_name)
+        return {"model_name": self.hparams.model_name, "revision": None if local else self.hparams.revision,
+                "commit": getattr(self.net.config, "_commit_hash", None), "dtype": str(self.net.dtype).removeprefix("torch."),
+                "laser_ranks": self.variants}
+
+    def on_test_start(self) -> None:
+        from lm_eval.models.huggingface import HFLM
+
+        from lightning_modules.stopping import hflm_stopping_each_row
+
+        lm_class = hflm_stopping_each_row() if self.hparams.stop_each_row else HFLM
+        self._lm = lm_class(pretrained=self.net, tokenizer=self.tokenizer, batch_size=self.hparams.batch_size)
+        self._factors = factorise(self.net, self.variants.values(), randomized=self.hparams.svd == "randomized")
+        self._tasks = self.trainer.datamodule.task_manager()
+
+    def _evaluate(self, variant: str, split: str, k: int, limit: int | None) -> dict[int, dict[str, Any]]:
+        import lm_eval
+
+        task = self.trainer.datamodule.tasks[split]
+        with truncated(self.net, self.variants[variant], self._factors):
+            out = lm_eval.simple_evaluate(
+                model=self._lm, tasks=[task], num_fewshot=k, limit=limit, log_samples=True, task_manager=self._tasks,
+                gen_kwargs={"max_gen_toks": self.hparams.max_gen_toks}, apply_chat_template=self.hparams.apply_chat_template,
+                fewshot_as_multiturn=self.hparams.fewshot_as_multiturn, random_seed=0, numpy_random_seed=0,
+                torch_random_seed=0, fewshot_random_seed=0)
+        setting = f"{split}:{k}shot"
+        self.scores.setdefault(setting, {})[variant] = lmr.scores(out, task)
+        self.scores[setting][variant]["truncated_prompts"] = cut = self._truncated_prompts(out["samples"][task])
+        if cut:  # the harness keeps the last tokens of a prompt that does not fit, with only a log line
+            print(f"warning: {cut} {split} prompt(s) at {k} shots are longer than the model's context "
+                  f"({self._lm.max_length} tokens) minus max_gen_toks ({self.hparams.max_gen_toks}); the harness "
+                  "dropped their first tokens. summary.json records truncated_prompts", file=sys.stderr)
+        docs = lmr.documents(out, task)
+        self.generations += [{"variant": variant, "split": split, "num_fewshot": k, **d} for d in docs.values()]
+        return docs
+
+    def _truncated_prompts(self, samples: list[dict]) -> int:
+        room = self._lm.max_length - self.hparams.max_gen_toks
+        prompts = {s["doc_id"]: s["arguments"][0][0] for s in samples}
+        return sum(len(self.tokenizer(p, add_special_tokens=False)["input_ids"]) > room for p in prompts.values())
+
+    def test_step(self, evaluation: dict[str, Any], batch_idx: int) -> None:
+        split, k, limit = evaluation["split"], evaluation["num_fewshot"], evaluation["limit"]
+        names = list(self.variants)
+        if split == "test" and k in self.chosen:  # the grid was searched on the selection split: only the choice runs
+            names = [v for v in names if v not in self.grid or v == self.chosen[k]]
+        full = self._evaluate(FULL, split, k, limit)
+        setting = f"{split}:{k}shot"
+        base = self.scores[setting][FULL]
+        for variant in names[1:]:
+            docs = self._evaluate(variant, split, k, limit)
+            row = self.scores[setting][variant]
+            for short in lmr.FILTERS:
+                row[f"delta_{short}"] = row[f"em_{short}"] - base[f"em_{short}"]
+                row.update(lmr.flips(full, docs, short))
+        if split == "selection" and self.grid:
+            ranked = sorted(self.scores[setting], key=lambda v: -self.scores[setting][v][f"em_{self.hparams.select_by}"])
+            self.chosen[k] = ranked[0]  # ties keep the evaluation order: full first
+        test_set = f"{k}shot" if split == "test" else f"selection:{k}shot"
+        for variant, row in self.scores[setting].items():
+            self.log_dict({eval_key("test", variant, m, test_set): float(v) for m, v in row.items() if v is not None},
+                          batch_size=1)
+
+    def on_test_epoch_end(self) -> None:
+        if not self.trainer.is_global_zero:
+            return
+        path = os.path.join(self.trainer.log_dir, GENERATIONS_FILE)
+        with open(path, "w") as f:
+            for rec in self.generations:
+                f.write(json.dumps(rec) + "\n")
+        for lg in self.loggers:
+            if type(lg).__name__ == "WandbLogger":
+                rows = [[s, v] + [r.get(c) for c in ("em_strict", "em_strict_stderr", "em_flexible", "em_flexible_stderr")]
+                        for s, by_v in self.scores.items() for v, r in by_v.items()]
+                lg.log_table("gsm8k/scores", columns=["setting", "variant", "em_strict", "em_strict_stderr", "em_flexible",
+                                                      "em_flexible_stderr"], data=rows)
+                cols = ["variant", "split", "num_fewshot", "doc_id", "question", "target", "generation", "extracted_strict",
+                        "correct_strict", "extracted_flexible", "correct_flexible"]
+                lg.log_table("gsm8k/generations", columns=cols, data=[[r.get(c) for c in cols] for r in self.generations])
+
+    def results_summary(self) -> dict[str, Any]:
+        """For summary.json: scores per setting and variant, and the selection's choice per shot count."""
+        return {"gsm8k": {"scores": self.scores, "selected": {f"{k}shot": v for k, v in self.chosen.items()},
+                          "generations": GENERATIONS_FILE}}
+
+    def configure_optimizers(self):
+        return None  # evaluation only

@@ -1,0 +1,106 @@
+"""The associative-memory account of knowledge hijack, fitted to measured prompts.
+
+At the final trigger q, the logit gap between the in-context answer o and the global answer b is modelled as
+
+    logit(o) - logit(b)  =  w_ic * a(n, T)  -  w_g,      a(n, T) = n e^beta / (n e^beta + T - n)
+
+The in-context term is the induction head's value read-out of o, scaled by a(n, T): the softmax attention mass that
+the final q puts on the n positions right after earlier q's, when each of them scores beta above the T - n other
+keys. So it grows with n and shrinks with T. The global term w_g is the feed-forward memory's preference for b,
+the same for every prompt (the gap at n = 0). o wins once w_ic * a > w_g, which gives the hijack boundary
+
+    n*(T) = r T / (e^beta (1 - r) + r),   r = w_g / w_ic   (never, if r >= 1).
+
+Fitted per setting (placement x FF variant) over all probed (n, T): beta on a grid, w_ic and w_g by least squares
+for each beta. A second fit uses the *measured* attention mass instead of a(n, T) (gap = w_ic' * attn - w_g'): if
+the closed form fits badly but this one fits well, the attention pattern, not the memory read-out, is what the form
+gets wrong (APE beyond the training length: the previous-token head breaks, so a(n, T) overestimates the mass).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+BETAS = np.linspace(-4.0, 12.0, 321)
+
+
+@dataclass
+class Point:
+    n: int
+    length: int
+    gap: float  # mean measured logit(o) - logit(b)
+    attention: float  # mean measured last-layer attention mass on the positions after earlier q's
+
+
+@dataclass
+class HijackFit:
+    w_ic: float
+    w_g: float
+    beta: float
+    r2: float | None  # of the closed form, over the points' mean gaps
+    r2_attention: float | None  # of the measured-attention form
+    w_ic_attention: float
+    w_g_attention: float
+    n_points: int
+
+    def mass(self, n: float, length: int) -> float:
+        return attention_mass(np.array([n], dtype=float), np.array([length], dtype=float), self.beta)[0]
+
+    def predict(self, n: float, length: int) -> float:
+        return self.w_ic * self.mass(n, length) - self.w_g
+
+    def boundary(self, length: int) -> float | None:
+        """The (real-valued) n at which the predicted gap crosses 0; None if o never wins at this length."""
+        if self.w_g <= 0:
+            return 0.0  # the global term does not oppose o: it wins from the first pair
+        if self.w_ic <= 0 or self.w_g >= self.w_ic:
+            return None
+        r = self.w_g / self.w_ic
+        n = r * length / (math.exp(self.beta) * (1 - r) + r)
+        return n if n <= length else None
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def attention_mass(n: np.ndarray, length: np.ndarray, beta: float) -> np.ndarray:
+    e = math.exp(beta)
+    return n * e / np.maximum(n * e + (length - n), 1e-12)
+
+
+def _lstsq(x: np.ndarray, y: np.ndarray) -> tuple[float, float, float]:
+    """y ~ w * x - c: (w, c, sum of squared errors)."""
+    design = np.stack([x, -np.ones_like(x)], 1)
+    coef, *_ = np.linalg.lstsq(design, y, rcond=None)
+    sse = float(((design @ coef - y) ** 2).sum())
+    return float(coef[0]), float(coef[1]), sse
+
+
+def _r2(sse: float, y: np.ndarray) -> float | None:
+    sst = float(((y - y.mean()) ** 2).sum())
+    return None if sst <= 1e-12 else 1.0 - sse / sst
+
+
+def fit(points: list[Point]) -> HijackFit | None:
+    """The least-squares fit of the form above; None with fewer than 4 points or no variation in n."""
+    if len(points) < 4 or len({p.n for p in points}) < 2:
+        return None
+    n = np.array([p.n for p in points], dtype=float)
+    length = np.array([p.length for p in points], dtype=float)
+    gap = np.array([p.gap for p in points], dtype=float)
+    best = None
+    for beta in BETAS:
+        w, c, sse = _lstsq(attention_mass(n, length, float(beta)), gap)
+        if best is None or sse < best[3] - 1e-12:
+            best = (w, c, float(beta), sse)
+    w, c, beta, sse = best
+    wa, ca, sse_a = _lstsq(np.array([p.attention for p in points], dtype=float), gap)
+    return HijackFit(w_ic=w, w_g=c, beta=beta, r2=_r2(sse, gap), r2_attention=_r2(sse_a, gap),
+                     w_ic_attention=wa, w_g_attention=ca, n_points=len(points))
+
+
+def measured_boundary(by_n: dict[int, float]) -> int | None:
+    """The smallest probed n whose mean measured gap is positive (o ahead of b), None if none is."""
+    return next((n for n in sorted(by_n) if by_n[n] > 0), None)

@@ -1,0 +1,47 @@
+"""The hijack theory fit recovers a known form, its boundary solves the crossing, and bad data gets a low R^2."""
+import math
+
+import numpy as np
+import pytest
+
+from lightning_modules.hijack_theory import Point, attention_mass, fit, measured_boundary
+
+
+def synthetic(w_ic, w_g, beta, lengths=(64, 256), ns=(0, 1, 2, 4, 8), noise=0.0, seed=0):
+    rng = np.random.default_rng(seed)
+    return [Point(n, t, float(w_ic * attention_mass(np.array([n]), np.array([t]), beta)[0] - w_g + noise * rng.normal()),
+                  float(attention_mass(np.array([n]), np.array([t]), beta)[0]))
+            for t in lengths for n in ns]
+
+
+def test_the_fit_recovers_the_coefficients_of_noise_free_data():
+    f = fit(synthetic(10.0, 3.0, 4.0))
+    assert f.r2 == pytest.approx(1.0, abs=1e-6) and f.r2_attention == pytest.approx(1.0, abs=1e-6)
+    assert (f.w_ic, f.w_g, f.beta) == (pytest.approx(10.0, rel=1e-3), pytest.approx(3.0, rel=1e-3), pytest.approx(4.0, abs=0.05))
+
+
+def test_the_boundary_is_where_the_predicted_gap_crosses_zero():
+    f = fit(synthetic(10.0, 3.0, 4.0))
+    for t in (64, 256):
+        n_star = f.boundary(t)
+        assert f.predict(n_star, t) == pytest.approx(0.0, abs=1e-6)
+        assert f.predict(n_star * 1.1, t) > 0 > f.predict(n_star * 0.9, t)
+    assert f.boundary(256) > f.boundary(64)  # longer prompts dilute the attention: more pairs are needed
+
+
+def test_a_global_term_larger_than_the_in_context_one_never_crosses():
+    f = fit(synthetic(2.0, 3.0, 4.0))
+    assert f.boundary(64) is None
+
+
+def test_gaps_unrelated_to_n_and_t_fit_badly():
+    rng = np.random.default_rng(1)
+    points = [Point(n, t, float(rng.normal()), 0.1) for t in (64, 256) for n in (0, 1, 2, 4, 8)]
+    assert fit(points).r2 < 0.5
+
+
+def test_too_few_points_give_no_fit_and_the_measured_boundary_is_the_first_positive_gap():
+    assert fit(synthetic(10.0, 3.0, 4.0, lengths=(64,), ns=(0, 1, 2))) is None
+    assert measured_boundary({0: -3.0, 1: -0.5, 2: 0.4, 4: 2.0}) == 2
+    assert measured_boundary({0: -3.0, 8: -0.1}) is None
+    assert math.isclose(attention_mass(np.array([0.0]), np.array([64.0]), 3.0)[0], 0.0)
