@@ -117,6 +117,12 @@ class GSM8KDataModule(L.LightningDataModule):
         self.include_path: Path | None = None
         self.selection_docs: list[dict[str, Any]] = []
 
+    def check_trainer(self, trainer, stage: str | None = None) -> None:
+        """Called by the CLI before any compute: the harness evaluates in this one process."""
+        if trainer.world_size > 1:
+            raise ValueError(f"trainer.devices / num_nodes: GSM8K runs in one process (got {trainer.world_size}); "
+                             "spread variants and models over GPUs as sweep tasks (configs/sweeps/gsm8k_laser.yaml)")
+
     @property
     def splits(self) -> list[str]:
         return (["selection"] if self.selection_size else []) + ["test"]

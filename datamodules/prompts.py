@@ -72,6 +72,8 @@ class PromptDataModule(L.LightningDataModule):
             continents), of which those with a single-token answer are used.
         generic_token: the generic competitor, " the" by default (must be one token).
         batch_size: prompts per batch; batches hold prompts of one token length, so nothing is padded.
+        selection_fraction: this share of the prompts (drawn with ``selection_seed``) is a selection split, on which
+            the model chooses its best LASER variant (``model.select_by``); the rest is the test split.
 
     ``answer_id`` is the answer's first token; ``competitor_id`` the IOI subject's (-1 for facts).
     """
@@ -88,12 +90,16 @@ class PromptDataModule(L.LightningDataModule):
         generic_token: str = " the",
         batch_size: int = 32,
         cache_dir: str | None = None,
+        selection_fraction: float = 0.0,
+        selection_seed: int = 0,
     ):
         super().__init__()
         if task not in ("ioi", "facts"):
             raise ValueError(f"data.task must be ioi | facts, got {task!r}")
         if batch_size < 1 or (n_prompts is not None and n_prompts < 1):
             raise ValueError(f"data.batch_size and data.n_prompts must be >= 1, got {batch_size}, {n_prompts}")
+        if not 0.0 <= selection_fraction < 1.0:
+            raise ValueError(f"data.selection_fraction must be in [0, 1), got {selection_fraction}")
         if tokenizer is None:  # main.py fills it in from model.init_args.model_name / revision (pipeline/cli.py)
             raise ValueError("data.tokenizer: none given; under main.py it follows model.init_args.model_name")
         self.tokenizer = load_tokenizer(tokenizer, revision or "main", cache_dir)
@@ -111,7 +117,16 @@ class PromptDataModule(L.LightningDataModule):
             raise ValueError(f"data: no usable {task} prompts for tokenizer {tokenizer}")
         self.prompt_types = sorted({r["type"] for r in rows})
         self.batch_size = batch_size
-        self.dataset = Dataset.from_list([self._encode(r) for r in rows])
+        encoded = [self._encode(r) for r in rows]
+        chosen: set[int] = set()
+        if selection_fraction:
+            n = max(1, round(selection_fraction * len(encoded)))
+            if n >= len(encoded):
+                raise ValueError(f"data.selection_fraction {selection_fraction} leaves no test prompts of {len(encoded)}")
+            chosen = set(random.Random(selection_seed).sample(range(len(encoded)), n))
+        # the two splits share no prompt; the model reads the selection split only to choose a variant
+        self.splits = {"selection": Dataset.from_list([e for i, e in enumerate(encoded) if i in chosen])} if chosen else {}
+        self.splits["test"] = self.dataset = Dataset.from_list([e for i, e in enumerate(encoded) if i not in chosen])
 
     def _encode(self, row: dict[str, str]) -> dict:
         first = lambda text: self.tokenizer(text, add_special_tokens=False)["input_ids"][0]  # noqa: E731
@@ -132,15 +147,24 @@ class PromptDataModule(L.LightningDataModule):
     def noise_id(self) -> int:
         return self.generic_id
 
-    def length_batches(self) -> list[list[int]]:
+    def length_batches(self, dataset: Dataset | None = None) -> list[list[int]]:
         by_len: dict[int, list[int]] = {}
-        for i, ids in enumerate(self.dataset["input_ids"]):
+        for i, ids in enumerate((dataset if dataset is not None else self.dataset)["input_ids"]):
             by_len.setdefault(len(ids), []).append(i)
         return [idx[j : j + self.batch_size] for _, idx in sorted(by_len.items()) for j in range(0, len(idx), self.batch_size)]
 
-    def test_dataloader(self) -> DataLoader:
+    def _loader(self, dataset: Dataset) -> DataLoader:
         columns = ["input_ids", "answer_id", "generic_id", "competitor_id", "type_id"]
-        return DataLoader(self.dataset.with_format("torch", columns=columns), batch_sampler=self.length_batches())
+        return DataLoader(dataset.with_format("torch", columns=columns), batch_sampler=self.length_batches(dataset))
+
+    def test_dataloader(self) -> DataLoader | list[DataLoader]:
+        """The test split; with a selection split, [selection, test] (in the order of ``split_names``)."""
+        loaders = [self._loader(d) for d in self.splits.values()]
+        return loaders[0] if len(loaders) == 1 else loaders
+
+    @property
+    def split_names(self) -> list[str]:
+        return list(self.splits)
 
     def predict_dataloader(self) -> DataLoader:
-        return self.test_dataloader()
+        return self._loader(self.dataset)

@@ -32,6 +32,8 @@ class CausalLMModule(L.LightningModule):
         svd: ``exact`` (torch.linalg.svd) or ``randomized`` (torch.svd_lowrank, for large matrices at low rank).
         vocab_size / noise_id: linked from the data by the CLI: the tokenizer's size (checked against the model)
             and the generic token's id.
+        select_by: with a selection split (``data.selection_fraction``), the metric whose best value on that split
+            chooses the variant (summary.json ``results.selection``); higher is better.
     """
 
     results_title = "Next-token probabilities after each prompt"
@@ -46,6 +48,7 @@ class CausalLMModule(L.LightningModule):
         cache_dir: str | None = None,
         vocab_size: int | None = None,
         noise_id: int | None = None,
+        select_by: Literal["p_answer", "log_ratio", "acc", "logit_diff"] = "log_ratio",
     ):
         super().__init__()
         if svd not in ("exact", "randomized"):
@@ -74,27 +77,52 @@ class CausalLMModule(L.LightningModule):
             "laser_ranks": self.variants,
         }
 
+    def check_data(self, datamodule) -> None:
+        """Called by the CLI before anything runs: logit_diff (IO - S) exists only for IOI prompts."""
+        has_competitor = any(i >= 0 for i in datamodule.dataset["competitor_id"]) if hasattr(datamodule, "dataset") else True
+        if "selection" in getattr(datamodule, "split_names", []) and self.hparams.select_by == "logit_diff" and not has_competitor:
+            raise ValueError("model.select_by logit_diff needs IOI prompts (a competing name); use log_ratio, p_answer or acc")
+
     def setup(self, stage: str) -> None:
-        types = self.trainer.datamodule.prompt_types
-        self.metrics = nn.ModuleList(AnswerVsGenericMetrics(types) for _ in self.variants)
+        dm = self.trainer.datamodule
+        self.split_names = getattr(dm, "split_names", ["test"])
+        self.metrics = nn.ModuleDict({split: nn.ModuleList(AnswerVsGenericMetrics(dm.prompt_types) for _ in self.variants)
+                                      for split in self.split_names})
+        self.selection: dict[str, Any] = {}
 
     def on_test_epoch_start(self) -> None:
         # one factorisation per matrix for the whole test (the weights do not change)
         self._factors = factorise(self.net, self.variants.values(), randomized=self.svd == "randomized")
 
-    def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
-        for metric, ranks in zip(self.metrics, self.variants.values()):
+    def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int, dataloader_idx: int = 0) -> None:
+        for metric, ranks in zip(self.metrics[self.split_names[dataloader_idx]], self.variants.values()):
             with truncated(self.net, ranks, self._factors):
                 logits = self.net(input_ids=batch["input_ids"]).logits[:, -1]
             metric.update(logits, batch["answer_id"], batch["generic_id"], batch["competitor_id"], batch["type_id"])
 
     def on_test_epoch_end(self) -> None:
-        for metric, variant in zip(self.metrics, self.variants):
-            for group, values in metric.compute().items():
-                key = variant if group == "all" else f"{variant}:{group}"
-                self.log_dict({eval_key("test", key, k): v.float() for k, v in values.items()})
-            metric.reset()
+        overall: dict[str, dict[str, dict[str, float]]] = {}
+        for split, metrics in self.metrics.items():
+            test_set = "selection" if split == "selection" else None
+            for metric, variant in zip(metrics, self.variants):
+                for group, values in metric.compute().items():
+                    key = variant if group == "all" else f"{variant}:{group}"
+                    self.log_dict({eval_key("test", key, k, test_set): v.float() for k, v in values.items()})
+                    if group == "all":
+                        overall.setdefault(split, {})[variant] = {k: float(v) for k, v in values.items()}
+                metric.reset()
+        if "selection" in overall:  # the choice reads the selection split only
+            by = self.hparams.select_by
+            chosen = max(self.variants, key=lambda v: overall["selection"][v][by])  # ties keep the full model
+            self.selection = {"by": by, "selected": chosen,
+                              "selection": {v: r[by] for v, r in overall["selection"].items()},
+                              "test": {v: r[by] for v, r in overall["test"].items()}}
+            print(f"\nSelected on the selection split by {by}: {chosen} ({overall['selection'][chosen][by]:.4f}); "
+                  f"on test {overall['test'][chosen][by]:.4f} (full model {overall['test'][FULL][by]:.4f})")
         self._factors = {}
+
+    def results_summary(self) -> dict[str, Any]:
+        return {"selection": self.selection} if getattr(self, "selection", None) else {}
 
     def configure_optimizers(self):
         return None  # evaluation only

@@ -98,31 +98,38 @@ SELECTED_FILE = "selected.csv"
 VARIANT_KEYS = ("model.init_args.laser", "model.init_args.search")  # grid keys that only choose LASER variants
 
 
-def selected(table: list[dict], keys: list[str], by: str = "em_flexible") -> list[dict]:
+def selected(table: list[dict], keys: list[str], by: str | None = None) -> list[dict]:
     """The selection protocol across a sweep's tasks: per setting (the grid values other than seeds, shot counts and
-    the variant-choosing keys) and shot count, the variant with the best ``<by>@selection:<k>shot`` (ties keep the
-    full model), with its test score ``<by>@<k>shot`` and the full model's. Test scores play no part in the choice."""
+    the variant-choosing keys) and evaluation (a GSM8K shot count, or the prompt set), the variant with the best
+    ``<by>@selection[:<k>shot]`` (ties keep the full model), with its test score ``<by>[@<k>shot]`` and the full
+    model's. Test scores play no part in the choice. ``by``: em_flexible for GSM8K, log_ratio for prompt sets."""
     from lightning_modules.metric_keys import split_metric
 
     settings = [k for k in keys if not is_seed_key(k) and k not in VARIANT_KEYS and not k.endswith("num_fewshot")]
     done = [r for r in table if r.get("status") == "completed" and r.get("variant") is not None]
+    if by is None:
+        by = next((m for m in ("em_flexible", "log_ratio") if any(f"{m}@selection" in k for r in done for k in r)), None)
+        if by is None:
+            return []
     full = {r["task"]: r for r in done if r["variant"] == "full"}
     best: dict[tuple, tuple[float, dict, str]] = {}
     for r in sorted(done, key=lambda r: r["variant"] != "full"):
         for key, value in r.items():
             name, test_set = split_metric(key)
-            if name != by or not (test_set or "").startswith("selection:") or not isinstance(value, float):
+            if name != by or not (test_set or "").startswith("selection") or not isinstance(value, float):
                 continue
-            shots = test_set.split(":", 1)[1]
-            group = tuple(json.dumps(r.get(k), sort_keys=True) for k in settings) + (shots,)
+            evaluation = test_set.partition(":")[2]  # "1shot" for GSM8K, "" for a prompt set
+            group = tuple(json.dumps(r.get(k), sort_keys=True) for k in settings) + (evaluation,)
             if group not in best or value > best[group][0]:
-                best[group] = (value, r, shots)
+                best[group] = (value, r, evaluation)
     out = []
-    for value, r, shots in best.values():
+    for value, r, evaluation in best.values():
+        test_key = f"{by}@{evaluation}" if evaluation else by
         base = full.get(r["task"], {})
-        out.append({**{k: r.get(k) for k in settings}, "shots": shots, "selected": r["variant"], f"{by} (selection)": value,
-                    f"{by} (test)": r.get(f"{by}@{shots}"), f"{by}_stderr (test)": r.get(f"{by}_stderr@{shots}"),
-                    f"full {by} (test)": base.get(f"{by}@{shots}"), "task": r["task"]})
+        out.append({**{k: r.get(k) for k in settings}, "evaluation": evaluation or "prompts", "selected": r["variant"],
+                    f"{by} (selection)": value, f"{by} (test)": r.get(test_key),
+                    f"{by}_stderr (test)": r.get(f"{by}_stderr@{evaluation}") if evaluation else None,
+                    f"full {by} (test)": base.get(test_key), "task": r["task"]})
     return out
 
 
@@ -168,7 +175,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
             print(f"\ntask {r['task']} {r['status']}:{error}\n{r.get('log_tail', '')}")
     if choice:
         write_csv(root / SELECTED_FILE, choice)
-        print("\nSelected on the selection split (GSM8K train), reported on test:")
+        print("\nSelected on the selection split, reported on test:")
         for c in choice:
             print("  " + ", ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in c.items()))
     print(f"\n{len(table)} rows -> {root / RESULTS_FILE}; mean and std over seeds -> {root / BY_SETTING_FILE}"

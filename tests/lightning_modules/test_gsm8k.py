@@ -275,7 +275,7 @@ def test_the_collected_table_selects_by_the_selection_split_and_never_by_test():
     keys = ["model.init_args.model_name", "data.init_args.num_fewshot", "model.init_args.laser"]
     choice = {c["model.init_args.model_name"]: c for c in selected(rows, keys)}
     assert choice["m1"]["selected"] == "a" and choice["m1"]["em_flexible (test)"] == 0.20
-    assert choice["m1"]["full em_flexible (test)"] == 0.50 and choice["m1"]["shots"] == "2shot"
+    assert choice["m1"]["full em_flexible (test)"] == 0.50 and choice["m1"]["evaluation"] == "2shot"
     assert choice["m2"]["selected"] == "full"
 
 
@@ -291,5 +291,35 @@ def test_a_gsm8k_sweep_runs_and_collects_the_selected_variant(tiny_hf, gsm8k_dir
     path.write_text(yaml.safe_dump(spec))
     sweep.main([str(path), "--root", str(tmp_path / "sweep")])
     rows = [r for r in __import__("csv").DictReader((tmp_path / "sweep" / "selected.csv").open())]
-    assert len(rows) == 1 and rows[0]["shots"] == "1shot" and rows[0]["selected"] in ("full", "in@0", "out@0")
-    assert "Selected on the selection split (GSM8K train), reported on test:" in capsys.readouterr().out
+    assert len(rows) == 1 and rows[0]["evaluation"] == "1shot" and rows[0]["selected"] in ("full", "in@0", "out@0")
+    assert "Selected on the selection split, reported on test:" in capsys.readouterr().out
+
+
+def test_scores_and_generations_reach_wandb_as_tables(tiny_hf, gsm8k_dir, tmp_path, monkeypatch):
+    import glob
+
+    from tests.wandb_records import read_run
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    run_dir = run(tiny_hf["llama"], gsm8k_dir, tmp_path, "--model.init_args.laser",
+                  '{"x": [{"matrix": "mlp_out", "rho": 0.0}]}', "--data.init_args.num_fewshot", "[1]")
+    logged = read_run(str(run_dir))
+    tables = {k: v for h in logged["history"] for k, v in h.items() if k.startswith("gsm8k/")}
+    assert tables["gsm8k/scores/nrows"] == 2 and tables["gsm8k/generations/nrows"] == 2 * 3  # variants; x documents
+    files = run_dir / "wandb" / "offline-run-*" / "files"
+    (path,) = glob.glob(str(files / tables["gsm8k/generations/path"]))
+    table = json.loads(Path(path).read_text())
+    gens = [json.loads(line) for line in (run_dir / "generations.jsonl").read_text().splitlines()]
+    rows = [dict(zip(table["columns"], r)) for r in table["data"]]
+    assert [(r["variant"], r["question"], r["generation"]) for r in rows] == [(g["variant"], g["question"], g["generation"]) for g in gens]
+    (path,) = glob.glob(str(files / tables["gsm8k/scores/path"]))
+    table = json.loads(Path(path).read_text())
+    scores = {r[1]: dict(zip(table["columns"], r)) for r in table["data"]}
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert scores["x"]["em_flexible"] == summary["variants"]["x"]["em_flexible@1shot"]
+
+
+def test_more_than_one_process_is_refused(tiny_hf, gsm8k_dir, tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        run(tiny_hf["llama"], gsm8k_dir, tmp_path / "runs", "--model.init_args.laser", "{}", "--trainer.devices", "2")
+    assert "GSM8K runs in one process (got 2)" in capsys.readouterr().err

@@ -49,3 +49,42 @@ def test_a_bad_revision_or_spec_stops_before_loading(tiny_hf, tmp_path, capsys):
         run_test("configs/pythia_ioi.yaml", tiny_hf["llama"], tmp_path, "--model.init_args.laser",
                  '{"x": [{"matrix": "mlp_out", "rho": 0.5, "layers": 7}]}')
     assert "layer 7 out of range for 2 layers" in capsys.readouterr().err
+
+
+def test_the_selection_split_chooses_a_variant_without_the_test_prompts(tiny_hf, tmp_path, capsys):
+    summary = run_test("configs/pythia_ioi.yaml", tiny_hf["llama"], tmp_path, "--data.init_args.n_prompts", "40",
+                       "--data.init_args.selection_fraction", "0.25", "--model.init_args.select_by", "logit_diff")
+    sel = summary["results"]["selection"]
+    assert sel["by"] == "logit_diff" and set(sel["selection"]) == {"full", "late_mlp_out", "all_mlp_in"}
+    # chosen on the selection split alone; the test values are reported next to it
+    assert sel["selected"] == max(sel["selection"], key=sel["selection"].get)
+    for v in sel["selection"]:
+        assert sel["selection"][v] == pytest.approx(summary["variants"][v]["logit_diff@selection"], rel=1e-6)
+        assert sel["test"][v] == pytest.approx(summary["variants"][v]["logit_diff"], rel=1e-6)
+    assert f"Selected on the selection split by logit_diff: {sel['selected']}" in capsys.readouterr().out
+
+
+def test_selection_and_test_prompts_are_disjoint_and_bad_settings_are_refused(tiny_hf):
+    from datamodules import PromptDataModule
+
+    data = PromptDataModule(tokenizer=tiny_hf["llama"], n_prompts=40, selection_fraction=0.25, selection_seed=3)
+    sel, test = (set(map(tuple, data.splits[s]["input_ids"])) for s in ("selection", "test"))
+    assert len(data.splits["selection"]) == 10 and len(data.splits["test"]) == 30 and not sel & test
+    assert data.split_names == ["selection", "test"] and len(data.test_dataloader()) == 2
+    with pytest.raises(ValueError, match="selection_fraction must be in"):
+        PromptDataModule(tokenizer=tiny_hf["llama"], n_prompts=40, selection_fraction=1.0)
+    from lightning_modules import CausalLMModule
+
+    facts = PromptDataModule(task="facts", tokenizer=tiny_hf["llama"], n_prompts=40, selection_fraction=0.25)
+    with pytest.raises(ValueError, match="select_by logit_diff needs IOI prompts"):
+        CausalLMModule(tiny_hf["llama"], select_by="logit_diff").check_data(facts)
+
+
+def test_a_prompt_set_sweep_selects_by_the_selection_split():
+    from reports.table import selected
+
+    rows = [{"task": 0, "status": "completed", "model.init_args.revision": "step1", "variant": v, "log_ratio@selection": s,
+             "log_ratio": t} for v, s, t in (("full", 0.1, 0.2), ("cut", 0.5, -1.0), ("other", 0.3, 9.0))]
+    (choice,) = selected(rows, ["model.init_args.revision"])
+    assert choice["selected"] == "cut" and choice["log_ratio (test)"] == -1.0 and choice["full log_ratio (test)"] == 0.2
+    assert choice["evaluation"] == "prompts"
