@@ -111,6 +111,9 @@ def report_sweep(path: str | Path, progress=None) -> Path:
     encoding = next((k for k in swept if k.endswith("positional")), None)
     if encoding:
         plots.sweep_length_generalisation(figs, rows, encoding, [k for k in swept if k != encoding])
+        rates = series.sweep_hijack_rates(runs, rows, encoding)
+        if rates:
+            plots.sweep_hijack_rates(figs, rates)
     hijack_fits = series.sweep_hijack_fits(runs, rows, keys)
     failed = series.failed_tasks(rows)
     by_setting = table.by_setting(rows, keys)

@@ -304,6 +304,9 @@ def length_generalisation(figs: Figures, variants: dict[str, dict[str, float]]) 
     for name, points in curves.items():
         ax.plot([x for x, _ in points], [y for _, y in points], marker="o", linestyle="--" if name.endswith("beyond") else "-", label=name)
     ax.set_xscale("log", base=2)
+    lengths = sorted({x for points in curves.values() for x, _ in points})
+    ax.set_xticks(lengths, [str(x) for x in lengths])
+    ax.minorticks_off()
     ax.set_xlabel("test sequence length (tokens)")
     ax.set_ylabel(METRIC_LABELS["acc"])
     ax.set_ylim(-0.02, 1.02)
@@ -405,6 +408,9 @@ def sweep_length_generalisation(figs: Figures, rows: list[dict], encoding_key: s
             ax.errorbar([p[0] for p in points], [p[1] for p in points], yerr=[p[2] for p in points], marker="o",
                         capsize=3, label=str(encoding))
         ax.set_xscale("log", base=2)
+        lengths = sorted({p[0] for pts in lines.values() for p in pts})
+        ax.set_xticks(lengths, [str(x) for x in lengths])
+        ax.minorticks_off()
         ax.set_title(panel, fontsize=8)
         ax.set_xlabel("test length (tokens)")
         ax.set_ylim(-0.02, 1.02)
@@ -436,3 +442,28 @@ def gsm8k(figs: Figures, summary: dict) -> None:
     axes[0].legend(fontsize=7)
     figs.save(fig, "gsm8k", title, "lm-evaluation-harness gsm8k_cot scores; bars are the harness's standard errors. "
               "Per-problem generations: generations.jsonl.")
+
+
+def sweep_hijack_rates(figs: Figures, panels: dict[str, dict]) -> None:
+    title = "Hijack: how often the in-context answer wins, per positional encoding"
+    if not panels:
+        return figs.skip(title, "no task ran the HijackProbe")
+    cols = min(3, len(panels))
+    rows = -(-len(panels) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.4 * cols, 3.5 * rows), squeeze=False, sharey=True)
+    for ax in axes.flat[len(panels):]:
+        ax.set_visible(False)
+    for ax, (panel, lines) in zip(axes.flat, panels.items()):
+        for encoding, points in lines.items():
+            ax.errorbar([p[0] for p in points], [p[1] for p in points], yerr=[p[2] for p in points], marker="o",
+                        capsize=3, label=str(encoding))
+        ax.axhline(0.5, color="gray", linewidth=0.8)
+        ax.set_title(panel, fontsize=8)
+        ax.set_xlabel("in-context pairs (q, o)")
+        ax.set_ylim(-0.02, 1.02)
+        ax.grid(alpha=0.3)
+    for row in axes:
+        row[0].set_ylabel("o wins (fraction of prompts)")
+    axes.flat[0].legend(fontsize=7)
+    figs.save(fig, "hijack_by_encoding", title, "Full FF; mean and std over the tasks of each encoding (seeds, and "
+              "training lengths that share this test length). Above the gray line the context wins on most prompts.")

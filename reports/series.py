@@ -223,3 +223,23 @@ def gsm8k_by_shots(summary: dict, metric: str = "em_flexible", split: str = "tes
             if isinstance(row.get(metric), (int, float)):
                 out.setdefault(variant, []).append((int(shots.removesuffix("shot")), row[metric], row.get(f"{metric}_stderr") or 0.0))
     return {v: sorted(points) for v, points in out.items()}
+
+
+def sweep_hijack_rates(runs: dict[int, RunRecord], rows: list[dict], encoding_key: str, metric: str = "o_wins",
+                       variant_suffix: str = "@rho1") -> dict[str, dict[Any, list[tuple[int, float, float, int]]]]:
+    """HijackProbe across a sweep: {"<placement> T<L>": {encoding: [(n, mean, std, tasks)]}} for the full FF."""
+    values: dict[tuple[str, Any, int], list[float]] = {}
+    for task, run in runs.items():
+        point = next((r for r in rows if r["task"] == task), {})
+        for placement, by_t in hijack_results(run.summary).items():
+            for t, by_v in by_t.items():
+                for variant, r in by_v.items():
+                    if variant.endswith(variant_suffix):
+                        for n, m in r["by_n"].items():
+                            values.setdefault((f"{placement} {t}", point.get(encoding_key), int(n)), []).append(m[metric])
+    out: dict[str, dict[Any, list[tuple[int, float, float, int]]]] = {}
+    order = lambda kv: (kv[0][0].split()[0], int(kv[0][0].split()[1][1:]), str(kv[0][1]), kv[0][2])  # noqa: E731
+    for (panel, encoding, n), vs in sorted(values.items(), key=order):
+        std = statistics.stdev(vs) if len(vs) > 1 else 0.0
+        out.setdefault(panel, {}).setdefault(encoding, []).append((n, statistics.fmean(vs), std, len(vs)))
+    return out

@@ -47,3 +47,32 @@ def test_gsm8k_exact_match_by_shots(tmp_path):
     plots.gsm8k(figs, summary)
     (fig,) = figs.figures
     assert fig.name == "gsm8k" and plt.imread(fig.png).std() > 0.01
+
+
+@pytest.mark.slow
+def test_a_hijack_sweep_report_draws_each_encoding(tmp_path, monkeypatch):
+    import yaml
+
+    from pipeline import sweep
+    from reports import build
+
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    spec = {"base": "configs/hijack.yaml", "grid": {
+        "model.init_args.model.positional": ["absolute", "relative"], "seed_everything": [0, 1],
+        "trainer.max_steps": [40], "trainer.val_check_interval": [40], "trainer.enable_progress_bar": [False],
+        "data.init_args.n_test": [32], "data.init_args.test_lengths": [[64, 128]]}}
+    path = tmp_path / "hijack_tiny.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    sweep.main([str(path), "--root", str(tmp_path / "sweep")])
+    page = build.report(tmp_path / "sweep")
+    figures = {p.stem for p in (tmp_path / "sweep" / "report" / "figures").glob("*.png")}
+    assert {"length_generalisation_by_encoding", "hijack_by_encoding"} <= figures
+    html = page.read_text()
+    assert "Hijack theory fit per task" in html and html.count("<tr>") > 4
+    from reports import table
+
+    rows = table.rows(tmp_path / "sweep")
+    runs = build.task_runs(rows)
+    rates = series.sweep_hijack_rates(runs, rows, "model.init_args.model.positional")
+    assert set(rates["late T64"]) == {"absolute", "relative"}
+    assert all(count == 2 for pts in rates["late T64"].values() for *_, count in pts)  # two seeds per encoding
