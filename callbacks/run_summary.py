@@ -11,6 +11,7 @@ import time
 from typing import Any
 
 import lightning as L
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from lightning.pytorch.utilities import rank_zero_only
 
 from callbacks.common import finish_wandb
@@ -170,11 +171,13 @@ class RunSummary(L.Callback):
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
         if isinstance(exception, KeyboardInterrupt):
             self._interrupted(trainer)
+        elif isinstance(exception, SIGTERMException):  # kill, scancel, a time limit: stopped from outside, not failed
+            self._interrupted(trainer, "terminated (SIGTERM)")
         else:
             self.write(trainer, "failed", error=f"{type(exception).__name__}: {exception}")
 
     @rank_zero_only
-    def _interrupted(self, trainer: L.Trainer) -> None:
+    def _interrupted(self, trainer: L.Trainer, what: str = "interrupted") -> None:
         if self.run_dir is None:
             return
         ckpt = latest_checkpoint(trainer, self.run_dir) if trainer.state.fn == "fit" else None
@@ -187,9 +190,9 @@ class RunSummary(L.Callback):
             how = f"No checkpoint was saved yet (the first comes with the first validation). Start it again:\n  {resume}"
         else:
             how = ""
-        self.write(trainer, "interrupted", error=f"interrupted at step {trainer.global_step}" + (f"; {how}" if how else ""))
+        self.write(trainer, "interrupted", error=f"{what} at step {trainer.global_step}" + (f"; {how}" if how else ""))
         finish_wandb(exit_code=130)  # release the run id now: the resume command continues this W&B run
-        print(f"\nInterrupted at step {trainer.global_step}. Run directory: {self.run_dir}\n{how}", file=sys.stderr, flush=True)
+        print(f"\n{what[0].upper() + what[1:]} at step {trainer.global_step}. Run directory: {self.run_dir}\n{how}", file=sys.stderr, flush=True)
 
     @staticmethod
     def _ckpt_step(path: str) -> str:

@@ -10,12 +10,14 @@ import contextlib
 import io
 import json
 import os
+import signal
 import sys
 from pathlib import Path
 
 import torch
 import yaml
 from jsonargparse import Namespace
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 from lightning.pytorch.loggers import CSVLogger
@@ -219,6 +221,8 @@ class ExperimentCLI(LightningCLI):
             super()._run_subcommand(subcommand)
         except FloatingPointError as e:  # a diverged run: summary.json already says failed, with this error
             fail(f"{e} (run directory: {self.run_dir})", code=1)
+        except SIGTERMException:  # Lightning's exits with code 0; a terminated run must not look like a finished one
+            raise SystemExit(128 + signal.SIGTERM) from None
 
     def _finish_wandb(self) -> None:
         # Lightning leaves the W&B run open; close it so the next run in this process (a notebook, a test) is its own

@@ -39,3 +39,21 @@ def test_ctrl_c_records_interrupted_and_the_printed_command_resumes_the_same_run
     assert final["status"] == "completed" and final["global_step"] == 1000
     assert final["wandb"]["id"] == summary["wandb"]["id"]
     assert len(list((run / "wandb").glob("offline-run-*"))) == 2  # two parts of one W&B run id, synced in order
+
+
+def test_sigterm_records_interrupted_and_exits_non_zero(repo, tmp_path):
+    # kill, scancel and time limits send SIGTERM; Lightning alone would exit 0 and the summary would say "failed"
+    env = {**os.environ, "WANDB_MODE": "disabled", "PYTHONPATH": repo}
+    args = [*TINY, "--trainer.max_steps", "100000", "--trainer.val_check_interval", "20", "--trainer.callbacks=[]",
+            "--trainer.default_root_dir", str(tmp_path)]
+    proc = subprocess.Popen([sys.executable, "main.py", "fit", *args], cwd=repo, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not list(tmp_path.glob("noisy/*/checkpoints/*.ckpt")) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143, err[-2000:]
+    summary = json.loads((only_run_dir(tmp_path) / "summary.json").read_text())
+    assert summary["status"] == "interrupted" and summary["error"].startswith("terminated (SIGTERM) at step")
+    assert "--ckpt_path" in summary["error"] and "Terminated (SIGTERM) at step" in err
