@@ -295,6 +295,16 @@ def revision_sweep(figs: Figures, rows: list[dict], key: str) -> None:
 
 # --- knowledge hijack -------------------------------------------------------------------------------------------
 
+def panel_grid(n: int, cols: int = 3):
+    """n panels sharing a y axis, at most ``cols`` per row; the unused cells are hidden."""
+    cols = min(cols, n)
+    rows = -(-n // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.5 * cols, 3.6 * rows), squeeze=False, sharey=True)
+    for ax in axes.flat[n:]:
+        ax.set_visible(False)
+    return fig, axes
+
+
 def length_generalisation(figs: Figures, variants: dict[str, dict[str, float]]) -> None:
     title = "Accuracy against the test length"
     curves = series.length_generalisation(variants)
@@ -369,11 +379,7 @@ def hijack_theory(figs: Figures, summary: dict) -> None:
         return figs.skip(title, "HijackProbe recorded no theory fit (too few n or lengths)")
     from lightning_modules.hijack_theory import attention_mass
 
-    cols = min(3, len(fits))
-    rows = -(-len(fits) // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(4.6 * cols, 3.6 * rows), squeeze=False, sharey=True)
-    for ax in axes.flat[len(fits):]:
-        ax.set_visible(False)
+    fig, axes = panel_grid(len(fits))
     for ax, (name, f) in zip(axes.flat, fits.items()):
         for i, (t, b) in enumerate(f["by_length"].items()):
             color = plt.get_cmap("tab10")(i % 10)
@@ -448,11 +454,7 @@ def sweep_hijack_rates(figs: Figures, panels: dict[str, dict]) -> None:
     title = "Hijack: how often the in-context answer wins, per positional encoding"
     if not panels:
         return figs.skip(title, "no task ran the HijackProbe")
-    cols = min(3, len(panels))
-    rows = -(-len(panels) // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(4.4 * cols, 3.5 * rows), squeeze=False, sharey=True)
-    for ax in axes.flat[len(panels):]:
-        ax.set_visible(False)
+    fig, axes = panel_grid(len(panels))
     for ax, (panel, lines) in zip(axes.flat, panels.items()):
         for encoding, points in lines.items():
             ax.errorbar([p[0] for p in points], [p[1] for p in points], yerr=[p[2] for p in points], marker="o",

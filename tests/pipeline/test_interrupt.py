@@ -11,15 +11,20 @@ import time
 from tests.pipeline.test_cli import TINY, only_run_dir
 
 
-def test_ctrl_c_records_interrupted_and_the_printed_command_resumes_the_same_run(repo, tmp_path):
-    env = {**os.environ, "WANDB_MODE": "offline", "PYTHONPATH": repo}
-    args = [*TINY, "--trainer.max_steps", "1000", "--trainer.val_check_interval", "20", "--trainer.callbacks=[]",
+def start_and_wait_for_a_checkpoint(repo, tmp_path, env: dict, max_steps: int) -> subprocess.Popen:
+    args = [*TINY, "--trainer.max_steps", str(max_steps), "--trainer.val_check_interval", "20", "--trainer.callbacks=[]",
             "--trainer.default_root_dir", str(tmp_path)]
     proc = subprocess.Popen([sys.executable, "main.py", "fit", *args], cwd=repo, env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120
     while not list(tmp_path.glob("noisy/*/checkpoints/*.ckpt")) and time.monotonic() < deadline:
         time.sleep(0.2)
+    return proc
+
+
+def test_ctrl_c_records_interrupted_and_the_printed_command_resumes_the_same_run(repo, tmp_path):
+    env = {**os.environ, "WANDB_MODE": "offline", "PYTHONPATH": repo}
+    proc = start_and_wait_for_a_checkpoint(repo, tmp_path, env, 1000)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode != 0
@@ -44,13 +49,7 @@ def test_ctrl_c_records_interrupted_and_the_printed_command_resumes_the_same_run
 def test_sigterm_records_interrupted_and_exits_non_zero(repo, tmp_path):
     # kill, scancel and time limits send SIGTERM; Lightning alone would exit 0 and the summary would say "failed"
     env = {**os.environ, "WANDB_MODE": "disabled", "PYTHONPATH": repo}
-    args = [*TINY, "--trainer.max_steps", "100000", "--trainer.val_check_interval", "20", "--trainer.callbacks=[]",
-            "--trainer.default_root_dir", str(tmp_path)]
-    proc = subprocess.Popen([sys.executable, "main.py", "fit", *args], cwd=repo, env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 120
-    while not list(tmp_path.glob("noisy/*/checkpoints/*.ckpt")) and time.monotonic() < deadline:
-        time.sleep(0.2)
+    proc = start_and_wait_for_a_checkpoint(repo, tmp_path, env, 100000)
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 143, err[-2000:]
