@@ -8,7 +8,6 @@ its URL; without network or credentials that fails within seconds, naming the --
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 

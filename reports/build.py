@@ -6,7 +6,7 @@ from pathlib import Path
 
 from lightning_modules.metric_keys import split_metric
 from pipeline.run_dir import REPORT_DIR
-from reports import plots, series, table
+from reports import hijack_plots, plots, pretrained_plots, series, table
 from reports.page import table_html, write_page
 from reports.run import ReportError, RunRecord, load_run
 
@@ -47,15 +47,15 @@ def report_run(path: str | Path) -> Path:
     plots.gradient_snr(figs, series.gradient_snr(run.summary))
     plots.truncation_jumps(figs, events)
     if series.length_generalisation(run.summary.get("variants") or {}):
-        plots.length_generalisation(figs, run.summary.get("variants") or {})
+        hijack_plots.length_generalisation(figs, run.summary.get("variants") or {})
     fits = series.hijack_theory_fit(run.summary)
     if (run.summary.get("callbacks") or {}).get("HijackProbe"):
-        plots.hijack(figs, run.summary)
-        plots.hijack_theory(figs, run.summary)
+        hijack_plots.hijack(figs, run.summary)
+        hijack_plots.hijack_theory(figs, run.summary)
     if series.gsm8k_by_shots(run.summary):
-        plots.gsm8k(figs, run.summary)
+        pretrained_plots.gsm8k(figs, run.summary)
     elif run.summary.get("model"):
-        plots.prompt_bars(figs, run.summary)
+        pretrained_plots.prompt_bars(figs, run.summary)
     variants = [{"variant": v, **{k: x for k, x in m.items() if split_metric(k)[1] is None}}  # the main test set's
                 for v, m in (run.summary.get("variants") or {}).items()]
     marks = series.marked_steps(run.history)
@@ -101,7 +101,7 @@ def report_sweep(path: str | Path, progress=None) -> Path:
     metrics = ["p_answer", "p_generic", "log_ratio", "logit_diff"] if pretrained else ["p_noise", "p_correct", "acc"]
     revision = next((k for k in swept if k.endswith("revision")), None)
     if revision:
-        plots.revision_sweep(figs, rows, revision)
+        pretrained_plots.revision_sweep(figs, rows, revision)
     for key in swept:
         if key != revision:
             plots.sweep_final(figs, rows, key, metrics)
@@ -110,10 +110,10 @@ def report_sweep(path: str | Path, progress=None) -> Path:
         plots.sweep_curves(figs, series.task_curves(runs, "p_noise"), groups, swept[0] if swept else None)
     encoding = next((k for k in swept if k.endswith("positional")), None)
     if encoding:
-        plots.sweep_length_generalisation(figs, rows, encoding, [k for k in swept if k != encoding])
+        hijack_plots.sweep_length_generalisation(figs, rows, encoding, [k for k in swept if k != encoding])
         rates = series.sweep_hijack_rates(runs, rows, encoding)
         if rates:
-            plots.sweep_hijack_rates(figs, rates)
+            hijack_plots.sweep_hijack_rates(figs, rates)
     hijack_fits = series.sweep_hijack_fits(runs, rows, keys)
     failed = series.failed_tasks(rows)
     by_setting = table.by_setting(rows, keys)

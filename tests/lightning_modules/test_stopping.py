@@ -1,6 +1,4 @@
 """Stopping each row at its own stop string gives the harness's generations in fewer steps."""
-import pytest
-import torch
 
 
 def requests(contexts, until, max_gen_toks):

@@ -3,7 +3,6 @@ are in tests/slurm): the warning signal checkpoints at an optimizer step, and a 
 import json
 import os
 import signal
-from pathlib import Path
 
 import lightning as L
 import pytest

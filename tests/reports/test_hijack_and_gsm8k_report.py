@@ -3,7 +3,7 @@ GSM8K runs (exact match by shots per variant): their data equal the recorded num
 import matplotlib.pyplot as plt
 import pytest
 
-from reports import plots, series
+from reports import hijack_plots, plots, pretrained_plots, series
 
 
 def test_accuracy_by_test_length_per_encoding_averages_seeds(tmp_path):
@@ -18,7 +18,7 @@ def test_accuracy_by_test_length_per_encoding_averages_seeds(tmp_path):
     assert (length, n) == (256, 2) and mean == pytest.approx(0.75) and std == pytest.approx(0.0707, abs=1e-3)
     assert panels["beyond"]["absolute"][0][1] == pytest.approx(0.35)
     figs = plots.Figures(tmp_path, "")
-    plots.sweep_length_generalisation(figs, rows, "model.init_args.model.positional", [])
+    hijack_plots.sweep_length_generalisation(figs, rows, "model.init_args.model.positional", [])
     (fig,) = figs.figures
     assert fig.name == "length_generalisation_by_encoding" and plt.imread(fig.png).std() > 0.01
 
@@ -30,7 +30,7 @@ def test_the_theory_figure_draws_each_settings_fit(tmp_path):
     summary = {"callbacks": {"HijackProbe": {"results": {}, "theory_fit": {"late": {"ff@rho1": fit}}}}}
     assert series.hijack_theory_fit(summary) == {"late ff@rho1": fit}
     figs = plots.Figures(tmp_path, "")
-    plots.hijack_theory(figs, summary)
+    hijack_plots.hijack_theory(figs, summary)
     (fig,) = figs.figures
     assert fig.name == "hijack_theory" and plt.imread(fig.png).std() > 0.01
 
@@ -44,7 +44,7 @@ def test_gsm8k_exact_match_by_shots(tmp_path):
     assert series.gsm8k_by_shots(summary) == {"full": [(1, 0.5, 0.02), (8, 0.6, 0.02)], "cut": [(1, 0.55, 0.02)]}
     assert series.gsm8k_by_shots(summary, split="selection") == {"full": [(1, 0.9, 0.0)]}
     figs = plots.Figures(tmp_path, "")
-    plots.gsm8k(figs, summary)
+    pretrained_plots.gsm8k(figs, summary)
     (fig,) = figs.figures
     assert fig.name == "gsm8k" and plt.imread(fig.png).std() > 0.01
 

@@ -1,10 +1,7 @@
 """Reports of pretrained-model results: per-variant bars by prompt type for a run, and the revision-sweep curves."""
-import json
-
 import matplotlib.pyplot as plt
-import pytest
 
-from reports import build, plots, series
+from reports import build, plots, pretrained_plots, series
 from tests.pipeline.test_pretrained_cli import run_test
 from tests.pipeline.test_cli import only_run_dir
 
@@ -27,7 +24,7 @@ def test_a_revision_sweep_is_drawn_against_the_training_step(tmp_path):
             for i, (rev, p) in enumerate([("step0", 0.01), ("step1000", 0.2), ("step143000", 0.6)]) for v in ("full", "cut")]
     assert [series.revision_step(r) for r in ("step0", "step512", "main", "v1")] == [0, 512, 143000, None]
     figs = plots.Figures(tmp_path, "")
-    plots.revision_sweep(figs, rows, "model.init_args.revision")
+    pretrained_plots.revision_sweep(figs, rows, "model.init_args.revision")
     (fig,) = figs.figures
     assert fig.name == "revisions" and plt.imread(fig.png).std() > 0.01
     lines = series.final_vs_key([r | {"_step": series.revision_step(r["model.init_args.revision"])} for r in rows], "_step", "p_answer")

@@ -2,7 +2,6 @@
 parser, run by the interpreter the tasks will use, which is the project's environment, never silently the caller's."""
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
