@@ -71,7 +71,7 @@ def _spec(path: Path, args, kind: str) -> dict | None:
         pretrained = any(isinstance(r.get("p_answer"), float) for r in rows)
         logged = set().union(*(set(r.history) | set(r.summary.get("metrics") or {}) for r in runs))
         swept = [k for k in table.grid_keys(path, varying=True) if not table.is_seed_key(k)]
-        panels = wandb_report.panels_for_sweep(swept, pretrained, probes=any(k.startswith("probe/") for k in logged))
+        panels = wandb_report.panels_for_sweep(swept, pretrained, probes=any(k.startswith("probe/") for k in logged), logged=logged)
         group, ids = info.get("group"), [(r.summary.get("wandb") or {}).get("id") for r in runs]
         if not str(group or "").startswith(path.name):  # not a SLURM sweep's own group (<sweep>_<array job>): by ids
             group = None

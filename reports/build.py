@@ -118,7 +118,9 @@ def report_sweep(path: str | Path, progress=None) -> Path:
     failed = series.failed_tasks(rows)
     by_setting = table.by_setting(rows, keys)
     columns = [c for c in dict.fromkeys(k for r in by_setting for k in r) if not c.endswith("_std")]
-    shown = [{**r, **{c: f"{r[c]:.4f} ± {r[c.replace('_mean', '_std')]:.4f}" for c in columns if c.endswith("_mean")}} for r in by_setting]
+    # a metric only some variants have (a delta against the full model) is blank for the others
+    shown = [{**r, **{c: f"{r[c]:.4f} ± {r[c.replace('_mean', '_std')]:.4f}" for c in columns if c.endswith("_mean") and c in r}}
+             for r in by_setting]
     sections = [("Mean ± std over seeds, per setting", table_html(shown, columns))]
     choice = table.selected(rows, keys)
     if choice:

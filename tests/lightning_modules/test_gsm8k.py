@@ -293,6 +293,15 @@ def test_a_gsm8k_sweep_runs_and_collects_the_selected_variant(tiny_hf, gsm8k_dir
     rows = [r for r in __import__("csv").DictReader((tmp_path / "sweep" / "selected.csv").open())]
     assert len(rows) == 1 and rows[0]["evaluation"] == "1shot" and rows[0]["selected"] in ("full", "in@0", "out@0")
     assert "Selected on the selection split, reported on test:" in capsys.readouterr().out
+    # the sweep's report: the selection table on the page, and W&B panels of the exact match the tasks logged
+    from reports import wandb_report
+    from reports.__main__ import main as reports_main
+
+    reports_main([str(tmp_path / "sweep"), "--entity", "my-team", "--project", "p"])
+    assert "Selected LASER variant per setting" in (tmp_path / "sweep" / "report" / "index.html").read_text()
+    spec, _ = wandb_report.load(tmp_path / "sweep" / "report" / wandb_report.SPEC_FILE)
+    (panel,) = spec["panels"]
+    assert panel["groupby"] == "config.model.init_args.laser" and "test/full/em_flexible@1shot" in panel["y"]
 
 
 def test_scores_and_generations_reach_wandb_as_tables(tiny_hf, gsm8k_dir, tmp_path, monkeypatch):
@@ -323,3 +332,19 @@ def test_more_than_one_process_is_refused(tiny_hf, gsm8k_dir, tmp_path, capsys):
     with pytest.raises(SystemExit):
         run(tiny_hf["llama"], gsm8k_dir, tmp_path / "runs", "--model.init_args.laser", "{}", "--trainer.devices", "2")
     assert "GSM8K runs in one process (got 2)" in capsys.readouterr().err
+
+
+def test_the_wandb_report_of_a_gsm8k_run_plots_only_logged_keys(tiny_hf, gsm8k_dir, tmp_path, monkeypatch):
+    from reports import wandb_report
+    from reports.__main__ import main as reports_main
+    from tests.wandb_records import read_run
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    run_dir = run(tiny_hf["llama"], gsm8k_dir, tmp_path, "--model.init_args.laser", '{"x": [{"matrix": "mlp_out", "rho": 0.0}]}',
+                  "--data.init_args.num_fewshot", "[0, 1]")
+    reports_main([str(run_dir), "--entity", "my-team"])
+    spec, _ = wandb_report.load(run_dir / "report" / wandb_report.SPEC_FILE)
+    titles = {p["title"]: p["y"] for p in spec["panels"]}
+    assert set(titles["em_flexible per variant"]) == {f"test/{v}/em_flexible@{k}shot" for v in ("full", "x") for k in (0, 1)}
+    logged = {k for row in read_run(str(run_dir))["history"] for k in row}
+    assert {k for p in spec["panels"] for k in p["y"]} <= logged

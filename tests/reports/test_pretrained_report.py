@@ -29,3 +29,17 @@ def test_a_revision_sweep_is_drawn_against_the_training_step(tmp_path):
     assert fig.name == "revisions" and plt.imread(fig.png).std() > 0.01
     lines = series.final_vs_key([r | {"_step": series.revision_step(r["model.init_args.revision"])} for r in rows], "_step", "p_answer")
     assert [(x, m) for x, m, _, _ in lines["full"]] == [(0, 0.01), (1000, 0.2), (143000, 0.6)]
+
+
+def test_the_wandb_report_of_a_pythia_run_plots_its_test_metrics(tiny_hf, tmp_path, monkeypatch):
+    from reports import wandb_report
+    from reports.__main__ import main as reports_main
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    summary = run_test("configs/pythia_ioi.yaml", tiny_hf["gpt_neox"], tmp_path, "--data.init_args.n_prompts", "24")
+    run = only_run_dir(tmp_path)
+    reports_main([str(run), "--entity", "my-team"])  # (this failed before: it asked for val/ keys a test run never logs)
+    spec, _ = wandb_report.load(run / "report" / wandb_report.SPEC_FILE)
+    titles = {p["title"]: p["y"] for p in spec["panels"]}
+    assert set(titles["logit_diff per variant"]) == {f"test/{v}/logit_diff" for v in ("full", "late_mlp_out", "all_mlp_in")}
+    assert {k for p in spec["panels"] for k in p["y"]} <= set(summary["metrics"])
