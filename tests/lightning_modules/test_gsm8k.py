@@ -348,3 +348,29 @@ def test_the_wandb_report_of_a_gsm8k_run_plots_only_logged_keys(tiny_hf, gsm8k_d
     assert set(titles["em_flexible per variant"]) == {f"test/{v}/em_flexible@{k}shot" for v in ("full", "x") for k in (0, 1)}
     logged = {k for row in read_run(str(run_dir))["history"] for k in row}
     assert {k for p in spec["panels"] for k in p["y"]} <= logged
+
+
+def test_instruct_models_get_the_chat_template_with_multiturn_exemplars(tiny_hf, gsm8k_dir, tmp_path, monkeypatch):
+    import lm_eval
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    chat = tmp_path / "chat_model"
+    AutoModelForCausalLM.from_pretrained(tiny_hf["llama"]).save_pretrained(chat)
+    tok = AutoTokenizer.from_pretrained(tiny_hf["llama"])
+    tok.chat_template = ("{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}\n{% endfor %}"
+                         "{% if add_generation_prompt %}<|assistant|>{% endif %}")
+    tok.save_pretrained(chat)
+    prompts = []
+    original = lm_eval.simple_evaluate
+
+    def spy(*args, **kwargs):  # the prompts the harness built
+        out = original(*args, **kwargs)
+        prompts.extend(s["arguments"][0][0] for task in out["samples"].values() for s in task)
+        return out
+
+    monkeypatch.setattr(lm_eval, "simple_evaluate", spy)
+    run_dir = run(str(chat), gsm8k_dir, tmp_path / "runs", "--model.init_args.laser", "{}", "--data.init_args.num_fewshot", "[2]",
+                  "--model.init_args.apply_chat_template", "true", "--model.init_args.fewshot_as_multiturn", "true")
+    assert json.loads((run_dir / "summary.json").read_text())["status"] == "completed"
+    # 2 exemplars as user / assistant turns, then the question and the generation prompt
+    assert prompts and all(p.count("<|user|>") == 3 and p.count("<|assistant|>") == 3 and p.endswith("<|assistant|>") for p in prompts)
