@@ -10,7 +10,7 @@ from datasets import Dataset, load_dataset
 from torch.utils.data import DataLoader
 
 from datamodules.prompt_sources import IOI_TEMPLATES, NAMES, OBJECTS, PLACES, builtin_facts
-from lightning_modules.pretrained import load_tokenizer
+from lightning_modules.pretrained import check_revision, load_tokenizer
 
 
 def single_token_id(tokenizer, text: str) -> int | None:
@@ -65,7 +65,8 @@ class PromptDataModule(L.LightningDataModule):
 
     Args:
         task: ``ioi`` (Wang et al. 2022 templates, ABBA and BABA) or ``facts``.
-        tokenizer / revision: the tokenizer to load (``from_pretrained``), normally the model's.
+        tokenizer / revision: the tokenizer to load (``from_pretrained``); under main.py these are linked from
+            ``model.init_args.model_name`` / ``revision`` (the model's own tokenizer, at its revision).
         n_prompts: IOI prompts to generate (default 400); for facts, at most this many (default all).
         seed: IOI sampling seed (names, templates, places).
         facts: CounterFact-style JSON file or hub dataset id; default the built-in facts (capitals, languages,
@@ -100,8 +101,9 @@ class PromptDataModule(L.LightningDataModule):
             raise ValueError(f"data.batch_size and data.n_prompts must be >= 1, got {batch_size}, {n_prompts}")
         if not 0.0 <= selection_fraction < 1.0:
             raise ValueError(f"data.selection_fraction must be in [0, 1), got {selection_fraction}")
-        if tokenizer is None:  # main.py fills it in from model.init_args.model_name / revision (pipeline/cli.py)
-            raise ValueError("data.tokenizer: none given; under main.py it follows model.init_args.model_name")
+        if tokenizer is None:  # main.py links it from model.init_args.model_name (pipeline/cli.py)
+            raise ValueError("data.tokenizer: none given; under main.py it is linked from model.init_args.model_name")
+        check_revision(tokenizer, revision or "main")  # a Pythia step that does not exist: refused before any download
         self.tokenizer = load_tokenizer(tokenizer, revision or "main", cache_dir)
         self.generic_id = single_token_id(self.tokenizer, generic_token)
         if self.generic_id is None:

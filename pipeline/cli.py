@@ -71,6 +71,10 @@ class ExperimentCLI(LightningCLI):
         # the model's vocabulary and noise token are facts of the data, never set twice by hand
         parser.link_arguments("data.vocab_size", "model.init_args.vocab_size", apply_on="instantiate")
         parser.link_arguments("data.noise_id", "model.init_args.noise_id", apply_on="instantiate")
+        # a pretrained model's prompts are tokenized by its own tokenizer at its own revision: overriding
+        # model.init_args.model_name alone switches both (data classes without these arguments are left alone)
+        parser.link_arguments("model.init_args.model_name", "data.init_args.tokenizer", apply_on="parse")
+        parser.link_arguments("model.init_args.revision", "data.init_args.revision", apply_on="parse")
 
     def parse_arguments(self, parser, args) -> None:
         check_config_files(list(sys.argv[1:] if args is None else args))
@@ -101,7 +105,6 @@ class ExperimentCLI(LightningCLI):
         self.run_dir = self._resumed_run(cfg) or run_dir.run_dir(cfg.trainer.default_root_dir or "runs", name)
         os.environ[run_dir.PARENT_RUN_DIR] = str(self.run_dir)  # inherited by DDP worker processes
         self._restore: list[tuple[Namespace, str, object]] = []
-        self._link_tokenizer(cfg)
         # Point the trainer and loggers at the run directory, but save the config as the user wrote it, so that
         # `main.py fit --config <run>/config.yaml` reproduces the run in a fresh directory.
         self._override(cfg.trainer, "default_root_dir", str(self.run_dir))
@@ -121,17 +124,6 @@ class ExperimentCLI(LightningCLI):
                     self._override(lg.init_args, "resume", "allow")
                 if os.environ.get("WANDB_RUN_GROUP"):  # a sweep's group (slurm/submit.py) wins over the config's
                     self._override(lg.init_args, "group", os.environ["WANDB_RUN_GROUP"])
-
-    def _link_tokenizer(self, cfg: Namespace) -> None:
-        """The data's tokenizer and revision follow the model's unless set (``data.tokenizer: null``): overriding
-        ``model.init_args.model_name`` alone then loads the matching tokenizer. Not written back into config.yaml."""
-        data, model = (cfg.get(k) or {} for k in ("data", "model"))
-        data_args, model_args = data.get("init_args") or {}, model.get("init_args") or {}
-        if "tokenizer" in data_args and model_args.get("model_name"):
-            if data_args.get("tokenizer") is None:
-                self._override(data_args, "tokenizer", model_args["model_name"])
-            if "revision" in data_args and data_args.get("revision") is None:
-                self._override(data_args, "revision", model_args.get("revision") or "main")
 
     def _resumed_run(self, cfg: Namespace) -> Path | None:
         """``fit --ckpt_path <run>/checkpoints/x.ckpt`` with that run's own config continues that run's directory

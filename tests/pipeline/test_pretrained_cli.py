@@ -41,9 +41,9 @@ def test_facts_through_the_cli(tiny_hf, tmp_path):
 
 
 def test_a_bad_revision_or_spec_stops_before_loading(tiny_hf, tmp_path, capsys):
-    with pytest.raises(SystemExit) as info:  # the tokenizer is local, the model a hub id: no download is tried
+    with pytest.raises(SystemExit) as info:  # the model and its linked tokenizer are hub ids: no download is tried
         main(["test", "--config", "configs/pythia_ioi.yaml", "--model.init_args.revision", "step1500",
-              "--data.init_args.tokenizer", tiny_hf["gpt_neox"], "--trainer.default_root_dir", str(tmp_path)])
+              "--trainer.default_root_dir", str(tmp_path)])
     assert info.value.code == 2 and "'step1500' is not a Pythia checkpoint" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         run_test("configs/pythia_ioi.yaml", tiny_hf["llama"], tmp_path, "--model.init_args.laser",
