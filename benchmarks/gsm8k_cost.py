@@ -118,8 +118,7 @@ def gsm8k_rate(model, device, n: int, shots: int, batch: int, max_gen_toks: int,
             sync(device)
             seconds = time.perf_counter() - t
     samples = out["samples"][LOCAL_TASK]
-    prompt_tokens = [len(tok(s["arguments"][0][0] if isinstance(s["arguments"][0], (list, tuple)) else s["arguments"]["gen_args_0"]["arg_0"])["input_ids"])
-                     for s in samples[: min(8, len(samples))]]
+    prompt_tokens = [len(tok(s["arguments"][0][0])["input_ids"]) for s in samples[:8]]  # (context, gen_kwargs)
     return {"problems": n, "num_fewshot": shots, "batch_size": batch, "max_gen_toks": max_gen_toks, "seconds": round(seconds, 2),
             "problems_per_minute": round(60 * n / seconds, 1), "prompt_tokens_mean": round(sum(prompt_tokens) / len(prompt_tokens)),
             "generated_tokens_per_s": round(n * max_gen_toks / seconds)}

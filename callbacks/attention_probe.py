@@ -8,20 +8,8 @@ import torch
 import torch.nn.functional as F
 
 from callbacks.common import log_scalars, network, probe_batch, require_generator
+from lightning_modules.attribution import attention_patterns
 from lightning_modules.metric_keys import probe_key
-
-
-@torch.no_grad()
-def attention_patterns(net: torch.nn.Module, tokens: torch.Tensor) -> list[torch.Tensor]:
-    """Each layer's (B, T, T) attention pattern (mean over heads) on ``tokens``, from the inputs its attention saw."""
-    inputs: list[torch.Tensor] = []
-    hooks = [layer.attn.register_forward_pre_hook(lambda m, args: inputs.append(args[0])) for layer in net.layers]
-    try:
-        net(tokens)
-    finally:
-        for h in hooks:
-            h.remove()
-    return [layer.attn.probabilities(x).mean(1) for layer, x in zip(net.layers, inputs)]
 
 
 def induction_mass(pattern: torch.Tensor, tokens: torch.Tensor, answer: torch.Tensor, mask: torch.Tensor, noise_id: int) -> dict[str, float]:

@@ -110,9 +110,10 @@ class GSM8KDataModule(L.LightningDataModule):
         self.data_dir = Path(data_dir) if data_dir else None
         self.limit, self.selection_limit = limit, selection_limit
         self.selection_size, self.selection_seed = selection_size, selection_seed
+        self.train_records: list[dict[str, Any]] | None = None  # read once: checked here, sampled in setup
         if self.data_dir is not None:  # bad files fail here, before a model is loaded
-            for split in ("train", "test"):
-                read_jsonl(self.data_dir / f"{split}.jsonl")
+            self.train_records = read_jsonl(self.data_dir / "train.jsonl")
+            read_jsonl(self.data_dir / "test.jsonl")
         self.tasks: dict[str, str] = {}
         self.include_path: Path | None = None
         self.selection_docs: list[dict[str, Any]] = []
@@ -153,8 +154,8 @@ class GSM8KDataModule(L.LightningDataModule):
             self.tasks["selection"] = SELECTION_TASK
 
     def _train_documents(self) -> list[dict[str, Any]]:
-        if self.data_dir is not None:
-            return read_jsonl(self.data_dir / "train.jsonl")
+        if self.train_records is not None:
+            return self.train_records
         import datasets
 
         try:

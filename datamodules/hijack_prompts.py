@@ -13,6 +13,7 @@ import torch
 
 from datamodules.bigram import BigramModel
 from datamodules.generator import NoisyRecallGenerator
+from lightning_modules.attribution import forward_with_attention
 
 PLACEMENTS = ("early", "late", "beyond")
 
@@ -70,17 +71,12 @@ def build(bigram: BigramModel, n_pairs: int, length: int, placement: str = "late
 def measure(net: torch.nn.Module, prompts: HijackPrompts) -> dict[str, float]:
     """P(o), P(b) after the final q, the fraction of prompts where o / b / another token is the argmax, and layer 2's
     (last layer's) attention from the final q to the positions right after earlier q's."""
-    logits = net(prompts.tokens)[:, -1]
+    logits, patterns = forward_with_attention(net, prompts.tokens)
+    logits = logits[:, -1]
     p = logits.float().softmax(-1)
     rows = torch.arange(len(prompts.q))
     top = logits.argmax(-1)
-    inputs: list[torch.Tensor] = []
-    hook = net.layers[-1].attn.register_forward_pre_hook(lambda m, args: inputs.append(args[0]))
-    try:
-        net(prompts.tokens)
-    finally:
-        hook.remove()
-    pattern = net.layers[-1].attn.probabilities(inputs[0]).mean(1)[:, -1]  # (P, L): from the final q
+    pattern = patterns[-1][:, -1]  # (P, L): the last layer's attention from the final q
     after_q = torch.zeros_like(pattern, dtype=torch.bool)
     for i, starts in enumerate(prompts.pair_starts):
         after_q[i, [s + 1 for s in starts]] = True

@@ -12,6 +12,24 @@ from torch import nn
 
 
 @torch.no_grad()
+def forward_with_attention(net: nn.Module, tokens: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """The logits and each layer's (B, T, T) attention pattern (mean over heads), from one forward pass: the
+    patterns are recomputed from the inputs each attention saw."""
+    inputs: list[torch.Tensor] = []
+    hooks = [layer.attn.register_forward_pre_hook(lambda m, args: inputs.append(args[0])) for layer in net.layers]
+    try:
+        logits = net(tokens)
+    finally:
+        for h in hooks:
+            h.remove()
+    return logits, [layer.attn.probabilities(x).mean(1) for layer, x in zip(net.layers, inputs)]
+
+
+def attention_patterns(net: nn.Module, tokens: torch.Tensor) -> list[torch.Tensor]:
+    return forward_with_attention(net, tokens)[1]
+
+
+@torch.no_grad()
 def residual_parts(net: nn.Module, tokens: torch.Tensor) -> dict[str, torch.Tensor]:
     """{"embed": x_0, "layers.<i>.attn": ..., "layers.<i>.ff": ...}, each (B, T, dim), summing to the last stream."""
     if getattr(net.cfg, "layer_norm", False):

@@ -1,7 +1,6 @@
 """CausalLMModule: a pretrained Hugging Face causal LM at a training checkpoint, evaluated with and without LASER."""
 from __future__ import annotations
 
-import os
 from typing import Any, Literal
 
 import lightning as L
@@ -10,10 +9,9 @@ from torch import nn
 
 from lightning_modules.laser import factorise, truncated
 from lightning_modules.metric_keys import eval_key
-from lightning_modules.pretrained import LaserSpec, laser_ranks, load_causal_lm
+from lightning_modules.pretrained import FULL, LaserSpec, laser_variants, load_causal_lm, model_info
 from lightning_modules.prompt_metrics import AnswerVsGenericMetrics
 
-FULL = "full"
 
 
 class CausalLMModule(L.LightningModule):
@@ -59,23 +57,12 @@ class CausalLMModule(L.LightningModule):
         rows = self.net.get_output_embeddings().weight.shape[0]
         if vocab_size is not None and vocab_size > rows:
             raise ValueError(f"the tokenizer has {vocab_size} tokens but {model_name} has {rows} output rows: mismatched tokenizer?")
-        self.variants: dict[str, dict[str, int]] = {FULL: {}}
-        for name, specs in (laser or {}).items():
-            if name == FULL or ":" in name or "/" in name:
-                raise ValueError(f"model.laser variant name {name!r} is reserved or contains ':' or '/'")
-            self.variants[name] = laser_ranks(self.net, [s if isinstance(s, LaserSpec) else LaserSpec(**s) for s in specs])
+        self.variants = laser_variants(self.net, laser)
         self.svd = svd
         self.metrics: nn.ModuleList | None = None
 
     def run_info(self) -> dict[str, Any]:
-        """For summary.json: which weights were evaluated (some Pythia branches have served wrong weights)."""
-        local = os.path.isdir(self.hparams.model_name)
-        return {
-            "model_name": self.hparams.model_name,
-            "revision": None if local else self.hparams.revision,  # a local directory has no revisions
-            "commit": getattr(self.net.config, "_commit_hash", None),  # the hub commit the revision resolved to
-            "laser_ranks": self.variants,
-        }
+        return model_info(self.net, self.hparams.model_name, self.hparams.revision, self.variants)
 
     def check_data(self, datamodule) -> None:
         """Called by the CLI before anything runs: logit_diff (IO - S) exists only for IOI prompts."""

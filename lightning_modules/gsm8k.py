@@ -18,9 +18,8 @@ import torch
 from lightning_modules import lm_eval_results as lmr
 from lightning_modules.laser import factorise, truncated
 from lightning_modules.metric_keys import eval_key
-from lightning_modules.pretrained import LaserSpec, laser_ranks, load_causal_lm, load_tokenizer
+from lightning_modules.pretrained import FULL, LaserSpec, laser_variants, load_causal_lm, load_tokenizer, model_info
 
-FULL = "full"
 GENERATIONS_FILE = "generations.jsonl"
 
 
@@ -75,23 +74,15 @@ class GSM8KModule(L.LightningModule):
         self.net = load_causal_lm(model_name, revision, getattr(torch, dtype), cache_dir)
         self.net.requires_grad_(False)
         self.tokenizer = load_tokenizer(model_name, revision, cache_dir)
-        specs = dict(laser or {})
-        self.grid = set(search.variants()) if search else set()
-        specs.update(search.variants() if search else {})
-        self.variants: dict[str, dict[str, int]] = {FULL: {}}
-        for name, spec in specs.items():
-            if name == FULL or ":" in name or "/" in name:
-                raise ValueError(f"model.laser variant name {name!r} is reserved or contains ':' or '/'")
-            self.variants[name] = laser_ranks(self.net, [s if isinstance(s, LaserSpec) else LaserSpec(**s) for s in spec])
+        grid = search.variants() if search else {}
+        self.grid = set(grid)
+        self.variants = laser_variants(self.net, {**(laser or {}), **grid})
         self.scores: dict[str, dict[str, dict[str, Any]]] = {}  # "<split>:<k>shot" -> variant -> scores
         self.chosen: dict[int, str] = {}
         self.generations: list[dict[str, Any]] = []
 
     def run_info(self) -> dict[str, Any]:
-        local = os.path.isdir(self.hparams.model_name)
-        return {"model_name": self.hparams.model_name, "revision": None if local else self.hparams.revision,
-                "commit": getattr(self.net.config, "_commit_hash", None), "dtype": str(self.net.dtype).removeprefix("torch."),
-                "laser_ranks": self.variants}
+        return model_info(self.net, self.hparams.model_name, self.hparams.revision, self.variants)
 
     def on_test_start(self) -> None:
         from lm_eval.models.huggingface import HFLM
@@ -102,6 +93,7 @@ class GSM8KModule(L.LightningModule):
         self._lm = lm_class(pretrained=self.net, tokenizer=self.tokenizer, batch_size=self.hparams.batch_size)
         self._factors = factorise(self.net, self.variants.values(), randomized=self.hparams.svd == "randomized")
         self._tasks = self.trainer.datamodule.task_manager()
+        self._cut: dict[str, int] = {}  # per setting, the prompts longer than the context allows
 
     def _evaluate(self, variant: str, split: str, k: int, limit: int | None) -> dict[int, dict[str, Any]]:
         import lm_eval
@@ -115,8 +107,10 @@ class GSM8KModule(L.LightningModule):
                 torch_random_seed=0, fewshot_random_seed=0)
         setting = f"{split}:{k}shot"
         self.scores.setdefault(setting, {})[variant] = lmr.scores(out, task)
-        self.scores[setting][variant]["truncated_prompts"] = cut = self._truncated_prompts(out["samples"][task])
-        if cut:  # the harness keeps the last tokens of a prompt that does not fit, with only a log line
+        first = setting not in self._cut  # the prompts are the same for every variant of a setting: count once
+        cut = self._cut.setdefault(setting, self._truncated_prompts(out["samples"][task]) if first else 0)
+        self.scores[setting][variant]["truncated_prompts"] = cut
+        if cut and first:  # the harness keeps the last tokens of a prompt that does not fit, with only a log line
             print(f"warning: {cut} {split} prompt(s) at {k} shots are longer than the model's context "
                   f"({self._lm.max_length} tokens) minus max_gen_toks ({self.hparams.max_gen_toks}); the harness "
                   "dropped their first tokens. summary.json records truncated_prompts", file=sys.stderr)
@@ -144,8 +138,8 @@ class GSM8KModule(L.LightningModule):
                 row[f"delta_{short}"] = row[f"em_{short}"] - base[f"em_{short}"]
                 row.update(lmr.flips(full, docs, short))
         if split == "selection" and self.grid:
-            ranked = sorted(self.scores[setting], key=lambda v: -self.scores[setting][v][f"em_{self.hparams.select_by}"])
-            self.chosen[k] = ranked[0]  # ties keep the evaluation order: full first
+            scores = self.scores[setting]  # ties keep the evaluation order: full first
+            self.chosen[k] = max(scores, key=lambda v: scores[v][f"em_{self.hparams.select_by}"])
         test_set = f"{k}shot" if split == "test" else f"selection:{k}shot"
         for variant, row in self.scores[setting].items():
             self.log_dict({eval_key("test", variant, m, test_set): float(v) for m, v in row.items() if v is not None},
@@ -160,10 +154,9 @@ class GSM8KModule(L.LightningModule):
                 f.write(json.dumps(rec) + "\n")
         for lg in self.loggers:
             if type(lg).__name__ == "WandbLogger":
-                rows = [[s, v] + [r.get(c) for c in ("em_strict", "em_strict_stderr", "em_flexible", "em_flexible_stderr")]
-                        for s, by_v in self.scores.items() for v, r in by_v.items()]
-                lg.log_table("gsm8k/scores", columns=["setting", "variant", "em_strict", "em_strict_stderr", "em_flexible",
-                                                      "em_flexible_stderr"], data=rows)
+                score_cols = ["em_strict", "em_strict_stderr", "em_flexible", "em_flexible_stderr"]
+                rows = [[s, v] + [r.get(c) for c in score_cols] for s, by_v in self.scores.items() for v, r in by_v.items()]
+                lg.log_table("gsm8k/scores", columns=["setting", "variant", *score_cols], data=rows)
                 cols = ["variant", "split", "num_fewshot", "doc_id", "question", "target", "generation", "extracted_strict",
                         "correct_strict", "extracted_flexible", "correct_flexible"]
                 lg.log_table("gsm8k/generations", columns=cols, data=[[r.get(c) for c in cols] for r in self.generations])

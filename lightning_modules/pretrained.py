@@ -146,3 +146,26 @@ def laser_ranks(model: nn.Module, specs: list[LaserSpec]) -> dict[str, int]:
                 raise ValueError(f"LASER spec {spec}: layer {i} has no {spec.matrix} matrix ({'/'.join(roles[spec.matrix])})")
             ranks.update({n: rank_for(tuple(p.shape), spec.rho, min_rank=1) for n, p in hits.items()})
     return ranks
+
+
+FULL = "full"
+
+
+def laser_variants(model: nn.Module, laser: dict[str, list] | None) -> dict[str, dict[str, int]]:
+    """``{"full": {}, <name>: {parameter: rank}}`` from a config's ``{name: [LaserSpec or its dict, ...]}``; the full
+    model comes first, and names that would break the metric keys are refused."""
+    variants: dict[str, dict[str, int]] = {FULL: {}}
+    for name, specs in (laser or {}).items():
+        if name == FULL or ":" in name or "/" in name:
+            raise ValueError(f"model.laser variant name {name!r} is reserved or contains ':' or '/'")
+        variants[name] = laser_ranks(model, [s if isinstance(s, LaserSpec) else LaserSpec(**s) for s in specs])
+    return variants
+
+
+def model_info(model: nn.Module, model_name: str, revision: str, variants: dict[str, dict[str, int]]) -> dict:
+    """For summary.json: which weights were evaluated (the hub commit a revision resolved to: some Pythia branches
+    have served wrong weights), in which dtype, and each variant's ranks."""
+    local = os.path.isdir(model_name)
+    return {"model_name": model_name, "revision": None if local else revision,  # a local directory has no revisions
+            "commit": getattr(model.config, "_commit_hash", None), "dtype": str(model.dtype).removeprefix("torch."),
+            "laser_ranks": variants}

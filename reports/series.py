@@ -96,6 +96,11 @@ def prompt_type_bars(summary: dict, metric: str) -> dict[str, dict[str, float]]:
 
 # --- sweeps -----------------------------------------------------------------------------------------------------
 
+def mean_std(values: list[float]) -> tuple[float, float, int]:
+    """Mean, sample standard deviation (0 for a single value) and count: each point of an over-seeds curve."""
+    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0, len(values)
+
+
 def final_vs_key(rows: list[dict], key: str, metric: str, seed_keys: tuple[str, ...] = ()) -> dict[str, list[tuple[Any, float, float, int]]]:
     """{variant: [(value of the swept key, mean, std, n)]} of a final metric over completed tasks, averaged over
     everything else that varies (seeds and other keys)."""
@@ -109,8 +114,7 @@ def final_vs_key(rows: list[dict], key: str, metric: str, seed_keys: tuple[str, 
         groups.setdefault((r["variant"], repr(x)), []).append(float(r[metric]))
     out: dict[str, list[tuple[Any, float, float, int]]] = {}
     for (variant, x), values in groups.items():
-        std = statistics.stdev(values) if len(values) > 1 else 0.0
-        out.setdefault(variant, []).append((xs[x], statistics.fmean(values), std, len(values)))
+        out.setdefault(variant, []).append((xs[x], *mean_std(values)))
     order = lambda item: (not isinstance(item[0], (int, float)), item[0] if isinstance(item[0], (int, float)) else str(item[0]))  # noqa: E731
     return {v: sorted(points, key=order) for v, points in sorted(out.items(), key=lambda kv: kv[0] != "full")}
 
@@ -164,15 +168,21 @@ def hijack_logit_split(summary: dict) -> dict[str, dict[int, dict[str, float]]]:
             for p, by_t in raw.items() for t, by_v in by_t.items() for v, r in by_v.items()}
 
 
+def length_test_set(key: str, metric: str) -> tuple[int, str] | None:
+    """``<metric>@T<L>:<placement>`` -> (L, placement); None for any other column (datamodules/noisy_recall.py
+    names these test sets)."""
+    name, test_set = split_metric(key)
+    m = re.fullmatch(r"T(\d+):(\w+)", test_set or "")
+    return (int(m.group(1)), m.group(2)) if name == metric and m else None
+
+
 def length_generalisation(variants: dict[str, dict[str, float]], metric: str = "acc") -> dict[str, list[tuple[int, float]]]:
     """{"<variant> <placement>": [(test length, metric)]} from the ``<metric>@T<L>:<placement>`` columns."""
     out: dict[str, list[tuple[int, float]]] = {}
     for variant, row in variants.items():
         for key, value in row.items():
-            name, test_set = split_metric(key)
-            m = re.fullmatch(r"T(\d+):(\w+)", test_set or "")
-            if name == metric and m:
-                out.setdefault(f"{variant} {m.group(2)}", []).append((int(m.group(1)), value))
+            if (at := length_test_set(key, metric)) is not None:
+                out.setdefault(f"{variant} {at[1]}", []).append((at[0], value))
     return {k: sorted(v) for k, v in out.items()}
 
 
@@ -185,15 +195,12 @@ def sweep_length_generalisation(rows: list[dict], encoding_key: str, other_keys:
             continue
         others = ", ".join(f"{k.rsplit('.', 1)[-1]}={r.get(k)}" for k in other_keys)
         for key, value in r.items():
-            name, test_set = split_metric(key)
-            m = re.fullmatch(r"T(\d+):(\w+)", test_set or "")
-            if name == metric and m and isinstance(value, (int, float)):
-                panel = f"{m.group(2)}" + (f", {others}" if others else "")
-                values.setdefault((panel, r.get(encoding_key), int(m.group(1))), []).append(float(value))
+            if (at := length_test_set(key, metric)) is not None and isinstance(value, (int, float)):
+                panel = at[1] + (f", {others}" if others else "")
+                values.setdefault((panel, r.get(encoding_key), at[0]), []).append(float(value))
     out: dict[str, dict[Any, list[tuple[int, float, float, int]]]] = {}
     for (panel, encoding, length), vs in sorted(values.items(), key=lambda kv: (kv[0][0], str(kv[0][1]), kv[0][2])):
-        std = statistics.stdev(vs) if len(vs) > 1 else 0.0
-        out.setdefault(panel, {}).setdefault(encoding, []).append((length, statistics.fmean(vs), std, len(vs)))
+        out.setdefault(panel, {}).setdefault(encoding, []).append((length, *mean_std(vs)))
     return out
 
 
@@ -240,6 +247,5 @@ def sweep_hijack_rates(runs: dict[int, RunRecord], rows: list[dict], encoding_ke
     out: dict[str, dict[Any, list[tuple[int, float, float, int]]]] = {}
     order = lambda kv: (kv[0][0].split()[0], int(kv[0][0].split()[1][1:]), str(kv[0][1]), kv[0][2])  # noqa: E731
     for (panel, encoding, n), vs in sorted(values.items(), key=order):
-        std = statistics.stdev(vs) if len(vs) > 1 else 0.0
-        out.setdefault(panel, {}).setdefault(encoding, []).append((n, statistics.fmean(vs), std, len(vs)))
+        out.setdefault(panel, {}).setdefault(encoding, []).append((n, *mean_std(vs)))
     return out

@@ -46,3 +46,20 @@ class SaveWeights(L.Callback):
             os.makedirs(self.dir, exist_ok=True)
             state = {k: v.detach().clone() for k, v in network(pl_module).state_dict().items()}
             torch.save(state, os.path.join(self.dir, f"rank{trainer.global_rank}_step{trainer.global_step}.pt"))
+
+
+def measuring_callbacks_yaml(truncation: str) -> str:
+    """A config piece with LaserTruncation (``truncation``: its init_args, as YAML flow) and the three measuring
+    callbacks, for the tests that run them through main.py."""
+    return f"""
+trainer:
+  callbacks:
+    - class_path: callbacks.LaserTruncation
+      init_args: {truncation}
+    - class_path: callbacks.WeightSpectrumLogger
+      init_args: {{every_n_steps: 3}}
+    - class_path: callbacks.GradientNoise
+      init_args: {{at_steps: [0, 3], n_sequences: 16}}
+    - class_path: callbacks.AttentionProbe
+      init_args: {{every_n_steps: 2, n_sequences: 16}}
+"""

@@ -4,7 +4,8 @@ import torch
 import torch.nn.functional as F
 
 from callbacks import AttentionProbe
-from callbacks.attention_probe import attention_patterns, ff_noise_margins, induction_mass
+from callbacks.attention_probe import ff_noise_margins, induction_mass
+from lightning_modules.attribution import attention_patterns
 from tests.callbacks.fixtures import tiny_model_and_data
 
 NOISE = 9

@@ -8,21 +8,11 @@ import pytest
 import torch
 
 from main import main
+from tests.callbacks.fixtures import measuring_callbacks_yaml
 from tests.pipeline.test_cli import TINY, only_run_dir
 from tests.wandb_records import read_run, run_file
 
-CALLBACKS = """
-trainer:
-  callbacks:
-    - class_path: callbacks.LaserTruncation
-      init_args: {targets: [layers.1.ff.w2], rank: 1, at_steps: [4]}
-    - class_path: callbacks.WeightSpectrumLogger
-      init_args: {every_n_steps: 3}
-    - class_path: callbacks.GradientNoise
-      init_args: {at_steps: [0, 3], n_sequences: 16}
-    - class_path: callbacks.AttentionProbe
-      init_args: {every_n_steps: 2, n_sequences: 16}
-"""
+CALLBACKS = measuring_callbacks_yaml("{targets: [layers.1.ff.w2], rank: 1, at_steps: [4]}")
 
 
 @pytest.fixture(scope="module")

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from main import main
+from tests.callbacks.fixtures import measuring_callbacks_yaml
 from reports import build, series
 from reports.__main__ import main as reports_main
 from reports.run import ReportError, load_run
@@ -17,18 +18,7 @@ from tests.pipeline.test_cli import TINY, only_run_dir
 from tests.reports.browser import open_page
 from tests.wandb_records import read_run
 
-CALLBACKS = """
-trainer:
-  callbacks:
-    - class_path: callbacks.LaserTruncation
-      init_args: {targets: [layers.1.ff.w2], rho: 0.0, at_steps: [6]}
-    - class_path: callbacks.WeightSpectrumLogger
-      init_args: {every_n_steps: 3}
-    - class_path: callbacks.GradientNoise
-      init_args: {at_steps: [0, 3], n_sequences: 16}
-    - class_path: callbacks.AttentionProbe
-      init_args: {every_n_steps: 2, n_sequences: 16}
-"""
+CALLBACKS = measuring_callbacks_yaml("{targets: [layers.1.ff.w2], rho: 0.0, at_steps: [6]}")
 FIGURES = {"metrics_over_training", "laser_sweep", "probes", "spectra", "ranks", "gradient_snr", "truncation"}
 
 
