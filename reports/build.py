@@ -61,10 +61,8 @@ def report_run(path: str | Path) -> Path:
     marks = series.marked_steps(run.history)
     sections = [("Results", table_html(variants))]
     if fits:
-        sections.append(("Hijack theory fit (logit(o) - logit(b) = w_ic a(n, T) - w_g)", table_html(
-            [{"setting": k, **{c: f[c] for c in ("w_ic", "w_g", "beta", "r2", "r2_attention")},
-              **{f"boundary {t} (pred/meas)": f"{b['predicted_boundary']}/{b['measured_boundary']}" for t, b in f["by_length"].items()}}
-             for k, f in fits.items()])))
+        sections.append(("Hijack theory fit (logit(o) - logit(b) = w_ic a(n, T) - w_g)",
+                         table_html([series.hijack_fit_row(k, f) for k, f in fits.items()])))
     if marks:
         sections.append(("When things were learned", table_html([{"event": k, "first step": v} for k, v in marks.items()])))
     status = run.summary.get("status")

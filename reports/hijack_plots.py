@@ -102,7 +102,7 @@ def hijack_theory(figs: Figures, summary: dict) -> None:
             ax.plot(ns, curve, "-", color=color, label=f"{t} fit")
         ax.axhline(0, color="gray", linewidth=0.8)
         r2 = "-" if f["r2"] is None else f"{f['r2']:.2f}"
-        note = "" if len(f["by_length"]) > 1 else " (one length: beta, w_ic not separable)"
+        note = "" if len(f["by_length"]) > 1 else "\none test length: beta and w_ic not separable"
         ax.set_title(f"{name}\nR$^2$ {r2}, w_ic {f['w_ic']:.1f}, w_g {f['w_g']:.2f}, beta {f['beta']:.1f}, {f['n_points']} points{note}", fontsize=8)
         ax.set_xlabel("in-context pairs (q, o)")
         ax.grid(alpha=0.3)

@@ -204,17 +204,23 @@ def sweep_length_generalisation(rows: list[dict], encoding_key: str, other_keys:
     return out
 
 
+def hijack_fit_row(setting: str, f: dict) -> dict:
+    """A table row of one HijackProbe fit: coefficients, R^2 of both forms, and per length the predicted / measured
+    boundary ("none": o never wins within the probed n, or the form never crosses 0)."""
+    show = lambda n: "none" if n is None else str(n)  # noqa: E731
+    return {"setting": setting, "w_ic": f["w_ic"], "w_g": f["w_g"], "beta": f["beta"], "R2": f["r2"],
+            "R2 (measured attention)": f["r2_attention"],
+            **{f"boundary {t} (predicted / measured)": f"{show(b['predicted_boundary'])} / {show(b['measured_boundary'])}"
+               for t, b in f["by_length"].items()}}
+
+
 def sweep_hijack_fits(runs: dict[int, RunRecord], rows: list[dict], keys: list[str]) -> list[dict]:
     """One row per task, placement and FF variant: the task's swept values and its HijackProbe theory fit."""
     out = []
     for task, run in runs.items():
         point = next((r for r in rows if r["task"] == task), {})
-        for name, f in hijack_theory_fit(run.summary).items():
-            bounds = {f"boundary {t} (pred/meas)": f"{b['predicted_boundary']}/{b['measured_boundary']}"
-                      for t, b in f["by_length"].items()}
-            out.append({"task": task, **{k: point.get(k) for k in keys}, "setting": name, "w_ic": f["w_ic"],
-                        "w_g": f["w_g"], "beta": f["beta"], "R2": f["r2"], "R2 (measured attention)": f["r2_attention"],
-                        **bounds})
+        out += [{"task": task, **{k: point.get(k) for k in keys}, **hijack_fit_row(name, f)}
+                for name, f in hijack_theory_fit(run.summary).items()]
     return out
 
 
