@@ -12,6 +12,7 @@ import math
 from typing import Any
 
 import lightning as L
+from lightning.pytorch.utilities import rank_zero_warn
 import torch
 from torch import nn
 
@@ -107,6 +108,15 @@ class GradientNoise(L.Callback):
             raise ValueError(f"GradientNoise needs a model with loss(batch) and a noise_id; {type(model).__name__} has not")
         require_generator(self, datamodule)
         self.groups(model)  # pattern typos fail here
+
+    def check_trainer(self, trainer: L.Trainer) -> None:
+        """Before a fit: a step at or after max_steps never starts, so it is not measured (said before the first step;
+        a shortened run keeps its callbacks)."""
+        if trainer.max_steps is not None and trainer.max_steps > 0:
+            never = [s for s in self.at_steps if s >= trainer.max_steps]
+            if never:
+                rank_zero_warn(f"GradientNoise.at_steps {never} are not before trainer.max_steps ({trainer.max_steps}): "
+                               "they will not be measured")
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         self.batch = probe_batch(trainer, self.n_sequences, self.seed)

@@ -30,21 +30,31 @@ class HijackProbe(L.Callback):
     def __init__(self, n_pairs: list[int] | None = None, length_factors: list[int] | None = None,
                  placements: list[str] | None = None, ff_target: str = "layers.1.ff.w2", ff_rhos: list[float] | None = None,
                  n_prompts: int = 128, seed: int = 0):
-        self.n_pairs = n_pairs if n_pairs is not None else list(range(0, 9))
-        self.length_factors = length_factors or [1, 4]
-        self.placements = placements or ["late", "beyond"]
+        # in increasing order, whatever the config's order: the boundary is the smallest n that wins
+        self.n_pairs = sorted(set(n_pairs if n_pairs is not None else range(0, 9)))
+        self.length_factors = sorted(set(length_factors or [1, 4]))
+        self.placements = list(dict.fromkeys(placements or ["late", "beyond"]))
         bad = [p for p in self.placements if p not in hijack_prompts.PLACEMENTS]
-        if bad or any(n < 0 for n in self.n_pairs) or any(f < 1 for f in self.length_factors):
+        if bad or not self.n_pairs or any(n < 0 for n in self.n_pairs) or any(f < 1 for f in self.length_factors):
             raise ValueError(f"HijackProbe: placements in {hijack_prompts.PLACEMENTS}, n_pairs >= 0, length_factors >= 1; "
                              f"got {self.placements}, {self.n_pairs}, {self.length_factors}")
-        self.ff_target, self.ff_rhos = ff_target, ff_rhos if ff_rhos is not None else [1.0, 0.1, 0.0]
+        self.ff_rhos = list(dict.fromkeys(ff_rhos if ff_rhos is not None else [1.0, 0.1, 0.0]))
+        if not self.ff_rhos or any(not 0.0 <= r <= 1.0 for r in self.ff_rhos):
+            raise ValueError(f"HijackProbe.ff_rhos must be rank fractions in [0, 1], got {ff_rhos}")
+        if n_prompts < 1:
+            raise ValueError(f"HijackProbe.n_prompts must be >= 1, got {n_prompts}")
+        self.ff_target = ff_target
         self.n_prompts, self.seed = n_prompts, seed
         self.results: dict[str, Any] = {}
         self.fits: dict[str, Any] = {}
 
     def check_config(self, model: torch.nn.Module, datamodule: Any) -> None:
         require_generator(self, datamodule)
-        select_parameters(network(model), [self.ff_target])  # a typo fails before training
+        hits = select_parameters(network(model), [self.ff_target])  # a typo fails before training
+        if len(hits) != 1:
+            raise ValueError(f"HijackProbe.ff_target {self.ff_target!r} must name one matrix (the global bigram's FF), "
+                             f"it matches {sorted(hits)}")
+        self.ff_target = next(iter(hits))  # a glob that matches one matrix: its name
         t = datamodule.gen.seq_len
         longest = t * max(self.length_factors)
         max_len = network(model).cfg.max_len
@@ -86,7 +96,7 @@ class HijackProbe(L.Callback):
                             for k, v in rows[n].items():
                                 if k != "logit_split":
                                     scalars[f"hijack/{placement}/T{length}/{variant}/n{n}/{k}"] = v
-                    boundary = next((n for n, r in rows.items() if r["o_wins"] >= 0.5), None)
+                    boundary = hijack_theory.measured_boundary({n: r["o_wins"] for n, r in rows.items()})
                     self.results.setdefault(placement, {}).setdefault(f"T{length}", {})[variant] = {"boundary": boundary, "by_n": rows}
         self.fits = self._fit_theory()
         net.train(was_training)
@@ -114,7 +124,9 @@ class HijackProbe(L.Callback):
                     n_star = f.boundary(t)
                     lengths[f"T{t}"] = {
                         "predicted_boundary": None if n_star is None else math.ceil(n_star - 1e-9),
-                        "measured_boundary": hijack_theory.measured_boundary({p.n: p.gap for p in mine}),
+                        "measured_boundary": hijack_theory.measured_boundary(
+                            {n: r["o_wins"] for n, r in by_len[f"T{t}"][variant]["by_n"].items()}),
+                        "gap_boundary": hijack_theory.gap_boundary({p.n: p.gap for p in mine}),
                         "n": [p.n for p in mine], "measured_gap": [p.gap for p in mine],
                         "predicted_gap": [f.predict(p.n, t) for p in mine]}
                 fits.setdefault(placement, {})[variant] = f.as_dict() | {"by_length": lengths}
@@ -131,11 +143,11 @@ class HijackProbe(L.Callback):
 
     def format_fit(self) -> str:
         fmt = lambda x, spec=".2f": "-" if x is None else format(x, spec)  # noqa: E731
-        lines = [f"{'setting':<34}{'w_ic':>7}{'w_g':>7}{'beta':>6}{'R2':>6}{'R2 attn':>8}  boundary n (predicted / measured gap > 0)"]
+        lines = [f"{'setting':<34}{'w_ic':>7}{'w_g':>7}{'beta':>6}{'R2':>6}{'R2 attn':>8}  boundary n (predicted n* / mean gap > 0 / o wins on half)"]
         for placement, by_v in self.fits.items():
             for variant, f in by_v.items():
-                bounds = ", ".join(f"{t}: {fmt(b['predicted_boundary'], 'd')} / {fmt(b['measured_boundary'], 'd')}"
-                                   for t, b in f["by_length"].items())
+                bounds = ", ".join(f"{t}: {fmt(b['predicted_boundary'], 'd')} / {fmt(b['gap_boundary'], 'd')} / "
+                                   f"{fmt(b['measured_boundary'], 'd')}" for t, b in f["by_length"].items())
                 lines.append(f"{placement + ' ' + variant:<34}{f['w_ic']:>7.2f}{f['w_g']:>7.2f}{f['beta']:>6.1f}"
                              f"{fmt(f['r2']):>6}{fmt(f['r2_attention']):>8}  {bounds}")
         return "\n".join(lines)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import glob
 import json
+import math
 import os
 import re
 import shlex
@@ -16,7 +17,8 @@ from lightning.pytorch.utilities import rank_zero_only
 
 from callbacks.common import finish_wandb
 from lightning_modules.metric_keys import split_metric
-from pipeline.run_dir import CHECKPOINT_DIR, CONFIG_FILE, SUMMARY_FILE
+from run_record import files
+from run_record.files import CHECKPOINT_DIR, CONFIG_FILE, SUMMARY_FILE, WriteError
 
 # column order of the printed table; other metrics follow in the order they were logged
 TABLE_METRICS = ("p_correct", "p_noise", "p_global", "p_answer", "p_generic", "log_ratio", "acc", "logit_diff", "loss")
@@ -47,14 +49,36 @@ def format_table(table: dict[str, dict[str, float]]) -> str:
     return _format(main) + ("\n\nOn the other test sets (<metric>@<set>):\n" + _format(by_set) if by_set else "")
 
 
-def _format(table: dict[str, dict[str, float]]) -> str:
+def _format(table: dict[str, dict[str, float | None]]) -> str:
     logged = list(dict.fromkeys(m for row in table.values() for m in row))
     cols = [m for m in TABLE_METRICS if m in logged] + [m for m in logged if m not in TABLE_METRICS]
     width = max([len("variant")] + [len(v) for v in table])
+    cell = lambda x: f"{x:>9.4f}" if isinstance(x, (int, float)) else f"{'n/a':>9}"  # noqa: E731  undefined: no position
     lines = [f"{'variant':<{width}}  " + "  ".join(f"{c:>9}" for c in cols)]
     for variant, row in table.items():
-        lines.append(f"{variant:<{width}}  " + "  ".join(f"{row.get(c, float('nan')):>9.4f}" for c in cols))
+        lines.append(f"{variant:<{width}}  " + "  ".join(cell(row.get(c)) for c in cols))
     return "\n".join(lines)
+
+
+def finite(value: Any) -> Any:
+    """JSON has no NaN: a non-finite number anywhere in the record (an SNR over a zero spread...) becomes null."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite(v) for v in value]
+    return value
+
+
+def sweep_task() -> dict | None:
+    """The sweep task and attempt this run belongs to (set by ``pipeline.sweep``), recorded so a sweep's table counts
+    a run for the attempt that made it and never for another grid point."""
+    raw = os.environ.get(files.SWEEP_TASK_ENV)
+    try:
+        return json.loads(raw) if raw else None
+    except ValueError:
+        return None
 
 
 def latest_checkpoint(trainer: L.Trainer, run_dir: str) -> str | None:
@@ -86,14 +110,31 @@ class RunSummary(L.Callback):
         if ckpt is not None and getattr(ckpt, "dirpath", None) is None:
             ckpt.dirpath = os.path.join(self.run_dir, CHECKPOINT_DIR)
 
-    def _metrics(self, trainer: L.Trainer) -> dict[str, float]:
-        return {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
+    def _metrics(self, trainer: L.Trainer) -> tuple[dict[str, float | None], list[str]]:
+        """The logged scalars (``step`` is Lightning's x axis, not a metric); undefined ones (a mean over no scored
+        position, NaN) are None, and listed."""
+        metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1 and k != "step"}
+        undefined = sorted(k for k, v in metrics.items() if not math.isfinite(v))
+        return {k: (None if k in undefined else v) for k, v in metrics.items()}, undefined
+
+    def _record_files(self, trainer: L.Trainer) -> dict[str, dict[str, Any]]:
+        """What the run directory holds right now, as its writers declare it (``record_files()``: the paths written,
+        flushed first), with sizes and digests: a reader tells a damaged or changed file from the run's own."""
+        paths = [os.path.join(self.run_dir, CONFIG_FILE)]
+        for owner in [*trainer.loggers, *trainer.callbacks, trainer.lightning_module]:
+            if hasattr(owner, "record_files"):
+                paths += owner.record_files()
+        out = {}
+        for path in dict.fromkeys(paths):
+            if os.path.isfile(path):
+                out[os.path.relpath(path, self.run_dir)] = {"bytes": os.path.getsize(path), "sha256": files.sha256(path)}
+        return out
 
     @rank_zero_only
     def write(self, trainer: L.Trainer, status: str, stage: str = "val", error: str | None = None) -> dict[str, Any]:
         if self.run_dir is None:  # failed before setup: nothing to summarise yet
             return {}
-        metrics = self._metrics(trainer)
+        metrics, undefined = self._metrics(trainer)
         summary: dict[str, Any] = {
             "status": status,
             "run_dir": self.run_dir,
@@ -107,7 +148,10 @@ class RunSummary(L.Callback):
             # evaluated with no checkpoint: the model's random initialisation (set by the CLI)
             "untrained": bool(getattr(trainer.lightning_module, "evaluated_untrained", False)),
             "metrics": metrics,
+            # metrics that are null: a mean over no scored position (a test set without a repeated trigger)
+            "undefined_metrics": {k: "no scored position (a mean over none)" for k in undefined},
             "variants": variants_table(metrics, stage),
+            "sweep_task": sweep_task(),
             "wandb": self._wandb_info(trainer),
             # what was evaluated, where the module says (e.g. a pretrained checkpoint's resolved commit)
             "model": trainer.lightning_module.run_info() if hasattr(trainer.lightning_module, "run_info") else None,
@@ -118,12 +162,23 @@ class RunSummary(L.Callback):
         }
         if error is not None:
             summary["error"] = error
-        os.makedirs(self.run_dir, exist_ok=True)
         path = os.path.join(self.run_dir, SUMMARY_FILE)
-        tmp = path + ".tmp"
-        with open(tmp, "w") as f:
-            json.dump(summary, f, indent=2)
-        os.replace(tmp, path)  # atomic: a reader never sees half a file
+        try:
+            summary["files"] = self._record_files(trainer)
+            summary = finite(summary)
+            files.write_json(path, summary)  # whole: a reader sees the previous summary or this one
+        except WriteError as e:
+            if status == "running":
+                raise  # the run stops here (the CLI prints the line); on_exception records it as failed
+            # the run is ending anyway (full disk?): the final status matters more than the numbers
+            short = {k: summary[k] for k in ("status", "run_dir", "config", "seed", "global_step", "eval_step", "sweep_task")}
+            short["error"] = f"{error + '; ' if error else ''}{e}; the full summary could not be written"
+            try:
+                files.write_json(path, short)
+            except WriteError as again:
+                print(f"error: {again}: summary.json keeps its previous content", file=sys.stderr)
+                return summary
+            summary = short
         return summary
 
     @staticmethod

@@ -12,8 +12,7 @@ import torch
 from callbacks.common import log_scalars, network, trainable_matrices, wandb_run
 from lightning_modules.laser import select_parameters, singular_values
 from lightning_modules.metric_keys import STEP, spectrum_key
-from pipeline.run_dir import SPECTRA_FILE
-
+from run_record.files import SPECTRA_FILE, atomic_path
 
 
 def spectrum_summary(s: torch.Tensor) -> dict[str, float]:
@@ -146,10 +145,13 @@ class WeightSpectrumLogger(L.Callback):
     def _write(self) -> None:
         if self.path is None:
             return
-        os.makedirs(os.path.dirname(self.path), exist_ok=True)
-        tmp = self.path + ".tmp.npz"
-        np.savez(tmp, steps=np.asarray(self.steps), **{k: np.stack(v) for k, v in self.spectra.items()})
-        os.replace(tmp, self.path)  # atomic: a reader (or a preempted job) never sees half a file
+        with atomic_path(self.path) as tmp:  # whole: a reader (or a preempted job) never sees half a file
+            with open(tmp, "wb") as f:  # a file object: np.savez would append .npz to a name
+                np.savez(f, steps=np.asarray(self.steps), **{k: np.stack(v) for k, v in self.spectra.items()})
+
+    def record_files(self) -> list[str]:
+        """For summary.json's file list (RunSummary)."""
+        return [self.path] if self.path and os.path.isfile(self.path) else []
 
     def summary(self) -> dict[str, Any]:
         return {"file": self.path, "steps": len(self.steps), "seconds": round(self.seconds, 3)}

@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 from pathlib import Path
 from typing import Any
 
@@ -25,10 +26,13 @@ import lightning as L
 import yaml
 from torch.utils.data import DataLoader
 
+from run_record import files
+
 TEMPLATE = Path(__file__).resolve().parents[1] / "configs" / "lm_eval" / "gsm8k_cot_local.yaml"
 HUB_TASK, LOCAL_TASK, SELECTION_TASK = "gsm8k_cot", "gsm8k_cot_local", "gsm8k_cot_selection"
 TASK_DIR, SELECTION_FILE = "lm_eval_tasks", "gsm8k_selection.jsonl"
 MAX_SHOTS = 8  # gsm8k_cot's fixed exemplars (first_n sampler)
+FINAL_ANSWER = re.compile(r"####\s*-?\$?[\d,]*\.?\d+\s*$")  # the answer's last line: "#### 1,234" (the target)
 
 
 def set_offline() -> None:
@@ -57,6 +61,11 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
             raise ValueError(f"{path}:{i} is not JSON ({e})") from e
         if not isinstance(rec, dict) or not isinstance(rec.get("question"), str) or not isinstance(rec.get("answer"), str):
             raise ValueError(f"{path}:{i}: a GSM8K record needs string fields 'question' and 'answer'")
+        if not FINAL_ANSWER.search(rec["answer"]):
+            # gsm8k_cot's target is the text after '####': without it the target is the whole rationale, and exact
+            # match is 0 whatever the model says
+            raise ValueError(f"{path}:{i}: the answer has no final '#### <number>' line (GSM8K's format: the rationale, "
+                             f"then '#### 72'); got {rec['answer'][-60:]!r}")
         out.append(rec)
     if not out:
         raise ValueError(f"{path} holds no GSM8K records")
@@ -79,10 +88,7 @@ def render_task(directory: Path, name: str, data_files: dict[str, str]) -> Path:
     """The shipped task definition with absolute paths: the harness's gsm8k-cot.yaml and ``data_files``."""
     cfg = yaml.safe_load(TEMPLATE.read_text())
     cfg.update(task=name, include=str(harness_task_file()), dataset_kwargs={"data_files": {k: str(Path(v).resolve()) for k, v in data_files.items()}})
-    directory.mkdir(parents=True, exist_ok=True)
-    path = directory / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
-    return path
+    return files.write_text(directory / f"{name}.yaml", yaml.safe_dump(cfg, sort_keys=False))
 
 
 class GSM8KDataModule(L.LightningDataModule):
@@ -147,9 +153,7 @@ class GSM8KDataModule(L.LightningDataModule):
             if len(pool) < self.selection_size:
                 raise ValueError(f"data.selection_size {self.selection_size} > the {len(pool)} train documents available")
             self.selection_docs = random.Random(self.selection_seed).sample(pool, self.selection_size)
-            path = run_dir / SELECTION_FILE
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text("".join(json.dumps(r) + "\n" for r in self.selection_docs))
+            path = files.write_jsonl(run_dir / SELECTION_FILE, self.selection_docs)
             render_task(self.include_path, SELECTION_TASK, {"test": str(path)})  # the selection file is its only data
             self.tasks["selection"] = SELECTION_TASK
 

@@ -148,15 +148,25 @@ class NoisyRecallDataModule(L.LightningDataModule):
                 raise ValueError(f"trainer.max_steps is {steps}: the training stream is endless, so the run would never "
                                  "end; set trainer.max_steps (or trainer.limit_train_batches with trainer.max_epochs)")
         self.setup(stage or "fit")
-        scored = int(((self.test_set.batch["answer"] >= 0) & self.test_set.batch["mask"]).sum())
-        if scored == 0:
+        if self.scored(self.test_set) == 0:
             raise ValueError(f"the clean test set ({self.n_test} sequences of length {self.test_seq_len}) has no scored "
                              "trigger position: every metric would be empty; raise data.test_seq_len or data.n_test")
+        empty = [name for name, data in self.extra_sets.items() if self.scored(data) == 0]
+        if empty:  # e.g. a length too short for a repeated trigger, or a "beyond" set with no room past seq_len
+            raise ValueError(f"data.test_lengths {self.test_lengths}: the test set(s) {empty} ({self.n_test} sequences each) "
+                             "hold no scored trigger position, so their metrics would be a mean over nothing; use longer "
+                             "lengths (a 'beyond' set needs room past data.seq_len for a trigger, its output and the "
+                             "trigger again) or raise data.n_test")
         if stage == "fit":
             g = torch.Generator().manual_seed(self.seed)
             if not any(self.gen.sample(self.batch_size, g)["mask"].any() for _ in range(4)):
                 raise ValueError(f"4 sampled training batches of {self.batch_size} sequences of length {self.gen.seq_len} "
                                  "hold no trained position (a repeated trigger): raise data.seq_len or data.batch_size")
+
+    @staticmethod
+    def scored(data: _Sequences) -> int:
+        """Scored positions of a fixed set: repeated triggers with an in-context answer."""
+        return int(((data.batch["answer"] >= 0) & data.batch["mask"]).sum())
 
     def clean_generator(self) -> NoisyRecallGenerator:
         return replace(self.gen, alpha=0.0, seq_len=self.test_seq_len, output_pool=self.test_pool)

@@ -35,6 +35,7 @@ class CausalLMModule(L.LightningModule):
     """
 
     results_title = "Next-token probabilities after each prompt"
+    SUBCOMMANDS = ("test",)  # evaluation only (pipeline/preflight.py)
 
     def __init__(
         self,
@@ -64,11 +65,12 @@ class CausalLMModule(L.LightningModule):
     def run_info(self) -> dict[str, Any]:
         return model_info(self.net, self.hparams.model_name, self.hparams.revision, self.variants)
 
-    def check_data(self, datamodule) -> None:
-        """Called by the CLI before anything runs: logit_diff (IO - S) exists only for IOI prompts."""
-        has_competitor = any(i >= 0 for i in datamodule.dataset["competitor_id"]) if hasattr(datamodule, "dataset") else True
-        if "selection" in getattr(datamodule, "split_names", []) and self.hparams.select_by == "logit_diff" and not has_competitor:
-            raise ValueError("model.select_by logit_diff needs IOI prompts (a competing name); use log_ratio, p_answer or acc")
+    @staticmethod
+    def check_before_build(model: dict, data: dict, context: dict) -> None:
+        """Before the model loads (pipeline/preflight.py): logit_diff (IO - S) exists only for IOI prompts."""
+        if model.get("select_by") == "logit_diff" and data.get("task", "ioi") != "ioi" and data.get("selection_fraction"):
+            raise ValueError("model.init_args.select_by logit_diff needs IOI prompts (a competing name); use log_ratio, "
+                             "p_answer or acc")
 
     def setup(self, stage: str) -> None:
         dm = self.trainer.datamodule

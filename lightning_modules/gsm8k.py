@@ -6,7 +6,6 @@ run), the harness's ``HFLM`` evaluates that in-memory model, and the weights are
 """
 from __future__ import annotations
 
-import json
 import os
 import sys
 from dataclasses import dataclass
@@ -19,8 +18,9 @@ from lightning_modules import lm_eval_results as lmr
 from lightning_modules.laser import factorise, truncated
 from lightning_modules.metric_keys import eval_key
 from lightning_modules.pretrained import FULL, LaserSpec, laser_variants, load_causal_lm, load_tokenizer, model_info
+from run_record import files
+from run_record.files import GENERATIONS_FILE
 
-GENERATIONS_FILE = "generations.jsonl"
 
 
 @dataclass
@@ -50,6 +50,15 @@ class GSM8KModule(L.LightningModule):
     """
 
     results_title = "GSM8K exact match (lm-evaluation-harness gsm8k_cot)"
+    SUBCOMMANDS = ("test",)  # evaluation only (pipeline/preflight.py)
+
+    @staticmethod
+    def check_before_build(model: dict, data: dict, context: dict) -> None:
+        """Before the model loads: a LASER search needs a selection split, or it would choose on the test split."""
+        if model.get("search") and not data.get("selection_size"):
+            raise ValueError("model.init_args.search scores its grid on a selection split, and data.init_args.selection_size "
+                             "is 0: the grid would be searched on the test split. Set data.init_args.selection_size "
+                             "(e.g. 200 train documents), or list the variants to test in model.init_args.laser")
 
     def __init__(self, model_name: str, revision: str = "main", dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto",
                  laser: dict[str, list[LaserSpec]] | None = None, search: LaserGrid | None = None,
@@ -148,10 +157,8 @@ class GSM8KModule(L.LightningModule):
     def on_test_epoch_end(self) -> None:
         if not self.trainer.is_global_zero:
             return
-        path = os.path.join(self.trainer.log_dir, GENERATIONS_FILE)
-        with open(path, "w") as f:
-            for rec in self.generations:
-                f.write(json.dumps(rec) + "\n")
+        self._generations_path = os.path.join(self.trainer.log_dir, GENERATIONS_FILE)
+        files.write_jsonl(self._generations_path, self.generations)
         for lg in self.loggers:
             if type(lg).__name__ == "WandbLogger":
                 score_cols = ["em_strict", "em_strict_stderr", "em_flexible", "em_flexible_stderr"]
@@ -160,6 +167,11 @@ class GSM8KModule(L.LightningModule):
                 cols = ["variant", "split", "num_fewshot", "doc_id", "question", "target", "generation", "extracted_strict",
                         "correct_strict", "extracted_flexible", "correct_flexible"]
                 lg.log_table("gsm8k/generations", columns=cols, data=[[r.get(c) for c in cols] for r in self.generations])
+
+    def record_files(self) -> list[str]:
+        """For summary.json's file list (RunSummary)."""
+        path = getattr(self, "_generations_path", None)
+        return [path] if path and os.path.isfile(path) else []
 
     def results_summary(self) -> dict[str, Any]:
         """For summary.json: scores per setting and variant, and the selection's choice per shot count."""

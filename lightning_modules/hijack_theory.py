@@ -101,6 +101,14 @@ def fit(points: list[Point]) -> HijackFit | None:
                      w_ic_attention=wa, w_g_attention=ca, n_points=len(points))
 
 
-def measured_boundary(by_n: dict[int, float]) -> int | None:
-    """The smallest probed n whose mean measured gap is positive (o ahead of b), None if none is."""
-    return next((n for n in sorted(by_n) if by_n[n] > 0), None)
+def measured_boundary(o_wins: dict[int, float]) -> int | None:
+    """The hijack boundary measured: the smallest probed n at which the in-context answer o is the argmax on at
+    least half of the prompts (``o_wins`` >= 0.5), whatever order n was probed in; None if it never is. HijackProbe's
+    boundary and the fit's "measured" one are this one function."""
+    return next((n for n in sorted(o_wins) if o_wins[n] >= 0.5), None)
+
+
+def gap_boundary(gaps: dict[int, float]) -> int | None:
+    """The smallest probed n whose mean measured gap is positive: what the form's n* predicts (it models mean gaps).
+    It comes before ``measured_boundary`` when a few prompts have large gaps."""
+    return next((n for n in sorted(gaps) if gaps[n] > 0), None)

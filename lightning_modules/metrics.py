@@ -12,7 +12,7 @@ class TriggerRecallMetrics(Metric):
     """Means over scored positions of: P(in-context answer), P(noise token), argmax == answer, cross-entropy.
 
     Scored positions are ``mask`` (for ``loss``) and ``mask & answer >= 0`` (for the other three). States are
-    sums, so DDP reduction is exact.
+    sums, so DDP reduction is exact. Over no scored position every mean is NaN (undefined), never 0.
     """
 
     full_state_update = False
@@ -42,12 +42,14 @@ class TriggerRecallMetrics(Metric):
             self.p_global += logp.gather(-1, best[:, None]).exp().sum().double()
 
     def compute(self) -> dict[str, torch.Tensor]:
-        n = self.n_answer.clamp_min(1)
+        # a mean over no position is undefined, not 0: NaN here, null with the reason in summary.json
+        nan = torch.tensor(float("nan"), dtype=torch.float64, device=self.n_answer.device)
+        n = torch.where(self.n_answer > 0, self.n_answer, nan)
         out = {
             "p_correct": self.p_correct / n,
             "p_noise": self.p_noise / n,
             "acc": self.acc / n,
-            "loss": self.loss / self.n_loss.clamp_min(1),
+            "loss": self.loss / torch.where(self.n_loss > 0, self.n_loss, nan),
         }
         if self.global_answer is not None:
             out["p_global"] = self.p_global / n

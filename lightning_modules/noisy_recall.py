@@ -83,6 +83,14 @@ class NoisyRecallModule(L.LightningModule):
         self.set_metrics = nn.ModuleList()
         self._factors: dict[str, SVDFactors] = {}
 
+    @staticmethod
+    def check_before_build(model: dict, data: dict, context: dict) -> str | None:
+        """Before anything is allocated (pipeline/preflight.py): refuse a run that cannot fit in memory, naming the
+        field; the estimated time per step when it is long."""
+        from lightning_modules import cost
+
+        return cost.check(model, data, context["device"], context["max_steps"] if context["subcommand"] == "fit" else None)
+
     def setup(self, stage: str) -> None:
         dm = self.trainer.datamodule if self.trainer is not None else None
         names = list(getattr(dm, "eval_set_names", []) or [])
@@ -156,6 +164,9 @@ class NoisyRecallModule(L.LightningModule):
                 values = metric.compute()  # already reduced across DDP ranks
                 self.log_dict({eval_key(stage, variant, k, test_set): v.float() for k, v in values.items()}, prog_bar=False)
                 metric.reset()
+        # the weights evaluated are those after global_step optimizer steps: log them there, where the probes and
+        # spectra of the same weights are (Lightning's own step for validation is one less)
+        self.log("step", float(self.global_step))
         self._factors = {}
 
     def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int, dataloader_idx: int = 0) -> None:

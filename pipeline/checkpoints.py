@@ -7,10 +7,14 @@ and any other hyperparameter that differs from the checkpoint's is refused, nami
 """
 from __future__ import annotations
 
+import errno
 import os
 from typing import Any, Iterable
 
 import torch
+from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
+
+from run_record.files import atomic_writer, no_space
 
 
 class CheckpointError(ValueError):
@@ -61,3 +65,21 @@ def check_fits(path: str, ckpt: dict[str, Any], module: torch.nn.Module) -> None
             f"--ckpt_path {path} was trained with other settings than this config; the checkpoint's settings are not "
             f"applied silently. Use the run's own config.yaml, or change: {'; '.join(found)}"
         )
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Checkpoints written whole: a hidden partial file in the checkpoint's own directory, synced, then renamed.
+
+    Lightning's own save goes through a temporary file in the system's temp directory and then copies it into the run
+    directory when that is another file system; a full disk or a SIGKILL during that copy left a truncated ``.ckpt``
+    that the printed resume command then failed to load. The CLI gives every Trainer this plugin."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Any | None = None) -> None:
+        if storage_options is not None:
+            raise TypeError(f"{type(self).__name__} takes no storage_options")
+        with atomic_writer(path, "wb") as f:  # our own handle: closed (its space freed) if the save fails
+            try:
+                torch.save(checkpoint, f)
+            except RuntimeError as e:  # torch reports a failed write (ENOSPC...) as a RuntimeError
+                raise OSError(errno.ENOSPC if no_space(path) else errno.EIO,
+                              "No space left on device" if no_space(path) else f"torch.save failed: {e}") from e

@@ -20,16 +20,18 @@ from jsonargparse import Namespace
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
-from lightning.pytorch.loggers import CSVLogger
+from lightning.fabric.plugins import CheckpointIO
 from lightning.pytorch.plugins.environments import ClusterEnvironment, SLURMEnvironment
 
 from callbacks.common import finish_wandb
 from callbacks.final_validation import FinalValidation
 from callbacks.progress import StepProgressBar, TrainingTimeEstimate
 from callbacks.run_summary import RunSummary
-from pipeline import checkpoints, run_dir, wandb_mode
+from pipeline import checkpoints, preflight, run_dir, wandb_mode
 from pipeline.config_errors import check_config_files, fail, report_parser_exit, summarize
+from pipeline.history import HistoryResume, RunHistory
 from pipeline.preemption import SlurmRequeue
+from run_record import files
 
 # What constructors raise for bad values, missing files or unloadable datasets: shown as one line naming the field
 # (set FFVA_TRACEBACK=1 for the full traceback). Anything else is a bug and keeps its traceback.
@@ -43,10 +45,15 @@ def _as_list(value) -> list:
 
 
 class SaveAndLogConfig(SaveConfigCallback):
-    """Saves config.yaml in the run directory (Lightning's behaviour) and logs the whole resolved config to the
-    loggers, so W&B runs can be filtered by any field (``data.init_args.alpha``, ``seed_everything``...)."""
+    """Saves config.yaml in the run directory, whole (Lightning's own save writes it in place), and logs the whole
+    resolved config to the loggers, so W&B runs can be filtered by any field (``data.init_args.alpha``...)."""
+
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        self.run_dir = trainer.log_dir  # broadcasts: read on every rank, before the rank-zero-only save_config
+        super().setup(trainer, pl_module, stage)
 
     def save_config(self, trainer, pl_module, stage: str) -> None:
+        files.write_text(os.path.join(self.run_dir, files.CONFIG_FILE), self.parser.dump(self.config, skip_none=False))
         config = self.parser.dump(self.config, skip_none=False, format="json")
         for logger in trainer.loggers:
             logger.log_hyperparams(json.loads(config))
@@ -59,9 +66,11 @@ class ExperimentCLI(LightningCLI):
             subclass_mode_data=True,
             save_config_callback=SaveAndLogConfig,
             # run directories are unique except for a resumed run (a requeued SLURM task, `fit --ckpt_path` from
-            # the run's own checkpoint), which comes back to its own directory and writes the same config again
-            save_config_kwargs={"overwrite": True},
-            trainer_defaults={"callbacks": [FinalValidation(), TrainingTimeEstimate(), RunSummary(), SlurmRequeue()]},
+            # the run's own checkpoint), which comes back to its own directory and writes the same config again;
+            # SaveAndLogConfig writes it itself, whole
+            save_config_kwargs={"overwrite": True, "save_to_log_dir": False},
+            trainer_defaults={"callbacks": [FinalValidation(), TrainingTimeEstimate(), RunSummary(), SlurmRequeue(),
+                                            HistoryResume()]},
             auto_configure_optimizers=False,
             args=args,
             **kwargs,
@@ -99,10 +108,21 @@ class ExperimentCLI(LightningCLI):
 
     def before_instantiate_classes(self) -> None:
         cfg = self.config[self.subcommand] if self.subcommand else self.config
+        try:  # what the config's classes say about it, before any of them allocates or loads anything
+            preflight.check(self.subcommand, cfg)
+            files.check_writable(cfg.trainer.default_root_dir or "runs", "trainer.default_root_dir")
+            for lg in _as_list(cfg.trainer.logger):
+                if lg.class_path.endswith("WandbLogger"):
+                    wandb_mode.check_env()
+        except ValueError as e:
+            fail(f"invalid configuration: {e}")
         loggers = _as_list(cfg.trainer.logger)
         name = next((lg.init_args.get("name") for lg in loggers if lg.init_args.get("name")), None)
         name = name or (Path(str(cfg.config[0])).stem if cfg.get("config") else "run")
-        self.run_dir = self._resumed_run(cfg) or run_dir.run_dir(cfg.trainer.default_root_dir or "runs", name)
+        resumed = self._resumed_run(cfg)
+        if resumed is not None:
+            files.remove_partials(resumed)  # what a killed earlier part of this run was writing
+        self.run_dir = resumed or run_dir.run_dir(cfg.trainer.default_root_dir or "runs", name)
         os.environ[run_dir.PARENT_RUN_DIR] = str(self.run_dir)  # inherited by DDP worker processes
         self._restore: list[tuple[Namespace, str, object]] = []
         # Point the trainer and loggers at the run directory, but save the config as the user wrote it, so that
@@ -192,11 +212,14 @@ class ExperimentCLI(LightningCLI):
             if not any(isinstance(p, ClusterEnvironment) for p in plugins):
                 kwargs["plugins"] = [*plugins, SLURMEnvironment(auto_requeue=False)]
         trainer_cfg = self._get(self.config_init, "trainer")
+        plugins = _as_list(kwargs.get("plugins", trainer_cfg.get("plugins")))
+        if not any(isinstance(p, CheckpointIO) for p in plugins):  # checkpoints written whole
+            kwargs["plugins"] = [*plugins, checkpoints.AtomicCheckpointIO()]
         # the full metric history in the run directory (metrics.csv), whatever else logs: curves without W&B
         logger = kwargs.get("logger", trainer_cfg.get("logger"))
         loggers = [] if logger in (None, True, False) else _as_list(logger)
-        if not any(isinstance(lg, CSVLogger) for lg in loggers):
-            kwargs["logger"] = [*loggers, CSVLogger(save_dir=str(self.run_dir), name="", version="")]
+        if not any(isinstance(lg, RunHistory) for lg in loggers):
+            kwargs["logger"] = [*loggers, RunHistory(save_dir=str(self.run_dir))]
         callbacks = _as_list(trainer_cfg.get("callbacks"))
         if trainer_cfg.get("enable_progress_bar") is not False and not any(
             type(c).__name__.endswith("ProgressBar") for c in callbacks
@@ -215,6 +238,12 @@ class ExperimentCLI(LightningCLI):
             fail(f"{e} (run directory: {self.run_dir})", code=1)
         except SIGTERMException:  # Lightning's exits with code 0; a terminated run must not look like a finished one
             raise SystemExit(128 + signal.SIGTERM) from None
+        except OSError as e:  # a full disk, a directory gone read-only: summary.json says failed, with this line
+            if os.environ.get("FFVA_TRACEBACK"):
+                raise
+            where = e.filename or self.run_dir
+            fail(f"{e.strerror or e} ({where}); run directory: {self.run_dir}" if not isinstance(e, files.WriteError)
+                 else f"{e}; run directory: {self.run_dir}", code=1)
 
     def _finish_wandb(self) -> None:
         # Lightning leaves the W&B run open; close it so the next run in this process (a notebook, a test) is its own

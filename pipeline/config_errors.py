@@ -18,6 +18,9 @@ NOISE = (
     "Does not validate against any of the Union subtypes", "Subtypes:", "Errors:", "Given value type:",
     "Given value:", "Problem with given class_path", "Parser key", "- Expected a <class 'NoneType'>",
     "Expected a path but",
+    # jsonargparse's list of what a class entry may look like, after the real reason of a union of classes
+    "Not a valid subclass of", "Subclass types expect one of", "a class path (str)", "a dict with class_path entry",
+    "a dict without class_path", "a dict with parameters accepted by the base class", "Expected a <class 'NoneType'>",
 )
 
 

@@ -16,19 +16,14 @@ must find its directory again:
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import secrets
 import time
 from pathlib import Path
 from typing import Mapping
 
-CONFIG_FILE, SUMMARY_FILE, CHECKPOINT_DIR = "config.yaml", "summary.json", "checkpoints"
-METRICS_FILE = "metrics.csv"  # every logged scalar by step (Lightning's CSVLogger, added to every run by the CLI)
-SPECTRA_FILE = "spectra.npz"  # WeightSpectrumLogger's singular values
-REPORT_DIR = "report"  # python -m reports <run or sweep dir> writes report/index.html and report/figures/
-# a sweep directory: tasks.json (the grid points), <task>/<run name>/<version>/ per task, and a task's error.txt
-TASKS_FILE, TASK_ERROR_FILE, RESULTS_FILE = "tasks.json", "error.txt", "results.csv"
+# the file names of a run and a sweep directory live in run_record/files.py (writers and readers share them)
+from run_record.files import CONFIG_FILE, SUMMARY_FILE, read_json
 
 # Set by `pipeline.sweep --task` for an array task: the version that a requeued task finds again.
 RUN_VERSION = "FFVA_RUN_VERSION"
@@ -51,9 +46,10 @@ def run_version(env: Mapping[str, str] = os.environ) -> str:
 
 def read_summary(directory: str | os.PathLike) -> dict:
     try:
-        return json.loads((Path(directory) / SUMMARY_FILE).read_text())
-    except (OSError, ValueError):
+        summary = read_json(Path(directory) / SUMMARY_FILE)
+    except (OSError, ValueError):  # missing or damaged: not a run to continue
         return {}
+    return summary if isinstance(summary, dict) else {}
 
 
 def requeued_run(root: Path, name: str, job: str) -> Path | None:

@@ -21,7 +21,9 @@ import io
 import itertools
 import json
 import os
+import secrets
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,7 +31,8 @@ from typing import Any
 import yaml
 
 from pipeline import run_dir
-from pipeline.run_dir import TASK_ERROR_FILE, TASKS_FILE
+from run_record import files
+from run_record.files import ATTEMPT_FILE, TASK_ERROR_FILE, TASKS_FILE
 
 
 @dataclass
@@ -46,7 +49,14 @@ class Sweep:
         path = Path(path)
         if not path.exists():
             raise FileNotFoundError(f"sweep file {path} does not exist")
-        spec = yaml.safe_load(path.read_text()) or {}
+        try:
+            spec = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as e:
+            mark = getattr(e, "problem_mark", None)
+            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+            raise ValueError(f"{path}: YAML syntax error{where}: {getattr(e, 'problem', None) or e}") from None
+        if not isinstance(spec, dict):
+            raise ValueError(f"{path}: a sweep file is a mapping with base, grid (and optionally subcommand, slurm)")
         unknown = set(spec) - {"base", "grid", "subcommand", "slurm"}
         if unknown or "base" not in spec or not isinstance(spec.get("grid"), dict) or not spec["grid"]:
             raise ValueError(f"{path}: a sweep file has base (a config), grid ({{key: [values]}}), and optionally subcommand and slurm; got keys {sorted(spec)}")
@@ -70,9 +80,11 @@ class Sweep:
 
 
 def check(sweep: Sweep, root: str | Path = "runs/sweeps/check") -> dict[int, str]:
-    """Every task's arguments through the CLI's parser, nothing instantiated: {task: error line} of the bad ones.
+    """Every task's arguments through the CLI's parser and the config classes' own checks (pipeline/preflight.py),
+    nothing instantiated: {task: error line} of the bad ones.
 
     One parser serves all the tasks (building it is the slow part)."""
+    from pipeline import preflight
     from pipeline.cli import ExperimentCLI
     from pipeline.config_errors import ConfigError, check_config_files
 
@@ -98,6 +110,10 @@ def check(sweep: Sweep, root: str | Path = "runs/sweeps/check") -> dict[int, str
                 else:
                     check_config_files(args)
                     cli.parse_arguments(cli.parser, args)
+                subcommand = cli.config.subcommand
+                preflight.check(subcommand, cli.config[subcommand], quiet=True)
+        except ValueError as e:
+            errors[i] = f"invalid configuration: {e}"
         except ConfigError as e:
             errors[i] = e.line
         except SystemExit:
@@ -111,8 +127,53 @@ def describe(sweep: Sweep, errors: dict[int, str]) -> str:
 
 
 def write_tasks(sweep: Sweep, root: Path) -> None:
-    root.mkdir(parents=True, exist_ok=True)
-    (root / TASKS_FILE).write_text(json.dumps({"sweep": sweep.name, "base": sweep.base, "points": sweep.points()}, indent=2))
+    files.write_json(root / TASKS_FILE, {"sweep": sweep.name, "base": sweep.base, "points": sweep.points()})
+
+
+def start_attempt(sweep: Sweep, root: Path, task: int, attempt: str | None = None) -> None:
+    """Record task ``task``'s newest attempt before it runs: ``<task>/attempt.json`` (its id and grid point), no
+    stale ``error.txt``, and the id in the environment, which the run records in its summary. The sweep's table
+    counts a run for the task only if it was made by this attempt at this grid point (reports/table.py).
+    A requeued SLURM task keeps its attempt (``<array job>_<task>``): it continues the same run."""
+    point = sweep.points()[task]
+    attempt = attempt or f"{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}"
+    record = {"sweep": sweep.name, "task": task, "attempt": attempt, "point": point,
+              "started": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    directory = root / str(task)
+    with contextlib.suppress(FileNotFoundError):
+        (directory / TASK_ERROR_FILE).unlink()
+    files.write_json(directory / ATTEMPT_FILE, record)
+    os.environ[files.SWEEP_TASK_ENV] = json.dumps(record)
+
+
+def record_failure(root: Path, task: int, line: str) -> None:
+    """Why the attempt failed, for the table (a run that wrote a summary says it there too)."""
+    files.write_text(root / str(task) / TASK_ERROR_FILE, line + "\n")
+
+
+def run_task(sweep: Sweep, root: Path, task: int, attempt: str | None = None, reraise: bool = False) -> str | None:
+    """One attempt at a task through the CLI: None, or the error line of a failed attempt (``reraise``: and then
+    exit with the run's own exit code, as an array task does)."""
+    from pipeline.cli import ExperimentCLI
+
+    start_attempt(sweep, root, task, attempt)
+    try:
+        ExperimentCLI(args=sweep.task_args(task, root))
+        return None
+    except SystemExit as e:  # one bad task does not stop the others; the table lists it
+        if e.code in (0, None):
+            return None
+        record_failure(root, task, getattr(e, "line", None) or f"exited with {e.code}")
+        if reraise:
+            raise
+        return getattr(e, "line", None) or f"exited with {e.code}"
+    except Exception as e:  # noqa: BLE001  likewise for a crash
+        record_failure(root, task, f"{type(e).__name__}: {e}")
+        if reraise:
+            raise
+        return f"{type(e).__name__}: {e}"
+    finally:
+        os.environ.pop(files.SWEEP_TASK_ENV, None)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -127,8 +188,6 @@ def main(argv: list[str] | None = None) -> None:
     except (ValueError, FileNotFoundError) as e:
         raise SystemExit(f"error: {e}") from None
     root = Path(args.root or f"runs/sweeps/{sweep.name}")
-    import main as entry  # the repository's main.py
-
     sys.argv = sys.argv[:1]  # the task's arguments go to the CLI as `args`, not also through sys.argv
     if args.task is not None:
         if not 0 <= args.task < len(sweep.points()):
@@ -137,7 +196,7 @@ def main(argv: list[str] | None = None) -> None:
         job = f"{array}_{task}" if array and task else os.environ.get("SLURM_JOB_ID") and f"{os.environ['SLURM_JOB_ID']}_{args.task}"
         if job:  # a requeued array task must find its run again
             os.environ[run_dir.RUN_VERSION] = job
-        entry.main(sweep.task_args(args.task, root))
+        run_task(sweep, root, args.task, attempt=job or None, reraise=True)
         return
     errors = check(sweep, root)
     if errors:
@@ -146,22 +205,19 @@ def main(argv: list[str] | None = None) -> None:
     if args.check:
         print(f"{len(sweep.points())} tasks of {sweep.path}: every config is valid")
         return
-    write_tasks(sweep, root)
+    try:
+        write_tasks(sweep, root)
+    except files.WriteError as e:
+        raise SystemExit(f"error: {e}") from None
     from reports import table  # the reader of what the runs wrote (nothing in reports imports the pipeline's drivers)
 
     failed: dict[int, str] = {}
     for i, point in enumerate(sweep.points()):
         print(f"task {i}/{len(sweep.points())}: {point}", file=sys.stderr)
-        try:
-            entry.main(sweep.task_args(i, root))
-        except SystemExit as e:  # one bad task does not stop the others; collect lists it
-            failed[i] = getattr(e, "line", None) or f"exited with {e.code}"
-        except Exception as e:  # noqa: BLE001  likewise for a crash
-            failed[i] = f"{type(e).__name__}: {e}"
-        if i in failed:
-            (root / str(i)).mkdir(parents=True, exist_ok=True)
-            (root / str(i) / TASK_ERROR_FILE).write_text(failed[i] + "\n")
-            print(f"task {i} failed: {failed[i]}", file=sys.stderr)
+        error = run_task(sweep, root, i)
+        if error is not None:
+            failed[i] = error
+            print(f"task {i} failed: {error}", file=sys.stderr)
     table.main([str(root)])
     if failed:
         raise SystemExit(f"error: {len(failed)} of {len(sweep.points())} tasks failed:\n{describe(sweep, failed)}")

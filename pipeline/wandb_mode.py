@@ -44,6 +44,17 @@ def reachable(timeout: float = 3.0) -> bool:
     return network.reachable(base_url(), timeout)
 
 
+MODES = ("online", "offline", "disabled", "dryrun", "run", "shared")  # what wandb.init accepts in WANDB_MODE
+
+
+def check_env() -> None:
+    """An unknown WANDB_MODE is a config error (wandb would raise deep inside the logger)."""
+    mode = os.environ.get("WANDB_MODE")
+    if mode is not None and mode not in MODES:
+        raise ValueError(f"WANDB_MODE={mode!r} is not a W&B mode: use online | offline | disabled, or unset it (online "
+                         "with credentials and a server that answers, else offline)")
+
+
 def choose_mode() -> tuple[str, str]:
     """(mode, reason). ``disabled`` / ``offline`` set in WANDB_MODE are kept; otherwise (``online`` included) online
     only with credentials and a server that answers within 3 s, else offline with the reason."""

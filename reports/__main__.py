@@ -11,7 +11,7 @@ import argparse
 import time
 from pathlib import Path
 
-from pipeline.run_dir import REPORT_DIR, SUMMARY_FILE
+from run_record.files import REPORT_DIR, SUMMARY_FILE, WriteError
 
 
 def main(argv: list[str] | None = None) -> Path | None:
@@ -49,8 +49,10 @@ def main(argv: list[str] | None = None) -> Path | None:
             if args.wandb:
                 print(f"W&B report: {wandb_report.save(spec)}")
         return page
-    except ReportError as e:
+    except (ReportError, WriteError) as e:  # a directory that cannot be reported on, or written to
         raise SystemExit(f"error: {e}") from None
+    except OSError as e:  # e.g. report/ cannot be created on a read-only file system
+        raise SystemExit(f"error: could not write {e.filename}: {e.strerror}") from None
 
 
 def _spec(path: Path, args, kind: str) -> dict | None:

@@ -1,11 +1,12 @@
 """The local report of a run or a sweep: report/index.html and report/figures/*.{png,pdf} in its directory."""
 from __future__ import annotations
 
+import html
 import sys
 from pathlib import Path
 
 from lightning_modules.metric_keys import split_metric
-from pipeline.run_dir import REPORT_DIR
+from run_record.files import REPORT_DIR
 from reports import hijack_plots, plots, pretrained_plots, series, table
 from reports.page import table_html, write_page
 from reports.run import ReportError, RunRecord, load_run
@@ -27,17 +28,24 @@ def _context(run: RunRecord) -> str:
 
 
 def _wandb_links(summary: dict) -> list[tuple[str, str]]:
+    """The W&B run: its URL when it was online; the sync command when it was offline and its files exist; nothing
+    for a disabled W&B (no files were written)."""
     info = summary.get("wandb") or {}
     if not info.get("id"):
         return []
     if info.get("mode") == "online" and info.get("url"):
         return [("W&B run", info["url"])]
-    return [("W&B run (offline; upload with)", f"wandb sync {Path(info.get('dir') or '').parent}")]
+    offline = Path(info.get("dir") or "").parent
+    if info.get("mode") in ("offline", "dryrun") and info.get("dir") and offline.is_dir():
+        return [("W&B run (offline; upload with)", f"wandb sync {offline}")]
+    return []
 
 
 def report_run(path: str | Path) -> Path:
     run = load_run(path)
     figs = plots.Figures(run.path / REPORT_DIR / "figures", _context(run))
+    for name, why in run.damaged.items():
+        figs.notes.append(f"{name} was not read: {why}. The figures that need it are left out.")
     events = series.truncations(run.summary)
     if run.history and any(k.startswith(("val/", "test/")) for k in run.history):
         plots.metrics_over_training(figs, run.history, events)
@@ -69,20 +77,32 @@ def report_run(path: str | Path) -> Path:
     intro = (f"Status <b>{status}</b> at step {run.summary.get('global_step')} (evaluated at step "
              f"{run.summary.get('eval_step')}). {_context(run)}")
     if run.summary.get("error"):
-        intro += f' <span class="failed">Error: {run.summary["error"]}</span>'
+        intro += f' <span class="failed">Error: {html.escape(str(run.summary["error"]))}</span>'
+    if run.damaged:
+        intro += (' <span class="failed">Damaged files, not read: '
+                  + "; ".join(f"{html.escape(k)} ({html.escape(v)})" for k, v in run.damaged.items()) + "</span>")
+    if run.summary.get("undefined_metrics"):
+        sections.insert(1, ("Undefined metrics", "<p>A mean over no scored position has no value; these are blank "
+                            "(n/a): " + ", ".join(f"<code>{html.escape(k)}</code>" for k in run.summary["undefined_metrics"])
+                            + ".</p>"))
     return write_page(run.path / REPORT_DIR / "index.html", f"Run {run.name}", intro, sections, figs.figures,
                       figs.notes, run.config, _wandb_links(run.summary))
 
 
-def task_runs(rows: list[dict], progress=None) -> dict[int, RunRecord]:
-    """{task: its run} for every task of a sweep table that wrote a run directory (readable ones)."""
+def task_runs(rows: list[dict], progress=None, unreadable: list[dict] | None = None) -> dict[int, RunRecord]:
+    """{task: its run} for every task of a sweep table that wrote a run directory (readable ones; the others, and
+    the damaged files of readable ones, are added to ``unreadable``)."""
     tasks = {r["task"]: r["run_dir"] for r in rows if r.get("run_dir")}
     runs = {}
     for i, (task, path) in enumerate(tasks.items()):
         try:
             runs[task] = load_run(path, require_history=False)
-        except ReportError:
-            pass
+            for name, why in runs[task].damaged.items():
+                if unreadable is not None:
+                    unreadable.append({"file": str(Path(path) / name), "error": why, "task": task})
+        except ReportError as e:
+            if unreadable is not None:
+                unreadable.append({"file": path, "error": str(e), "task": task})
         if progress:
             progress(i + 1, len(tasks))
     return runs
@@ -90,11 +110,15 @@ def task_runs(rows: list[dict], progress=None) -> dict[int, RunRecord]:
 
 def report_sweep(path: str | Path, progress=None) -> Path:
     root = Path(path)
-    rows = table.rows(root)
-    keys = table.grid_keys(root, varying=True)
+    try:
+        read = table.read_sweep(root)
+    except table.NotASweep as e:
+        raise ReportError(str(e)) from e
+    rows, damaged = read.rows, list(read.damaged)
+    keys = table.grid_keys(read.points, varying=True)
     swept = [k for k in keys if not table.is_seed_key(k)]
     figs = plots.Figures(root / REPORT_DIR / "figures", f"Sweep {root.name}: {len({r['task'] for r in rows})} tasks over {', '.join(keys)}.")
-    runs = task_runs(rows, progress)
+    runs = task_runs(rows, progress, damaged)
     pretrained = any(isinstance(r.get("p_answer"), float) for r in rows)
     metrics = ["p_answer", "p_generic", "log_ratio", "logit_diff"] if pretrained else ["p_noise", "p_correct", "acc"]
     revision = next((k for k in swept if k.endswith("revision")), None)
@@ -128,6 +152,8 @@ def report_sweep(path: str | Path, progress=None) -> Path:
         sections.append(("Hijack theory fit per task (logit(o) - logit(b) = w_ic a(n, T) - w_g)", table_html(hijack_fits)))
     if failed:
         sections.append(("Failed tasks", '<div class="failed">' + table_html(failed) + "</div>"))
+    if damaged:
+        sections.append(("Files not read (damaged)", '<div class="failed">' + table_html(damaged) + "</div>"))
     intro = (f"{len({r['task'] for r in rows})} tasks, {len(failed)} failed. Per-task rows: <code>results.csv</code>; "
              "per setting: <code>results_by_setting.csv</code>.")
     return write_page(root / REPORT_DIR / "index.html", f"Sweep {root.name}", intro, sections, figs.figures, figs.notes,

@@ -9,6 +9,7 @@ from pathlib import Path
 import yaml
 
 from reports.plots import Figure
+from run_record.files import write_text
 
 STYLE = """body{font-family:sans-serif;max-width:1150px;margin:2em auto;padding:0 1em;color:#222}
 table{border-collapse:collapse;font-size:13px;margin:.5em 0}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}
@@ -50,8 +51,7 @@ def write_page(path: Path, title: str, intro: str, sections: list[tuple[str, str
         parts.append(f"<details><summary>Config</summary><pre>{html.escape(text)}</pre></details>")
     page = (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
             f"<style>{STYLE}</style></head><body>{''.join(parts)}</body></html>")
-    path.write_text(page)
-    return path
+    return write_text(path, page)
 
 
 def json_block(data) -> str:

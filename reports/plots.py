@@ -13,6 +13,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from reports import series  # noqa: E402
+from run_record.files import atomic_writer  # noqa: E402
 
 METRIC_LABELS = {"p_noise": "P(noise token)", "p_correct": "P(in-context token)", "acc": "accuracy (argmax = in-context)",
                  "loss": "cross-entropy", "p_answer": "P(answer)", "p_generic": 'P(" the")',
@@ -41,9 +42,13 @@ class Figures:
         fig.suptitle(title, fontsize=11)
         fig.tight_layout()
         png, pdf = self.directory / f"{name}.png", self.directory / f"{name}.pdf"
-        fig.savefig(png, dpi=110)
-        fig.savefig(pdf)
-        plt.close(fig)
+        try:  # each file whole (run_record.files): a reader sees the old figure or the new one
+            with atomic_writer(png, "wb") as f:
+                fig.savefig(f, dpi=110, format="png")
+            with atomic_writer(pdf, "wb") as f:
+                fig.savefig(f, format="pdf")
+        finally:
+            plt.close(fig)
         entry = Figure(name, title, f"{caption} {self.context}".strip(), png, pdf)
         self.figures.append(entry)
         return entry

@@ -149,7 +149,7 @@ def hijack_results(summary: dict) -> dict:
 
 def hijack_theory_fit(summary: dict) -> dict[str, dict]:
     """HijackProbe's fit: {"<placement> <ff variant>": {w_ic, w_g, beta, r2, ..., by_length: {T<L>: {n, measured_gap,
-    predicted_gap, predicted_boundary, measured_boundary}}}}."""
+    predicted_gap, predicted_boundary, gap_boundary, measured_boundary}}}}."""
     raw = ((summary.get("callbacks") or {}).get("HijackProbe") or {}).get("theory_fit") or {}
     return {f"{p} {v}": f for p, by_v in raw.items() for v, f in by_v.items()}
 
@@ -210,7 +210,8 @@ def hijack_fit_row(setting: str, f: dict) -> dict:
     show = lambda n: "none" if n is None else str(n)  # noqa: E731
     return {"setting": setting, "w_ic": f["w_ic"], "w_g": f["w_g"], "beta": f["beta"], "R2": f["r2"],
             "R2 (measured attention)": f["r2_attention"],
-            **{f"boundary {t} (predicted / measured)": f"{show(b['predicted_boundary'])} / {show(b['measured_boundary'])}"
+            **{f"boundary {t} (predicted n* / mean gap > 0 / o wins on half)":
+               f"{show(b['predicted_boundary'])} / {show(b.get('gap_boundary'))} / {show(b['measured_boundary'])}"
                for t, b in f["by_length"].items()}}
 
 

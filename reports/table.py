@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import argparse
 import csv
+import io
 import json
+import math
+import statistics
+from dataclasses import dataclass, field
 from pathlib import Path
 
-import statistics
-
-from pipeline.run_dir import RESULTS_FILE, SUMMARY_FILE, TASK_ERROR_FILE, TASKS_FILE
+from run_record import files
+from run_record.files import ATTEMPT_FILE, CONFIG_FILE, RESULTS_FILE, SUMMARY_FILE, TASK_ERROR_FILE, TASKS_FILE
 
 BY_SETTING_FILE = "results_by_setting.csv"
 
@@ -24,36 +27,129 @@ BY_SETTING_FILE = "results_by_setting.csv"
 def log_tail(root: Path, task: int, lines: int = 15) -> str:
     """The end of a SLURM task's log (``<sweep dir>/logs/<array job>_<task>.out``), where a failure explains itself."""
     logs = sorted((root / "logs").glob(f"*_{task}.out"))
-    return "\n".join(logs[-1].read_text(errors="replace").splitlines()[-lines:]) if logs else ""
+    try:
+        return "\n".join(logs[-1].read_text(errors="replace").splitlines()[-lines:]) if logs else ""
+    except OSError:
+        return ""
 
 
 class NotASweep(ValueError):
     pass
 
 
-def rows(root: str | Path) -> list[dict]:
+@dataclass
+class SweepTable:
+    """A sweep directory as read: one row per (task, variant), the grid points, and the files that could not be read
+    (each named with why, the rest of the table read anyway)."""
+
+    rows: list[dict]
+    points: list[dict]
+    damaged: list[dict] = field(default_factory=list)  # {"file": path, "error": why}
+
+
+def _same(want, have) -> bool:
+    if isinstance(want, bool) or isinstance(have, bool):
+        return want == have
+    if isinstance(want, (int, float)) and isinstance(have, (int, float)):
+        return math.isclose(float(want), float(have), rel_tol=1e-9, abs_tol=1e-12)
+    return want == have
+
+
+def config_matches(point: dict, config: dict) -> bool:
+    """The run's config holds the grid point's values. Scalars are compared; lists and dicts, which the parser may
+    normalise, and keys the saved config leaves out (link targets such as data.init_args.tokenizer), are checked
+    through the run's recorded point instead."""
+    for key, want in point.items():
+        if isinstance(want, (list, dict)):
+            continue
+        have = config
+        for part in key.split("."):
+            have = have.get(part, KeyError) if isinstance(have, dict) else KeyError
+        if have is not KeyError and not _same(want, have):
+            return False
+    return True
+
+
+def _task_points(root: Path, damaged: list[dict]) -> list[dict]:
+    """The grid points from tasks.json; if it is damaged, from each task's attempt.json (what each task ran)."""
+    try:
+        return files.read_json(root / TASKS_FILE)["points"]
+    except (files.Damaged, KeyError, TypeError) as e:
+        damaged.append({"file": str(root / TASKS_FILE), "error": str(getattr(e, "reason", e))})
+    points = {}
+    for d in root.iterdir():
+        if d.is_dir() and d.name.isdigit() and (d / ATTEMPT_FILE).is_file():
+            try:
+                points[int(d.name)] = files.read_json(d / ATTEMPT_FILE)["point"]
+            except (files.Damaged, KeyError, TypeError) as e:
+                damaged.append({"file": str(d / ATTEMPT_FILE), "error": str(getattr(e, "reason", e))})
+    if not points:
+        raise NotASweep(f"{root / TASKS_FILE} is damaged and no task has a readable {ATTEMPT_FILE}: the grid is unknown")
+    return [points.get(i, {}) for i in range(max(points) + 1)]
+
+
+def _task_runs(root: Path, task: int, point: dict, attempt: dict | None, damaged: list[dict]) -> list[dict]:
+    """The summaries under a task's directory that belong to its newest attempt at this grid point, newest last."""
+    out = []
+    for path in (root / str(task)).glob(f"*/*/{SUMMARY_FILE}"):
+        try:
+            summary = files.read_json(path)
+            if not isinstance(summary, dict) or "status" not in summary:
+                raise files.Damaged(path, "not a run summary (no status)")
+        except files.Damaged as e:
+            damaged.append({"file": str(path), "error": e.reason, "task": task})
+            continue
+        made_by = summary.get("sweep_task") or {}
+        if attempt is not None and made_by.get("attempt") != attempt.get("attempt"):
+            continue  # an earlier attempt's run (an earlier grid, a failed try): never this task's result
+        if made_by and made_by.get("point") != point:
+            continue
+        try:
+            config = files.read_yaml(path.parent / CONFIG_FILE)
+        except (files.Damaged, OSError):
+            config = None
+        if config is not None and not config_matches(point, config):
+            continue  # its config is not this grid point
+        # where the summary is now (a sweep copied off the cluster): not the path recorded when it was written
+        out.append(summary | {"_mtime": path.stat().st_mtime, "run_dir": str(path.parent)})
+    return sorted(out, key=lambda s: s["_mtime"])
+
+
+def read_sweep(root: str | Path) -> SweepTable:
     root = Path(root)
     if not (root / TASKS_FILE).is_file():
         what = "does not exist" if not root.exists() else f"has no {TASKS_FILE}"
         hint = " (it is a single run: its results are in summary.json)" if (root / SUMMARY_FILE).is_file() else ""
         raise NotASweep(f"{root} {what}, so it is not a sweep directory{hint}; a sweep directory is what "
                         "slurm/submit.py or python -m pipeline.sweep wrote, e.g. runs/sweeps/<sweep name>")
-    try:
-        tasks = json.loads((root / TASKS_FILE).read_text())
-    except ValueError as e:
-        raise NotASweep(f"{root / TASKS_FILE} is not valid JSON ({e})") from e
+    damaged: list[dict] = []
+    points = _task_points(root, damaged)
     out = []
-    for i, point in enumerate(tasks["points"]):
-        summaries = sorted((root / str(i)).glob(f"*/*/{SUMMARY_FILE}"))
-        if not summaries:
-            error = root / str(i) / TASK_ERROR_FILE
-            row = {"task": i, **point, "status": "missing", "log_tail": log_tail(root, i)}
-            out.append(row | ({"error": error.read_text().strip()} if error.is_file() else {}))
+    for i, point in enumerate(points):
+        attempt = None
+        if (root / str(i) / ATTEMPT_FILE).is_file():
+            try:
+                attempt = files.read_json(root / str(i) / ATTEMPT_FILE)
+            except files.Damaged as e:
+                damaged.append({"file": e.path, "error": e.reason, "task": i})
+            if attempt is not None and attempt.get("point") != point:
+                attempt = {"attempt": None}  # the newest attempt ran another grid point: nothing here is this task's
+        error_file = root / str(i) / TASK_ERROR_FILE
+        error = error_file.read_text(errors="replace").strip() if error_file.is_file() else None
+        runs = _task_runs(root, i, point, attempt, damaged)
+        if not runs:
+            hurt = [d for d in damaged if d.get("task") == i and d["file"].endswith(SUMMARY_FILE)]
+            if hurt:  # its run's summary cannot be read: no numbers, and never a completed row
+                status, error = "damaged", error or f"{hurt[-1]['file']}: {hurt[-1]['error']}"
+            else:
+                status = "failed" if error else "missing"
+            row = {"task": i, **point, "status": status, "log_tail": log_tail(root, i)}
+            out.append(row | ({"error": error} if error else {}))
             continue
-        summary = json.loads(summaries[-1].read_text())  # the latest run of this task
-        base = {"task": i, **point, "status": summary["status"], "run_dir": summary["run_dir"], "eval_step": summary.get("eval_step")}
-        if summary.get("error"):
-            base["error"] = summary["error"]
+        summary = runs[-1]  # the newest run of the newest attempt
+        base = {"task": i, **point, "status": summary["status"], "run_dir": summary.get("run_dir"), "eval_step": summary.get("eval_step")}
+        if summary.get("error") or (error and summary["status"] != "completed"):
+            base["error"] = summary.get("error") or error
         if summary["status"] != "completed":
             base["log_tail"] = log_tail(root, i)
         commit = (summary.get("model") or {}).get("commit")
@@ -61,9 +157,13 @@ def rows(root: str | Path) -> list[dict]:
             base["commit"] = commit
         if not summary.get("variants"):
             out.append(base)
-        for variant, metrics in summary.get("variants", {}).items():
+        for variant, metrics in (summary.get("variants") or {}).items():
             out.append({**base, "variant": variant, **metrics})
-    return out
+    return SweepTable(out, points, damaged)
+
+
+def rows(root: str | Path) -> list[dict]:
+    return read_sweep(root).rows
 
 
 SEED_KEYS = ("seed_everything",)
@@ -135,16 +235,19 @@ def selected(table: list[dict], keys: list[str], by: str | None = None) -> list[
 
 def write_csv(path: Path, table: list[dict], skip: tuple[str, ...] = ()) -> list[str]:
     columns = list(dict.fromkeys(k for row in table for k in row if k not in skip))
-    with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(table)
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(table)
+    files.write_text(path, out.getvalue())
     return columns
 
 
-def grid_keys(root: str | Path, varying: bool = False) -> list[str]:
-    """The sweep's grid keys; with ``varying``, only those that take more than one value (what was swept)."""
-    points = json.loads((Path(root) / TASKS_FILE).read_text())["points"]
+def grid_keys(points: list[dict] | str | Path, varying: bool = False) -> list[str]:
+    """The sweep's grid keys (of its points, or of a sweep directory); with ``varying``, only those that take more
+    than one value (what was swept)."""
+    if not isinstance(points, list):
+        points = read_sweep(points).points
     keys = list(dict.fromkeys(k for p in points for k in p))
     if varying:
         keys = [k for k in keys if len({json.dumps(p.get(k), sort_keys=True) for p in points}) > 1]
@@ -156,13 +259,17 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("sweep_dir")
     args = parser.parse_args(argv)
     try:
-        table = rows(args.sweep_dir)
+        read = read_sweep(args.sweep_dir)
     except NotASweep as e:
         raise SystemExit(f"error: {e}") from None
+    table, keys = read.rows, grid_keys(read.points)
     root = Path(args.sweep_dir)
-    columns = write_csv(root / RESULTS_FILE, table, skip=("log_tail", "error"))
-    write_csv(root / BY_SETTING_FILE, by_setting(table, grid_keys(root)))
-    choice = selected(table, grid_keys(root))
+    try:
+        columns = write_csv(root / RESULTS_FILE, table, skip=("log_tail", "error"))
+        write_csv(root / BY_SETTING_FILE, by_setting(table, keys))
+    except files.WriteError as e:
+        raise SystemExit(f"error: {e}") from None
+    choice = selected(table, keys)
     shown = [c for c in columns if c != "run_dir"]
     fmt = lambda v: f"{v:.4f}" if isinstance(v, float) else str(v)  # noqa: E731
     widths = {c: max(len(c), *(len(fmt(r.get(c, ""))) for r in table)) for c in shown}
@@ -174,10 +281,15 @@ def main(argv: list[str] | None = None) -> list[dict]:
             error = f"\nerror: {r['error']}" if r.get("error") else ""
             print(f"\ntask {r['task']} {r['status']}:{error}\n{r.get('log_tail', '')}")
     if choice:
-        write_csv(root / SELECTED_FILE, choice)
+        try:
+            write_csv(root / SELECTED_FILE, choice)
+        except files.WriteError as e:
+            raise SystemExit(f"error: {e}") from None
         print("\nSelected on the selection split, reported on test:")
         for c in choice:
             print("  " + ", ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in c.items()))
+    for d in read.damaged:
+        print(f"\nnot read (damaged): {d['file']}: {d['error']}")
     print(f"\n{len(table)} rows -> {root / RESULTS_FILE}; mean and std over seeds -> {root / BY_SETTING_FILE}"
           + (f"; selected variants -> {root / SELECTED_FILE}" if choice else ""))
     return table

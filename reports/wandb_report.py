@@ -13,6 +13,7 @@ from typing import Any
 
 from lightning_modules.metric_keys import RECALL_METRICS, STEP, eval_key, probe_key, split_eval_key, split_metric
 from reports.run import ReportError, RunRecord
+from run_record.files import write_text
 
 SPEC_FILE = "wandb_report.json"
 
@@ -101,8 +102,7 @@ def build(s: dict, linked: bool = False):
 def export(s: dict, path: Path) -> Path:
     """Our spec plus the library's report model (JSON), written with no network."""
     model = json.loads(build(s)._to_model().model_dump_json())
-    path.write_text(json.dumps({"spec": s, "report": model}, indent=1))
-    return path
+    return write_text(path, json.dumps({"spec": s, "report": model}, indent=1))
 
 
 def load(path: str | Path):
@@ -110,8 +110,15 @@ def load(path: str | Path):
     import wandb_workspaces.reports.v2 as wr
     from wandb_workspaces.reports.v2 import internal
 
-    data = json.loads(Path(path).read_text())
-    return data["spec"], wr.Report._from_model(internal.ReportViewspec.model_validate(data["report"]))
+    from run_record.files import Damaged, read_json
+
+    try:
+        data = read_json(path)
+        return data["spec"], wr.Report._from_model(internal.ReportViewspec.model_validate(data["report"]))
+    except FileNotFoundError as e:
+        raise ReportError(f"--wandb-save {path}: no such file") from e
+    except (Damaged, KeyError, TypeError, ValueError) as e:
+        raise ReportError(f"--wandb-save {path}: not a report spec written by python -m reports ({e})") from e
 
 
 def save(s: dict) -> str:

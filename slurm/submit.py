@@ -31,6 +31,7 @@ except ImportError:  # started with an interpreter outside the project's environ
     os.execv(str(venv), [str(venv), *sys.argv])
 sys.path.insert(0, str(REPO))
 from pipeline.sweep import Sweep, write_tasks  # noqa: E402
+from run_record import files  # noqa: E402
 
 DEFAULTS = {"partition": None, "account": None, "time": "01:00:00", "cpus_per_task": 2, "gpus_per_node": 0,
             "max_parallel": None, "signal_seconds": 120, "sbatch_lines": [], "setup": [], "python": None}
@@ -43,7 +44,10 @@ class SubmitError(Exception):
 def processes(sweep: Sweep) -> tuple[int, int, bool]:
     """(nodes, tasks per node, on GPUs) from the base config, the same for every task: srun must start exactly the
     processes Lightning's SLURMEnvironment expects, or DDP hangs waiting for the missing ones."""
-    trainer = (yaml.safe_load(Path(sweep.base).read_text()) or {}).get("trainer") or {}
+    try:
+        trainer = (yaml.safe_load(Path(sweep.base).read_text()) or {}).get("trainer") or {}
+    except (yaml.YAMLError, AttributeError) as e:
+        raise ValueError(f"{sweep.base}: not a readable config ({type(e).__name__})") from None
     for key in ("trainer.devices", "trainer.num_nodes", "trainer.accelerator"):
         if key in sweep.grid:
             raise ValueError(f"grid.{key}: every task of an array job has the same shape; set it in the base config")
@@ -149,12 +153,12 @@ def main(argv: list[str] | None = None) -> str | None:
         return None
     write_tasks(sweep, sweep_dir)
     (sweep_dir / "logs").mkdir(exist_ok=True)
-    (sweep_dir / "job.sbatch").write_text(script)
+    files.write_text(sweep_dir / "job.sbatch", script)
     out = subprocess.run(["sbatch", "--parsable", str(sweep_dir / "job.sbatch")], capture_output=True, text=True)
     if out.returncode != 0:
         raise SystemExit(f"sbatch failed: {out.stderr.strip()}")
     job = out.stdout.strip().split(";")[0]
-    (sweep_dir / "submission.json").write_text(json.dumps({"array_job": job, "script": str(sweep_dir / "job.sbatch")}))
+    files.write_json(sweep_dir / "submission.json", {"array_job": job, "script": str(sweep_dir / "job.sbatch")})
     print(f"submitted array job {job}: {len(points)} tasks, logs in {sweep_dir / 'logs'}\n{table}")
     print(f"when done: python slurm/collect.py {sweep_dir}")
     return job

@@ -90,3 +90,30 @@ def test_the_hijack_probe_refuses_prompts_longer_than_the_position_table(tmp_pat
     with pytest.raises(SystemExit):
         main(["fit", *TINY, "--trainer.callbacks", probe, "--trainer.default_root_dir", str(tmp_path)])
     assert "HijackProbe: prompts of 96 tokens exceed model.max_seq_len (24)" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("init_args, message", [
+    ('{"ff_rhos": [1.0, 1.5]}', "HijackProbe.ff_rhos must be rank fractions in [0, 1], got [1.0, 1.5]"),
+    ('{"ff_target": "layers.*.attn.wk"}', "HijackProbe.ff_target 'layers.*.attn.wk' must name one matrix"),
+    ('{"n_prompts": 0}', "HijackProbe.n_prompts must be >= 1"),
+])
+def test_hijack_probe_settings_are_refused_before_the_first_step(tmp_path, monkeypatch, capsys, init_args, message):
+    from main import main
+    from tests.pipeline.test_cli import TINY
+
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    probe = f'[{{"class_path": "callbacks.HijackProbe", "init_args": {init_args}}}]'
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", *TINY, "--model.init_args.model.max_seq_len", "96", "--trainer.callbacks", probe,
+              "--trainer.default_root_dir", str(tmp_path / "runs")])
+    assert exit_info.value.code == 2 and message in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()  # refused with the config: nothing trained, nothing written
+
+
+def test_the_hijack_boundary_is_the_smallest_winning_n_whatever_order_n_pairs_is_written_in():
+    from callbacks import HijackProbe
+    from lightning_modules.hijack_theory import measured_boundary
+
+    assert HijackProbe(n_pairs=[8, 0, 4, 2, 4]).n_pairs == [0, 2, 4, 8]
+    wins = {8: 0.9, 0: 0.0, 4: 0.7, 2: 0.3}  # rows in the order the config listed n
+    assert measured_boundary(wins) == 4 == measured_boundary(dict(sorted(wins.items())))

@@ -241,7 +241,40 @@ def test_bad_gsm8k_input_is_refused_before_a_model_loads(tmp_path, gsm8k_dir, ca
     with pytest.raises(SystemExit):
         main([*base, "--data.init_args.num_fewshot", "[1, 9]"])
     assert "data.num_fewshot: each in 0..8" in capsys.readouterr().err
+    # an answer without GSM8K's final "#### <number>": every target would be the whole rationale, exact match 0
+    (gsm8k_dir / "test.jsonl").write_text(json.dumps(TEST[0]) + "\n" + json.dumps({"question": "q?", "answer": "It is 4."}) + "\n")
+    with pytest.raises(SystemExit):
+        main([*base, "--data.init_args.data_dir", str(gsm8k_dir)])
+    assert "test.jsonl:2: the answer has no final '#### <number>' line" in capsys.readouterr().err
     assert not (tmp_path / "runs").exists()  # nothing written
+
+
+def test_a_search_without_a_selection_split_is_refused_before_the_model_loads(tmp_path, gsm8k_dir, capsys, monkeypatch):
+    # without a selection split the grid would be scored, and the choice made, on the test split
+    import transformers
+
+    def must_not_load(*a, **k):
+        raise AssertionError("the model was loaded")
+
+    monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", must_not_load)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["test", "--config", "configs/gsm8k.yaml", "--config", "configs/gsm8k_search.yaml",
+              "--data.init_args.selection_size", "0", "--data.init_args.data_dir", str(gsm8k_dir),
+              "--trainer.default_root_dir", str(tmp_path / "runs")])
+    assert exit_info.value.code == 2
+    assert "model.init_args.search scores its grid on a selection split, and data.init_args.selection_size is 0" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("config", ["configs/gsm8k.yaml", "configs/pythia_ioi.yaml"])
+@pytest.mark.parametrize("subcommand", ["fit", "validate"])
+def test_evaluation_only_configs_refuse_fit_and_validate_in_one_line(tmp_path, capsys, config, subcommand):
+    with pytest.raises(SystemExit) as exit_info:
+        main([subcommand, "--config", config, "--trainer.default_root_dir", str(tmp_path / "runs")])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.splitlines()[0].startswith("error: invalid configuration: ") and f"run `python main.py test --config {config}`" in err
+    assert "Traceback" not in err and not (tmp_path / "runs").exists()
 
 
 def test_prompts_longer_than_the_context_are_counted_and_warned_about(tiny_hf, gsm8k_dir, tmp_path, capsys):

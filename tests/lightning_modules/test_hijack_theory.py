@@ -4,7 +4,7 @@ import math
 import numpy as np
 import pytest
 
-from lightning_modules.hijack_theory import Point, attention_mass, fit, measured_boundary
+from lightning_modules.hijack_theory import Point, attention_mass, fit, gap_boundary, measured_boundary
 
 
 def synthetic(w_ic, w_g, beta, lengths=(64, 256), ns=(0, 1, 2, 4, 8), noise=0.0, seed=0):
@@ -40,8 +40,10 @@ def test_gaps_unrelated_to_n_and_t_fit_badly():
     assert fit(points).r2 < 0.5
 
 
-def test_too_few_points_give_no_fit_and_the_measured_boundary_is_the_first_positive_gap():
+def test_too_few_points_give_no_fit_and_the_measured_boundary_is_the_smallest_n_where_o_wins_half():
     assert fit(synthetic(10.0, 3.0, 4.0, lengths=(64,), ns=(0, 1, 2))) is None
-    assert measured_boundary({0: -3.0, 1: -0.5, 2: 0.4, 4: 2.0}) == 2
-    assert measured_boundary({0: -3.0, 8: -0.1}) is None
+    assert measured_boundary({0: 0.02, 1: 0.3, 2: 0.5, 4: 0.9}) == 2
+    assert measured_boundary({8: 0.9, 4: 0.6, 2: 0.1, 0: 0.0}) == 4  # the order n was probed in does not matter
+    assert measured_boundary({0: 0.0, 8: 0.49}) is None
+    assert gap_boundary({0: -3.0, 1: -0.5, 2: 0.4, 4: 2.0}) == 2 and gap_boundary({0: -3.0, 8: -0.1}) is None
     assert math.isclose(attention_mass(np.array([0.0]), np.array([64.0]), 3.0)[0], 0.0)

@@ -39,3 +39,10 @@ def test_p_global_is_the_probability_of_the_triggers_global_bigram_answer():
     m.update(logits, torch.tensor([[0, 0]]), torch.tensor([[0, 0]]), torch.tensor([[True, True]]), inputs)
     assert m.compute()["p_global"].item() == pytest.approx((0.3 + 0.1) / 2)  # P(1) after trigger 1, P(2) after 0
     assert "p_global" not in TriggerRecallMetrics(noise_id=2).compute()
+
+
+def test_a_mean_over_no_scored_position_is_undefined_not_zero():
+    m = TriggerRecallMetrics(noise_id=2)
+    m.update(torch.zeros(1, 3, 3), torch.tensor([[0, 1, 2]]), torch.tensor([[-1, -1, -1]]), torch.tensor([[False] * 3]))
+    out = m.compute()
+    assert all(math.isnan(v.item()) for v in out.values()), out

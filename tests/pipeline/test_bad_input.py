@@ -108,3 +108,43 @@ def test_wandb_mode_online_without_a_server_falls_back_to_offline_within_seconds
     assert time.monotonic() - start < 90
     assert f"warning: W&B mode: offline (WANDB_MODE=online was set, but the W&B server http://127.0.0.1:{port} did not answer" in out.stderr
     assert list(only_run_dir(tmp_path).glob("wandb/offline-run-*"))
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--data.init_args.bigram.init_args.vocab_size", "1000000"], "data.init_args.bigram.init_args.vocab_size (1000000): this run would need about"),
+    (["--model.init_args.model.dim", "100000"], "model.init_args.model.dim (100000): this run would need about"),
+    (["--data.init_args.n_test", "100000000"], "data.init_args.n_test (100000000): this run would need about"),
+    # RoPE has no position table to stop a 1e5-token sequence: its activations do not fit
+    (["--data.init_args.seq_len", "100000", "--model.init_args.model.positional", "rope", "--data.init_args.batch_size", "64",
+      "--model.init_args.model.dim", "128"], "data.init_args.batch_size x data.init_args.seq_len (64 x 100000): this run would need"),
+])
+def test_sizes_that_cannot_fit_are_refused_naming_the_field_before_anything_is_allocated(tmp_path, capsys, args, message):
+    start = time.monotonic()
+    err = refused(tmp_path, capsys, *args)
+    assert err.splitlines()[0].startswith(f"error: invalid configuration: {message}"), err.splitlines()[0]
+    assert "GiB is free" in err and time.monotonic() - start < 30  # refused from the estimate, not by the allocator
+
+
+def test_a_long_step_is_announced_with_its_estimate_before_the_first_step():
+    from lightning_modules import cost
+
+    model = {"model": {"dim": 64, "ff": ["none", "mlp"], "positional": "rope"}}
+    data = {"seq_len": 16384, "batch_size": 1, "n_test": 1}
+    e = cost.estimate(model, data)
+    assert e.attention_flops / e.step_flops > 0.9  # quadratic in the length
+    line = cost.check(model, data, "cpu", max_steps=1500)
+    assert line.startswith("Estimated cost: ") and "per step on this cpu" in line and "1500 steps take about" in line
+    assert cost.check({"model": {"dim": 16}}, {"seq_len": 24, "batch_size": 8, "n_test": 16}, "cpu", 6) is None
+
+
+def test_test_lengths_without_a_scored_position_are_refused_naming_the_field(tmp_path, capsys):
+    err = refused(tmp_path, capsys, "--data.init_args.test_lengths", "[3]")
+    assert "error: invalid configuration: data.test_lengths [3]: the test set(s) ['T3:anywhere']" in err
+    assert "hold no scored trigger position" in err
+
+
+def test_an_unknown_wandb_mode_is_one_line(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "bogus")
+    err = refused(tmp_path, capsys)
+    assert err.splitlines()[0] == ("error: invalid configuration: WANDB_MODE='bogus' is not a W&B mode: use online | "
+                                   "offline | disabled, or unset it (online with credentials and a server that answers, else offline)")

@@ -75,9 +75,8 @@ def test_selection_and_test_prompts_are_disjoint_and_bad_settings_are_refused(ti
         PromptDataModule(tokenizer=tiny_hf["llama"], n_prompts=40, selection_fraction=1.0)
     from lightning_modules import CausalLMModule
 
-    facts = PromptDataModule(task="facts", tokenizer=tiny_hf["llama"], n_prompts=40, selection_fraction=0.25)
-    with pytest.raises(ValueError, match="select_by logit_diff needs IOI prompts"):
-        CausalLMModule(tiny_hf["llama"], select_by="logit_diff").check_data(facts)
+    with pytest.raises(ValueError, match="select_by logit_diff needs IOI prompts"):  # before the model loads
+        CausalLMModule.check_before_build({"select_by": "logit_diff"}, {"task": "facts", "selection_fraction": 0.25}, {})
 
 
 def test_a_prompt_set_sweep_selects_by_the_selection_split():

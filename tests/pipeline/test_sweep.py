@@ -86,7 +86,7 @@ def test_a_local_sweep_with_a_failed_task_runs_the_others_and_exits_non_zero_sho
     assert message.startswith("error: 1 of 2 tasks failed") and "data.alpha must be in [0, 1], got 1.5" in message
     table = list(csv.DictReader(open(tmp_path / "sweep" / collect.RESULTS_FILE)))
     assert {r["status"] for r in table if r["task"] == "0"} == {"completed"}
-    assert [r["status"] for r in table if r["task"] == "1"] == ["missing"]
+    assert [r["status"] for r in table if r["task"] == "1"] == ["failed"]  # it ran, and failed before its summary
     assert "data.alpha must be in [0, 1], got 1.5" in capsys.readouterr().out  # collect shows the error too
 
 
@@ -102,3 +102,42 @@ def test_sweep_file_mistakes_and_non_sweep_directories_are_one_line(tmp_path):
         collect.main([str(tmp_path / "run")])
     with pytest.raises(SystemExit, match=r"^error: .*missing does not exist, so it is not a sweep directory"):
         collect.main([str(tmp_path / "missing")])
+
+
+def test_a_rerun_sweep_counts_only_each_tasks_newest_attempt_at_its_own_grid_point(tmp_path, monkeypatch):
+    import json
+    import shutil
+
+    from reports import build
+
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    root = tmp_path / "sweep"
+    sweep.main([str(write_sweep(tmp_path, {"data.init_args.alpha": [0.5, 0.9]})), "--root", str(root)])
+    first = {r["task"]: r for r in collect.rows(root) if r.get("variant") == "full"}
+    assert {t: r["status"] for t, r in first.items()} == {0: "completed", 1: "completed"}
+    # the same sweep name, another grid: task 1 is now alpha 1.5, which fails before its run writes a summary
+    with pytest.raises(SystemExit, match="1 of 2 tasks failed"):
+        sweep.main([str(write_sweep(tmp_path, {"data.init_args.alpha": [0.5, 1.5]})), "--root", str(root)])
+    rows = collect.rows(root)
+    task1 = [r for r in rows if r["task"] == 1]
+    assert [(r["status"], r["data.init_args.alpha"], r.get("variant")) for r in task1] == [("failed", 1.5, None)]
+    assert "data.alpha must be in [0, 1], got 1.5" in task1[0]["error"]
+    assert not any("p_noise" in r for r in task1)  # the old alpha-0.9 numbers are not this task's
+    table = list(csv.DictReader(open(root / collect.RESULTS_FILE)))
+    assert [(r["status"], r["p_noise"]) for r in table if r["task"] == "1"] == [("failed", "")]
+    by = list(csv.DictReader(open(root / collect.BY_SETTING_FILE)))
+    assert {r["data.init_args.alpha"] for r in by} == {"0.5"}
+    # task 0 ran again: its row is the newest attempt's run, not the first one's
+    task0 = next(r for r in rows if r["task"] == 0 and r["variant"] == "full")
+    assert task0["status"] == "completed" and task0["run_dir"] != first[0]["run_dir"]
+    page = build.report(root).read_text()
+    assert "Failed tasks" in page and "got 1.5" in page
+    # a run directory whose config is another grid point never counts for a task, with or without its attempt record
+    stray = root / "1" / "noisy" / "stray"
+    shutil.copytree(first[1]["run_dir"], stray)  # alpha 0.9's run, under task 1 (now alpha 1.5)
+    summary = json.loads((stray / "summary.json").read_text())
+    summary.pop("sweep_task")
+    (stray / "summary.json").write_text(json.dumps(summary))
+    (root / "1" / "attempt.json").unlink()
+    (root / "1" / "error.txt").unlink()
+    assert [(r["status"], r.get("variant")) for r in collect.rows(root) if r["task"] == 1] == [("missing", None)]

@@ -59,7 +59,8 @@ def test_each_figures_data_equals_the_recorded_metrics(run):
     # the curves: metrics.csv's validation series end at the summary's final values, at the same steps as W&B's
     curves = series.eval_curves(record.history, "p_noise")
     assert list(curves)[0] == "full" and set(curves) == {"full", *(f"layers.1.ff.w2@rho{r}" for r in ("0", "0.1", "0.2", "1"))}
-    assert [s for s, _ in curves["full"]] == [2, 5, 8, 11]  # Lightning's step index of validations at 3, 6, 9, 12
+    assert [s for s, _ in curves["full"]] == [3, 6, 9, 12]  # the weights after 3, 6, 9, 12 steps (not Lightning's s - 1)
+    assert [s for s, _ in logged["val/full/p_noise"]] == [3, 6, 9, 12]  # W&B's x axis is the same
     assert curves["full"][-1][1] == pytest.approx(summary["metrics"]["val/full/p_noise"], abs=1e-6)
     assert [v for _, v in curves["full"]] == pytest.approx([v for _, v in logged["val/full/p_noise"]], abs=1e-6)
     # the LASER sweep: the summary's variants by rho
@@ -110,3 +111,14 @@ def test_the_page_opens_from_the_file_system_in_a_real_browser(run, chromium, tm
     shot = plt.imread(tmp_path / "page.png")
     assert shot.shape[0] > 1000 and shot.std() > 0.05  # a page with content, not a blank screenshot
     assert "Clean-test metrics over training" in seen["text"] and "layers.1.ff.w2@rho0" in seen["text"]
+
+
+def test_the_wandb_link_is_the_sync_command_only_where_offline_files_exist(run, tmp_path, monkeypatch):
+    page = build.report(run).read_text()
+    offline = next(run.glob("wandb/offline-run-*"))
+    assert f"wandb sync {offline.parent}" in page  # the offline run can be synced with exactly this
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    main(["fit", *TINY, "--trainer.callbacks=[]", "--trainer.default_root_dir", str(tmp_path / "runs")])
+    disabled = only_run_dir(tmp_path / "runs")
+    assert not (disabled / "wandb").exists()
+    assert "wandb sync" not in build.report(disabled).read_text()  # no directory to sync: no command pointing at one

@@ -90,7 +90,9 @@ def test_a_failing_task_does_not_stop_the_others_and_is_listed_with_its_log(slur
     table = collect.rows(tmp_path / "sweeps" / "failing")
     assert {r["status"] for r in table if r["task"] == 0} == {"completed"}
     (failed,) = [r for r in table if r["task"] == 1]
-    assert failed["status"] == "missing" and "data.alpha must be in [0, 1], got 7.0" in failed["log_tail"]
+    # the array task recorded why its attempt failed (error.txt), and its SLURM log says the same
+    assert failed["status"] == "failed" and "data.alpha must be in [0, 1], got 7.0" in failed["error"]
+    assert "data.alpha must be in [0, 1], got 7.0" in failed["log_tail"]
 
 
 def signal_when_training(slurm, task: str, task_dir: Path, step: int = 60) -> None:

@@ -38,5 +38,5 @@ def test_an_explicit_python_must_exist_and_run_the_pipeline(tmp_path):
     path = sweep_file(tmp_path, tiny_base(tmp_path / "base.yaml"), {"seed_everything": [0]})
     with pytest.raises(SystemExit, match="--python /no/such/python: no such executable"):
         submit.main([str(path), "--dry-run", "--python", "/no/such/python"])
-    with pytest.raises(SystemExit, match=r"cannot run the pipeline \(ModuleNotFoundError: No module named '(torch|yaml)'"):
+    with pytest.raises(SystemExit, match=r"cannot run the pipeline \(ModuleNotFoundError: No module named '(torch|yaml|jsonargparse)'"):
         submit.main([str(path), "--dry-run", "--python", sys._base_executable])

@@ -1,0 +1,59 @@
+"""Checks the config's classes make of the whole config before any of them is built.
+
+Building is where the cost is: a pretrained model loads, a bigram table or a test set is allocated. So a
+LightningModule class may declare, as class attributes:
+- ``SUBCOMMANDS``: the main.py subcommands it supports (an evaluation-only module: ``("test",)``);
+- ``check_before_build(model_args, data_args, context)``: raises ValueError naming the field for a combination that
+  cannot work (e.g. a LASER search with no selection split), and may return a line to print before compute (e.g. the
+  estimated time per step). ``context`` holds ``subcommand``, ``device`` and ``max_steps``.
+The CLI runs this right after parsing, ``pipeline.sweep --check`` for every task.
+"""
+from __future__ import annotations
+
+import importlib
+import sys
+
+from jsonargparse import Namespace
+
+
+def _class(class_path: str | None):
+    if not class_path:
+        return None
+    module, _, name = class_path.rpartition(".")
+    try:
+        return getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError):
+        return None  # the parser has already refused an unknown class
+
+
+def _args(ns) -> dict:
+    if ns is None:
+        return {}
+    args = ns.get("init_args") if isinstance(ns, Namespace) else (ns or {}).get("init_args")
+    return args.as_dict() if isinstance(args, Namespace) else dict(args or {})
+
+
+def device(trainer: Namespace) -> str:
+    import torch
+
+    accelerator = str(trainer.get("accelerator") or "auto")
+    return "cuda" if accelerator in ("gpu", "cuda", "auto") and torch.cuda.is_available() else "cpu"
+
+
+def check(subcommand: str | None, cfg: Namespace, quiet: bool = False) -> None:
+    model = cfg.get("model")
+    cls = _class(model.get("class_path") if isinstance(model, Namespace) else None)
+    if cls is None:
+        return
+    allowed = getattr(cls, "SUBCOMMANDS", None)
+    if subcommand and allowed and subcommand not in allowed:
+        config = next((str(c) for c in (cfg.get("config") or [])), "<config>")
+        raise ValueError(f"{cls.__name__} only evaluates ({' | '.join(allowed)}): run `python main.py {allowed[0]} "
+                         f"--config {config}`; `{subcommand}` does not apply to it")
+    hook = getattr(cls, "check_before_build", None)
+    if hook is None:
+        return
+    context = {"subcommand": subcommand, "device": device(cfg.trainer), "max_steps": cfg.trainer.get("max_steps")}
+    note = hook(_args(model), _args(cfg.get("data")), context)
+    if note and not quiet:
+        print(note, file=sys.stderr)
