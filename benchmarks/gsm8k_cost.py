@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from lightning_modules.gsm8k import LaserGrid  # noqa: E402
+from lightning_modules.pretrained import LaserGrid  # noqa: E402
 from lightning_modules.laser import factorise, truncated  # noqa: E402
 from lightning_modules.pretrained import laser_ranks  # noqa: E402
 
@@ -98,7 +98,8 @@ def gsm8k_rate(model, device, n: int, shots: int, batch: int, max_gen_toks: int,
     import lm_eval
     from lm_eval.models.huggingface import HFLM
 
-    from datamodules.gsm8k import LOCAL_TASK, render_task, set_offline
+    from datamodules.gsm8k import LOCAL_TASK, render_task
+    from pipeline.hub_mode import set_offline
     from lm_eval.tasks import TaskManager
     from tests.hf_models import build_tokenizer
 

@@ -2,6 +2,11 @@
 
     python benchmarks/throughput.py                 # paper-scale shapes (batch 512 x length 256, dim 256)
     python benchmarks/throughput.py --config cpu    # the default CPU config's shapes
+    python benchmarks/throughput.py --device cuda --precision bf16 --compile --out benchmarks/results/x.json
+
+``--precision``: fp32 (true float32 matmuls), tf32 (float32 tensors, TF32 matmuls) or bf16 (autocast, as Lightning's
+bf16-mixed). Data generation is measured on the CPU (one process, as each DataLoader worker) and on the device
+(``sample_on: device``: DeviceStream's chunks), in tokens per second against the step's consumption.
 
 Model FLOPs are counted by torch.utils.flop_counter (forward + backward of one step). Its counter has no formula
 for the CPU attention kernel, so MFU is printed twice: from the counted FLOPs alone (a lower bound), and with the
@@ -62,18 +67,23 @@ def noisy_generator(seq_len: int) -> NoisyRecallGenerator:
     return NoisyRecallGenerator(SyntheticBigram(64).build(), seq_len, alpha=0.5)
 
 
-def generation_tokens_per_s(batch: int, seq_len: int) -> float:
+def generation_tokens_per_s(batch: int, seq_len: int, device: torch.device = torch.device("cpu"), chunk: int = 1) -> float:
+    """Tokens per second the sampler makes on ``device``, ``chunk`` batches per call (DeviceStream's way)."""
     gen = noisy_generator(seq_len)
-    g = torch.Generator().manual_seed(0)
-    return batch * seq_len / best_time(lambda: gen.sample(batch, g), 5, torch.device("cpu"))
+    g = torch.Generator(device=device).manual_seed(0)
+    return chunk * batch * seq_len / best_time(lambda: gen.sample(batch * chunk, g), 5, device)
 
 
-def training_step(shape: dict, device: torch.device, repeats: int, micro_batches: int = 1) -> dict:
+def training_step(shape: dict, device: torch.device, repeats: int, micro_batches: int = 1, precision: str = "fp32",
+                  compile: bool = False) -> dict:
     gen = noisy_generator(shape["seq_len"])
     batch = gen.sample(shape["batch"], torch.Generator().manual_seed(0))
     tokens, mask = batch["tokens"].to(device), batch["mask"].to(device)
     net = Transformer(TransformerConfig(dim=shape["dim"], max_seq_len=shape["seq_len"], vocab_size=gen.vocab_size)).to(device)
     params = [p for p in net.parameters() if p.requires_grad]
+    torch.set_float32_matmul_precision("highest" if precision == "fp32" else "high")
+    forward = torch.compile(net) if compile else net
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
     opt = (torch.optim.SGD(params, lr=0.03, momentum=0.9, weight_decay=1e-4) if shape["optimizer"] == "sgd"
            else torch.optim.AdamW(params, lr=3e-3, weight_decay=0.1))
 
@@ -82,11 +92,14 @@ def training_step(shape: dict, device: torch.device, repeats: int, micro_batches
         # chunks, as `trainer.accumulate_grad_batches` does (on a CPU, smaller activations stay in cache)
         opt.zero_grad(set_to_none=True)
         for x, m in zip(tokens.chunk(micro_batches), mask.chunk(micro_batches)):
-            logits = net(x[:, :-1])
-            loss = F.cross_entropy(logits[m], x[:, 1:][m]) / micro_batches
+            with autocast:
+                logits = forward(x[:, :-1])
+            loss = F.cross_entropy(logits[m].float(), x[:, 1:][m]) / micro_batches
             loss.backward()
         opt.step()
 
+    if compile:
+        step()  # compile outside the counter
     with FlopCounterMode(display=False) as counter:
         step()
     flops = counter.get_total_flops()
@@ -106,29 +119,42 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--micro-batches", type=int, default=None,
                         help="split each step's batch (gradient accumulation); default 16 on CPU for 'paper', else 1")
+    parser.add_argument("--precision", choices=["fp32", "tf32", "bf16"], default="fp32")
+    parser.add_argument("--compile", action="store_true")
+    parser.add_argument("--chunk", type=int, default=16, help="batches per call of the on-device generator")
+    parser.add_argument("--out", help="also write the result as JSON here")
     args = parser.parse_args()
     device, shape = torch.device(args.device), SHAPES[args.config]
     if args.micro_batches is None:
         args.micro_batches = 16 if device.type == "cpu" and args.config == "paper" else 1
     peak = matmul_flops(device)
     gen = generation_tokens_per_s(shape["batch"], shape["seq_len"])
-    train = training_step(shape, device, args.repeats, args.micro_batches)
+    gen_device = generation_tokens_per_s(shape["batch"], shape["seq_len"], device, args.chunk)
+    train = training_step(shape, device, args.repeats, args.micro_batches, args.precision, args.compile)
     result = {
-        "device": str(device), "threads": torch.get_num_threads(), "config": args.config, **shape,
-        "micro_batches": args.micro_batches,
-        "matmul_fp32_flops": peak, "generation_tokens_per_s": gen, **train, "mfu": train["achieved_flops"] / peak,
-        "mfu_with_attention": train["achieved_flops_with_attention"] / peak,
+        "device": str(device), "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
+        "threads": torch.get_num_threads(), "config": args.config, **shape, "precision": args.precision,
+        "compile": args.compile, "micro_batches": args.micro_batches, "torch": torch.__version__,
+        "date": time.strftime("%Y-%m-%d"), "matmul_fp32_flops": peak, "generation_tokens_per_s": gen,
+        "generation_on_device_tokens_per_s": gen_device, "chunk": args.chunk,
+        "generation_over_consumption_on_device": gen_device / train["tokens_per_s"],
+        **train, "mfu": train["achieved_flops"] / peak, "mfu_with_attention": train["achieved_flops_with_attention"] / peak,
     }
     print(f"device {device} ({torch.get_num_threads()} threads), shapes '{args.config}': {shape},"
           f" {args.micro_batches} micro-batch(es) per step")
     print(f"  fp32 matmul (best square)     {peak / 1e9:10.1f} GFLOP/s")
     print(f"  data generation               {gen / 1e6:10.2f} M tokens/s   (target >= 5 at batch 512 x length 256)")
+    print(f"  data generation on {device.type:<4}       {gen_device / 1e6:10.2f} M tokens/s   ({args.chunk} batches per call;"
+          f" {result['generation_over_consumption_on_device']:.1f}x the step's consumption)")
     print(f"  training step                 {train['step_s'] * 1e3:10.1f} ms  = {train['tokens_per_s'] / 1e3:.1f} k tokens/s")
     print(f"  model FLOPs per step          {train['flops_per_step'] / 1e9:10.1f} GFLOP counted"
           f" + {train['attention_flops_added'] / 1e9:.1f} GFLOP causal attention")
     print(f"  model FLOP utilisation (MFU)  {100 * result['mfu']:10.1f} %   counted FLOPs only (target >= 70 for 'paper')")
     print(f"                                {100 * result['mfu_with_attention']:10.1f} %   with attention")
     print(json.dumps(result))
+    if args.out:
+        with open(args.out, "w") as f:
+            json.dump(result, f, indent=2)
 
 
 if __name__ == "__main__":

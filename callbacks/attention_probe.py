@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 from callbacks.common import log_scalars, network, probe_batch, require_generator
 from lightning_modules.attribution import attention_patterns
-from lightning_modules.metric_keys import probe_key
+from run_record.names import probe_key
 
 
 def induction_mass(pattern: torch.Tensor, tokens: torch.Tensor, answer: torch.Tensor, mask: torch.Tensor, noise_id: int) -> dict[str, float]:
@@ -54,13 +54,19 @@ class AttentionProbe(L.Callback):
     - ``probe/layers.<i>.ff/noise_margin``: logit(noise) - max other logit through W_U FF(e_trigger), the
       feed-forward's own trigger -> noise association.
 
+    ``early_steps``: more probes at these steps, where the order of events (the FF's noise margin first, the induction
+    head later) is decided faster than every_n_steps resolves.
+
     For the toy transformer (``lightning_modules.transformer``) on ``NoisyRecallDataModule``.
     """
 
-    def __init__(self, every_n_steps: int = 50, n_sequences: int = 64, seed: int = 0):
+    def __init__(self, every_n_steps: int = 50, n_sequences: int = 64, seed: int = 0, early_steps: list[int] | None = None):
         if every_n_steps < 1 or n_sequences < 1:
             raise ValueError(f"AttentionProbe.every_n_steps and n_sequences must be >= 1, got {every_n_steps}, {n_sequences}")
+        if any(s < 0 for s in early_steps or []):
+            raise ValueError(f"AttentionProbe.early_steps must be >= 0, got {early_steps}")
         self.every_n_steps, self.n_sequences, self.seed = every_n_steps, n_sequences, seed
+        self.early_steps = set(early_steps or [])
         self.latest: dict[str, float] = {}
         self._last_step: int | None = None
 
@@ -81,7 +87,7 @@ class AttentionProbe(L.Callback):
 
     def _maybe_probe(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         step = trainer.global_step
-        if step % self.every_n_steps or step == self._last_step or not trainer.is_global_zero:
+        if (step % self.every_n_steps and step not in self.early_steps) or step == self._last_step or not trainer.is_global_zero:
             return
         self._last_step = step
         self.latest = self.probe(pl_module)

@@ -7,7 +7,6 @@ Two optional methods connect a callback to the rest of the pipeline:
 """
 from __future__ import annotations
 
-import sys
 from typing import Any
 
 import lightning as L
@@ -35,27 +34,6 @@ def log_scalars(trainer: L.Trainer, metrics: dict[str, float], step: int | None 
     step = trainer.global_step if step is None else step
     for logger in trainer.loggers:
         logger.log_metrics({k: float(v) for k, v in metrics.items()}, step=step)
-
-
-def finish_wandb(exit_code: int | None = None) -> None:
-    """Close this process's W&B run, if any, and wandb's process-wide state (its settings, the mode among them), so
-    the run id is released now and the next run in this process starts afresh."""
-    wandb = sys.modules.get("wandb")  # never imported here: runs without W&B stay without it
-    if wandb is None:
-        return
-    if wandb.run is not None:
-        wandb.finish(exit_code=exit_code)
-    wandb.teardown()
-
-
-def wandb_run(trainer: L.Trainer) -> Any | None:
-    """The W&B run of the first WandbLogger on global rank zero, or None."""
-    if not trainer.is_global_zero:
-        return None
-    for logger in trainer.loggers:
-        if type(logger).__name__ == "WandbLogger":
-            return logger.experiment
-    return None
 
 
 def require_generator(callback: L.Callback, datamodule: Any) -> None:

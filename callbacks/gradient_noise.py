@@ -18,7 +18,7 @@ from torch import nn
 
 from callbacks.common import log_scalars, network, probe_batch, require_generator, trainable_matrices
 from lightning_modules.laser import select_parameters
-from lightning_modules.metric_keys import gradnoise_key
+from run_record.names import gradnoise_key
 
 
 def default_groups(net: nn.Module) -> dict[str, list[str]]:

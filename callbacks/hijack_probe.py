@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from typing import Any
 
 import lightning as L
@@ -10,8 +11,25 @@ import torch
 from callbacks.common import log_scalars, network, require_generator
 from datamodules import hijack_prompts
 from lightning_modules import hijack_theory
-from lightning_modules.attribution import logit_split
+from lightning_modules.attribution import attention_patterns, logit_split
 from lightning_modules.laser import rank_for, select_parameters, truncated
+from run_record.kinds import KNOWLEDGE_HIJACK
+from run_record.names import FULL, hijack_key, laser_variant, prev_token_key
+
+
+@torch.no_grad()
+def prev_token_attention(net: torch.nn.Module, tokens: torch.Tensor, t_train: int, bins: int = 16) -> dict[str, Any]:
+    """Layer 1's attention from each position to the previous one (the previous-token head the induction head reads),
+    averaged over positions inside the training length (1 .. T_train - 1) and beyond it (T_train .. L - 1), and as a
+    profile over ``bins`` equal stretches of the sequence: ``[[first position, last position, mass], ...]``."""
+    prev = attention_patterns(net, tokens)[0].diagonal(-1, -2, -1)  # (B, L - 1): query t + 1 -> key t
+    length = tokens.shape[1]
+    by_position = prev.mean(0)  # position t + 1
+    out: dict[str, Any] = {"inside": float(by_position[: t_train - 1].mean())}
+    out["beyond"] = float(by_position[t_train - 1:].mean()) if length > t_train else None
+    edges = torch.linspace(1, length, bins + 1).round().long().tolist()
+    out["profile"] = [[a, b - 1, float(by_position[a - 1: b - 1].mean())] for a, b in zip(edges, edges[1:]) if b > a]
+    return out
 
 
 class HijackProbe(L.Callback):
@@ -19,12 +37,15 @@ class HijackProbe(L.Callback):
     length and placement, and with the global-bigram FF (``ff_target``) kept at each rank fraction in ``ff_rhos``:
     P(o), P(b), which one is the argmax (``o_wins``, ``b_wins``), and the split of logit(o) - logit(b) into the
     embedding path, each attention and each FF (summary only). Logged as
-    ``hijack/<placement>/T<L>/<ff>@rho<rho>/n<k>/<metric>``. summary.json holds under ``results`` the table and, per
+    ``hijack/<placement>/T<L>/<variant>/n<k>/<metric>`` (the variant is ``full`` for rho 1, else ``<ff>@rho<rho>``;
+    ``ff_variants`` in the summary says which rank each is). summary.json holds under ``results`` the table and, per
     setting, the boundary: the smallest n at which o wins on at least half of the prompts (null if it never does);
     under ``theory_fit``, per placement and FF variant, the fit of ``lightning_modules/hijack_theory.py`` over n and T
     (coefficients, R^2) with the predicted and measured boundary and logit gaps per length.
 
-    Lengths are multiples of the training length (``length_factors``); ``beyond`` puts the pairs past it.
+    Lengths are multiples of the training length (``length_factors``); ``beyond`` puts the pairs past it. Under
+    ``prev_token``: layer 1's previous-token attention inside and beyond the training length, on clean sequences of
+    each probed length: the mechanism the positional encoding decides (``prev_token_attention``).
     """
 
     def __init__(self, n_pairs: list[int] | None = None, length_factors: list[int] | None = None,
@@ -45,8 +66,11 @@ class HijackProbe(L.Callback):
             raise ValueError(f"HijackProbe.n_prompts must be >= 1, got {n_prompts}")
         self.ff_target = ff_target
         self.n_prompts, self.seed = n_prompts, seed
+        self._t_train: int | None = None
         self.results: dict[str, Any] = {}
         self.fits: dict[str, Any] = {}
+        self.prev_token: dict[str, Any] = {}
+        self.ff_variants: dict[str, Any] = {}
 
     def check_config(self, model: torch.nn.Module, datamodule: Any) -> None:
         require_generator(self, datamodule)
@@ -66,7 +90,7 @@ class HijackProbe(L.Callback):
         if not trainer.is_global_zero:
             return
         net, dm = network(pl_module), trainer.datamodule
-        t_train = dm.gen.seq_len
+        t_train = self._t_train = dm.gen.seq_len
         weight = dict(net.named_parameters())[self.ff_target]
         was_training = net.training
         net.eval()
@@ -78,7 +102,9 @@ class HijackProbe(L.Callback):
                     continue  # no room beyond the training length
                 for rho in self.ff_rhos:
                     ranks = {self.ff_target: rank_for(tuple(weight.shape), rho)}
-                    variant = f"{self.ff_target}@rho{rho:g}"
+                    # rho 1 keeps the full rank: the full model, named so (run_record/names.py)
+                    variant = FULL if ranks[self.ff_target] == min(weight.shape) else laser_variant(self.ff_target, rho)
+                    self.ff_variants[variant] = {"rho": rho, "ranks": ranks}
                     rows = {}
                     with truncated(net, ranks):
                         for n in self.n_pairs:
@@ -95,10 +121,18 @@ class HijackProbe(L.Callback):
                             rows[n]["logit_split"] = {k: float(v.mean()) for k, v in split.items()}
                             for k, v in rows[n].items():
                                 if k != "logit_split":
-                                    scalars[f"hijack/{placement}/T{length}/{variant}/n{n}/{k}"] = v
+                                    scalars[hijack_key(placement, length, variant, n, k)] = v
                     boundary = hijack_theory.measured_boundary({n: r["o_wins"] for n, r in rows.items()})
-                    self.results.setdefault(placement, {}).setdefault(f"T{length}", {})[variant] = {"boundary": boundary, "by_n": rows}
+                    self.results.setdefault(placement, {}).setdefault(f"T{length}", {})[variant] = {"boundary": boundary, "by_n": rows, "length": length}
         self.fits = self._fit_theory()
+        # the mechanism behind length generalisation, measured directly: the previous-token head past T_train
+        gen = dm.clean_generator()
+        for factor in self.length_factors:
+            length = t_train * factor
+            batch = replace(gen, seq_len=length).sample(min(self.n_prompts, 64), torch.Generator().manual_seed(self.seed))
+            self.prev_token[f"T{length}"] = prev_token_attention(net, batch["tokens"][:, :-1].to(pl_module.device), t_train)
+            scalars |= {prev_token_key(f"T{length}", k): v for k, v in self.prev_token[f"T{length}"].items()
+                        if k in ("inside", "beyond") and v is not None}
         net.train(was_training)
         log_scalars(trainer, scalars | {f"hijack_fit/{p}/{v}/{k}": f[k] for p, by_v in self.fits.items()
                                         for v, f in by_v.items() for k in ("r2", "w_ic", "w_g", "beta") if f[k] is not None})
@@ -113,8 +147,8 @@ class HijackProbe(L.Callback):
         fits: dict[str, dict[str, dict[str, Any]]] = {}
         for placement, by_len in self.results.items():
             for variant in dict.fromkeys(v for by_v in by_len.values() for v in by_v):
-                points = [hijack_theory.Point(n, int(t[1:]), r["logit_gap"], r["attn_after_q"])
-                          for t, by_v in by_len.items() if variant in by_v for n, r in by_v[variant]["by_n"].items()]
+                points = [hijack_theory.Point(n, by_v[variant]["length"], r["logit_gap"], r["attn_after_q"])
+                          for by_v in by_len.values() if variant in by_v for n, r in by_v[variant]["by_n"].items()]
                 f = hijack_theory.fit(points)
                 if f is None:
                     continue
@@ -127,7 +161,7 @@ class HijackProbe(L.Callback):
                         "measured_boundary": hijack_theory.measured_boundary(
                             {n: r["o_wins"] for n, r in by_len[f"T{t}"][variant]["by_n"].items()}),
                         "gap_boundary": hijack_theory.gap_boundary({p.n: p.gap for p in mine}),
-                        "n": [p.n for p in mine], "measured_gap": [p.gap for p in mine],
+                        "length": t, "n": [p.n for p in mine], "measured_gap": [p.gap for p in mine],
                         "predicted_gap": [f.predict(p.n, t) for p in mine]}
                 fits.setdefault(placement, {})[variant] = f.as_dict() | {"by_length": lengths}
         return fits
@@ -153,6 +187,10 @@ class HijackProbe(L.Callback):
         return "\n".join(lines)
 
     def summary(self) -> dict[str, Any]:
-        results = {p: {t: {v: {"boundary": r["boundary"], "by_n": {str(n): m for n, m in r["by_n"].items()}}
+        results = {p: {t: {v: {"boundary": r["boundary"], "length": r["length"], "by_n": {str(n): m for n, m in r["by_n"].items()}}
                            for v, r in by_t.items()} for t, by_t in by_p.items()} for p, by_p in self.results.items()}
-        return {"results": results, "theory_fit": self.fits}
+        return {"results": results, "theory_fit": self.fits, "prev_token": self.prev_token, "t_train": self._t_train,
+                "ff_variants": self.ff_variants}
+
+    def record_kinds(self) -> list[str]:
+        return [KNOWLEDGE_HIJACK]

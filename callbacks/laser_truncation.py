@@ -9,7 +9,7 @@ from lightning.pytorch.utilities import rank_zero_warn
 
 from callbacks.common import log_scalars, network
 from lightning_modules.laser import rank_for, select_parameters, truncate_
-from lightning_modules.metric_keys import LASER_COUNT, laser_key
+from run_record.names import LASER_COUNT, laser_key
 
 
 class LaserTruncation(L.Callback):

@@ -10,7 +10,7 @@ from lightning.pytorch.callbacks.progress.tqdm_progress import _update_n
 from lightning.pytorch.utilities import rank_zero_info
 
 from callbacks.common import log_scalars
-from lightning_modules.metric_keys import ESTIMATED_SECONDS, STEP_SECONDS
+from run_record.names import ESTIMATED_SECONDS, STEP_SECONDS
 
 
 class StepProgressBar(TQDMProgressBar):
@@ -27,6 +27,18 @@ class StepProgressBar(TQDMProgressBar):
             bar.reset(total=trainer.max_steps)
             bar.initial = bar.n = trainer.global_step  # a resumed run starts where it stopped; rates count from here
             bar.set_description("Training steps")
+
+    def init_validation_tqdm(self):
+        # one line per validation batch buries the training bar and the estimates: the validation bar stays hidden
+        bar = super().init_validation_tqdm()
+        bar.disable = True
+        return bar
+
+    def get_metrics(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict:
+        # Lightning's v_num is the logger's version, neither the run directory nor anything a user can use
+        metrics = super().get_metrics(trainer, pl_module)
+        metrics.pop("v_num", None)
+        return metrics
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx: int) -> None:
         if not (trainer.max_steps and trainer.max_steps > 0):
@@ -45,25 +57,39 @@ def format_duration(seconds: float) -> str:
 
 
 class TrainingTimeEstimate(L.Callback):
-    """After the first optimizer steps, prints the measured time per step and the estimated training time for
-    ``max_steps`` (validation not included), and logs ``time/step_seconds`` and ``time/estimated_total_seconds``.
+    """After the first optimizer steps, prints the measured time per step and the estimated time for ``max_steps``,
+    and after the first validation the same with the validations included (their measured time times their number),
+    so the total covers training, callbacks and evaluation. Logs ``time/step_seconds`` and
+    ``time/estimated_total_seconds``.
 
-    The first step is not timed (it includes start-up). The estimate is made after ``after_steps`` timed steps
-    or ``after_seconds`` of training, whichever comes first. Intervals with a validation in them are not counted.
+    The first step is not timed (it includes start-up). The first estimate comes after ``after_steps`` timed steps or
+    ``after_seconds`` of training, whichever is first. Step intervals with a validation in them are timed as validation.
     """
 
     def __init__(self, after_steps: int = 10, after_seconds: float = 60.0, long_run_seconds: float = 1800.0):
         self.after_steps, self.after_seconds, self.long_run_seconds = after_steps, after_seconds, long_run_seconds
         self.step_seconds: float | None = None
         self.estimate_seconds: float | None = None
+        self.validation_seconds: float | None = None
         self._last: tuple[int, float] | None = None
         self._timed_steps, self._timed_seconds = 0, 0.0
+        self._val_start: float | None = None
+        self._with_validation = False
 
     def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._last = None  # the next interval holds a validation: restart the clock after it
+        self._last = None  # the next interval holds a validation: restart the step clock after it
+        self._val_start = time.perf_counter()
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self._val_start is None or trainer.sanity_checking or trainer.state.fn != "fit":
+            return
+        if self.validation_seconds is None:
+            self.validation_seconds = time.perf_counter() - self._val_start
+            if self.step_seconds is not None and not self._with_validation:
+                self.report(trainer)  # the estimate again, validation included
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx: int) -> None:
-        if self.estimate_seconds is not None or not (trainer.max_steps and trainer.max_steps > 0):
+        if self.step_seconds is not None or not (trainer.max_steps and trainer.max_steps > 0):
             return
         now, step = time.perf_counter(), trainer.global_step
         if self._last is not None and step > self._last[0]:
@@ -72,19 +98,38 @@ class TrainingTimeEstimate(L.Callback):
         if self._last is None or step > self._last[0]:
             self._last = (step, now)
         if self._timed_steps and (self._timed_steps >= self.after_steps or self._timed_seconds >= self.after_seconds):
+            self.step_seconds = self._timed_seconds / self._timed_steps
             self.report(trainer)
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if self.estimate_seconds is None and self._timed_steps:  # a short run: record the speed, say nothing
+        if self.step_seconds is None and self._timed_steps:  # a short run: record the speed, say nothing
+            self.step_seconds = self._timed_seconds / self._timed_steps
             self.report(trainer, quiet=True)
 
+    @staticmethod
+    def validations(trainer: L.Trainer) -> int:
+        every = trainer.val_check_batch if isinstance(trainer.val_check_batch, int) else None
+        if not every or not trainer.max_steps or trainer.max_steps < 0:
+            return 0
+        return trainer.max_steps // every + (trainer.max_steps % every != 0)  # FinalValidation adds the last one
+
     def report(self, trainer: L.Trainer, quiet: bool = False) -> None:
-        self.step_seconds = self._timed_seconds / self._timed_steps
-        self.estimate_seconds = self.step_seconds * trainer.max_steps
-        left = self.step_seconds * (trainer.max_steps - trainer.global_step)
-        message = (f"Training speed: {self.step_seconds:.3g} s/step over {self._timed_steps} steps; {trainer.max_steps} "
-                   f"steps take about {format_duration(self.estimate_seconds)} ({format_duration(left)} left), "
-                   "validation not included.")
+        steps = trainer.max_steps
+        n_val = self.validations(trainer)
+        train = self.step_seconds * steps
+        if self.validation_seconds is not None:
+            self._with_validation = True
+            self.estimate_seconds = train + self.validation_seconds * n_val
+            left = self.step_seconds * (steps - trainer.global_step) + self.validation_seconds * max(
+                0, n_val - trainer.global_step // max(1, trainer.val_check_batch if isinstance(trainer.val_check_batch, int) else 1))
+            message = (f"Estimated time: {format_duration(self.estimate_seconds)} for {steps} steps, training "
+                       f"({self.step_seconds:.3g} s/step, callbacks included) and {n_val} validations "
+                       f"({self.validation_seconds:.3g} s each); about {format_duration(left)} left.")
+        else:
+            self.estimate_seconds = train
+            message = (f"Training speed: {self.step_seconds:.3g} s/step over {self._timed_steps} steps (callbacks "
+                       f"included); {steps} steps take about {format_duration(train)} of training. Validation is not "
+                       f"measured yet ({n_val} ahead): the estimate with it follows the first one.")
         if self.estimate_seconds > self.long_run_seconds and trainer.accelerator.__class__.__name__ == "CPUAccelerator":
             message += (" This is a long run for a CPU: configs/paper/ are meant for a GPU (README, 'Configs'); "
                         "configs/noisy.yaml is the CPU default.")
@@ -95,4 +140,5 @@ class TrainingTimeEstimate(L.Callback):
 
     def timing(self) -> dict[str, Any]:
         """For summary.json["timing"] (RunSummary)."""
-        return {"step_seconds": self.step_seconds, "estimated_total_seconds": self.estimate_seconds}
+        return {"step_seconds": self.step_seconds, "validation_seconds": self.validation_seconds,
+                "estimated_total_seconds": self.estimate_seconds}

@@ -15,13 +15,13 @@ import lightning as L
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from lightning.pytorch.utilities import rank_zero_only
 
-from callbacks.common import finish_wandb
-from lightning_modules.metric_keys import split_metric
+from run_record.names import TABLE_ORDER, split_metric
 from run_record import files
+from run_record.kinds import SCHEMA_VERSION
 from run_record.files import CHECKPOINT_DIR, CONFIG_FILE, SUMMARY_FILE, WriteError
+from run_record.wandb import finish_wandb, wandb_logger
 
-# column order of the printed table; other metrics follow in the order they were logged
-TABLE_METRICS = ("p_correct", "p_noise", "p_global", "p_answer", "p_generic", "log_ratio", "acc", "logit_diff", "loss")
+TABLE_METRICS = TABLE_ORDER  # column order of the printed table; other metrics follow in the order they were logged
 
 
 def variants_table(metrics: dict[str, float], stage: str = "val") -> dict[str, dict[str, float]]:
@@ -97,6 +97,8 @@ class RunSummary(L.Callback):
     early leaves its latest numbers."""
 
     def __init__(self) -> None:
+        self.results_text: str | None = None  # the results table, once the run has completed
+        self.final: dict[str, Any] = {}  # the final summary
         self.start = time.time()
         self.eval_step: int | None = None
         self.run_dir: str | None = None
@@ -135,7 +137,11 @@ class RunSummary(L.Callback):
         if self.run_dir is None:  # failed before setup: nothing to summarise yet
             return {}
         metrics, undefined = self._metrics(trainer)
+        module = trainer.lightning_module
         summary: dict[str, Any] = {
+            "schema": SCHEMA_VERSION,
+            # what experiment this is, as the writers declare it (reports/kinds/ dispatches on it)
+            "kinds": self._kinds(trainer),
             "status": status,
             "run_dir": self.run_dir,
             "config": os.path.join(self.run_dir, CONFIG_FILE),
@@ -151,6 +157,8 @@ class RunSummary(L.Callback):
             # metrics that are null: a mean over no scored position (a test set without a repeated trigger)
             "undefined_metrics": {k: "no scored position (a mean over none)" for k in undefined},
             "variants": variants_table(metrics, stage),
+            # what each variant is (its matrices' ranks): readers never parse a variant's name
+            "variant_specs": module.variant_specs() if hasattr(module, "variant_specs") else {},
             "sweep_task": sweep_task(),
             "wandb": self._wandb_info(trainer),
             # what was evaluated, where the module says (e.g. a pretrained checkpoint's resolved commit)
@@ -182,6 +190,12 @@ class RunSummary(L.Callback):
         return summary
 
     @staticmethod
+    def _kinds(trainer: L.Trainer) -> list[str]:
+        """The experiment kinds the module, the data and the callbacks declare (``record_kinds()``), in that order."""
+        owners = [trainer.lightning_module, trainer.datamodule, *trainer.callbacks]
+        return list(dict.fromkeys(k for o in owners if hasattr(o, "record_kinds") for k in o.record_kinds()))
+
+    @staticmethod
     def _callback_summaries(trainer: L.Trainer) -> dict[str, Any]:
         out: dict[str, Any] = {}
         for cb in trainer.callbacks:
@@ -194,15 +208,15 @@ class RunSummary(L.Callback):
 
     @staticmethod
     def _wandb_info(trainer: L.Trainer) -> dict[str, Any] | None:
-        for lg in trainer.loggers:
-            if type(lg).__name__ == "WandbLogger" and getattr(lg, "_experiment", None) is not None:
-                run = lg.experiment
-                try:
-                    url = run.url if os.environ.get("WANDB_MODE") == "online" else None  # the report links to it
-                except Exception:  # noqa: BLE001  no URL without a server
-                    url = None
-                return {"id": run.id, "project": run.project, "group": run.group, "mode": os.environ.get("WANDB_MODE"),
-                        "dir": run.dir, "url": url}
+        lg = wandb_logger(trainer.loggers)
+        if lg is not None and getattr(lg, "_experiment", None) is not None:
+            run = lg.experiment
+            try:
+                url = run.url if os.environ.get("WANDB_MODE") == "online" else None  # the report links to it
+            except Exception:  # noqa: BLE001  no URL without a server
+                url = None
+            return {"id": run.id, "project": run.project, "group": run.group, "mode": os.environ.get("WANDB_MODE"),
+                    "dir": run.dir, "url": url}
         return None
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -260,6 +274,6 @@ class RunSummary(L.Callback):
         if summary.get("variants"):
             stale = f" (from step {self.eval_step}, not the last step {trainer.global_step})" if stage == "val" and self.eval_step != trainer.global_step else ""
             title = getattr(trainer.lightning_module, "results_title", "Results on the clean test set at trigger positions")
-            print(f"\n{title}{stale}:\n{format_table(summary['variants'])}")
-        if summary:
-            print(f"\nRun directory: {summary['run_dir']}\n  summary: {SUMMARY_FILE}  config: {CONFIG_FILE}")
+            # printed by the CLI at the very end, after W&B and the report, so that the console ends with it
+            self.results_text = f"{title}{stale}:\n{format_table(summary['variants'])}"
+        self.final = summary

@@ -9,9 +9,10 @@ import lightning as L
 import numpy as np
 import torch
 
-from callbacks.common import log_scalars, network, trainable_matrices, wandb_run
+from callbacks.common import log_scalars, network, trainable_matrices
+from run_record.wandb import wandb_run
 from lightning_modules.laser import select_parameters, singular_values
-from lightning_modules.metric_keys import STEP, spectrum_key
+from run_record.names import STEP, spectrum_key
 from run_record.files import SPECTRA_FILE, atomic_path
 
 

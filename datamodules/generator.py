@@ -89,8 +89,19 @@ class NoisyRecallGenerator:
         self.accept, self.alias = alias_tables(rows)  # flattened (rows * V,)
         self.marginal_cdf = self.bigram.marginal.double().cumsum(-1).float()
 
+    def tables(self, device: torch.device) -> dict[str, torch.Tensor]:
+        """The sampler's tables on ``device`` (copied once per accelerator): sampling runs where the generator lives."""
+        names = ("accept", "alias", "marginal_cdf", "fixed_triggers", "trigger_weights", "output_pool")
+        if device.type == "cpu":  # the fields themselves (a datamodule may still narrow output_pool)
+            return {n: getattr(self, n) for n in names}
+        cache = self.__dict__.setdefault("_tables", {})
+        if str(device) not in cache:
+            cache[str(device)] = {n: getattr(self, n).to(device) for n in names}
+        return cache[str(device)]
+
     def sample(self, batch_size: int, generator: torch.Generator, trigger_free_prefix: int = 0) -> dict[str, torch.Tensor]:
-        """A batch: tokens (B, T+1); mask, answer (B, T) for the input positions 0..T-1.
+        """A batch: tokens (B, T+1); mask, answer (B, T) for the input positions 0..T-1, on the generator's device
+        (a CUDA generator samples on the GPU, where the batch is consumed).
 
         ``answer`` is the in-context output token at trigger positions and -1 elsewhere; ``mask`` marks the
         positions whose prediction is trained and scored (see ``loss_on``). ``trigger_free_prefix`` = P keeps the
@@ -99,19 +110,22 @@ class NoisyRecallGenerator:
         """
         b, t = batch_size, self.seq_len
         g = generator
+        dev = g.device
+        tab = self.tables(dev)
+        accept, alias = tab["accept"], tab["alias"]
         if self.trigger_mode == "fixed":
-            triggers = self.fixed_triggers.expand(b, -1)
+            triggers = tab["fixed_triggers"].expand(b, -1)
         else:
-            triggers = torch.multinomial(self.trigger_weights.expand(b, -1), self.n_triggers, generator=g)
-        pool = self.output_pool
-        outputs = pool[torch.randint(len(pool), (b, self.n_triggers), generator=g)]
+            triggers = torch.multinomial(tab["trigger_weights"].expand(b, -1), self.n_triggers, generator=g)
+        pool = tab["output_pool"]
+        outputs = pool[torch.randint(len(pool), (b, self.n_triggers), generator=g, device=dev)]
         # position-major (T+1, B) so that each step reads and writes contiguous memory
         v = self.bigram.vocab_size
-        column = torch.randint(v, (t + 1, b), generator=g)  # alias method: a uniform column, then a coin
-        coin = torch.rand(t + 1, b, generator=g)
-        noisy = torch.rand(t + 1, b, generator=g) < self.alpha
-        cols = torch.empty(t + 1, b, dtype=torch.long)
-        first = torch.searchsorted(self.marginal_cdf, torch.rand(b, generator=g))
+        column = torch.randint(v, (t + 1, b), generator=g, device=dev)  # alias method: a uniform column, then a coin
+        coin = torch.rand(t + 1, b, generator=g, device=dev)
+        noisy = torch.rand(t + 1, b, generator=g, device=dev) < self.alpha
+        cols = torch.empty(t + 1, b, dtype=torch.long, device=dev)
+        first = torch.searchsorted(tab["marginal_cdf"], torch.rand(b, generator=g, device=dev))
         cols[0] = first.clamp_max_(v - 1)
         if trigger_free_prefix > 0:
             self._avoid_triggers(cols[0], None, triggers, g)
@@ -120,7 +134,7 @@ class NoisyRecallGenerator:
         for i in range(1, t + 1):
             prev = cols[i - 1]
             cell = prev * v + column[i]
-            nxt = torch.where(coin[i] < self.accept[cell], column[i], self.alias[cell])
+            nxt = torch.where(coin[i] < accept[cell], column[i], alias[cell])
             if i < trigger_free_prefix:
                 nxt = self._avoid_triggers(nxt, prev, triggers, g)
             if self.n_triggers == 1:
@@ -136,18 +150,19 @@ class NoisyRecallGenerator:
     def _avoid_triggers(self, nxt: torch.Tensor, prev: torch.Tensor | None, triggers: torch.Tensor, g: torch.Generator) -> torch.Tensor:
         """Redraw (from the chain's row of ``prev``, or the marginal) the entries of ``nxt`` that are a trigger of their
         sequence, until none is: the chain conditioned on avoiding the triggers."""
-        v = self.bigram.vocab_size
+        v, dev = self.bigram.vocab_size, nxt.device
+        tab = self.tables(dev)
         for _ in range(1000):
             bad = (nxt[:, None] == triggers).any(-1)
             if not bad.any():
                 return nxt
             n = int(bad.sum())
             if prev is None:
-                redraw = torch.searchsorted(self.marginal_cdf, torch.rand(n, generator=g)).clamp_max(v - 1)
+                redraw = torch.searchsorted(tab["marginal_cdf"], torch.rand(n, generator=g, device=dev)).clamp_max(v - 1)
             else:
-                column = torch.randint(v, (n,), generator=g)
+                column = torch.randint(v, (n,), generator=g, device=dev)
                 cell = prev[bad] * v + column
-                redraw = torch.where(torch.rand(n, generator=g) < self.accept[cell], column, self.alias[cell])
+                redraw = torch.where(torch.rand(n, generator=g, device=dev) < tab["accept"][cell], column, tab["alias"][cell])
             nxt[bad] = redraw
         raise ValueError("could not draw a trigger-free prefix: the bigram chain almost surely moves to a trigger")
 
@@ -163,6 +178,32 @@ class NoisyRecallGenerator:
             occurrence = (match.cumsum(1) * match).sum(-1)
             mask = occurrence >= 2
         return mask, answer
+
+
+class DeviceStream(torch.utils.data.IterableDataset):
+    """Endless batches sampled on ``device`` (the GPU that consumes them: no worker processes, no copies), ``chunk``
+    batches at a time: the sampler's loop over positions then launches its kernels once per chunk, not per batch.
+
+    Chunk c of a rank's stream is seeded by (seed, rank, c, chunk) and holds batches c * chunk .. (c + 1) * chunk - 1,
+    so a resumed run (``skip`` batches done) continues where it stopped. The batches have the CPU stream's distribution,
+    not its numbers (another seeding of the same sampler); tests/datamodules check the statistics.
+    """
+
+    def __init__(self, gen: NoisyRecallGenerator, batch_size: int, seed: int, rank: int = 0, skip: int = 0,
+                 device: str | torch.device = "cpu", chunk: int = 16):
+        self.gen, self.batch_size, self.seed, self.rank, self.skip = gen, batch_size, seed, rank, skip
+        self.device, self.chunk = torch.device(device), chunk
+
+    def __iter__(self):
+        g = torch.Generator(device=self.device)
+        c, first = divmod(self.skip, self.chunk)
+        while True:
+            g.manual_seed(stream_seed(self.seed, self.rank, c, self.chunk))
+            big = self.gen.sample(self.batch_size * self.chunk, g)
+            for j in range(first, self.chunk):
+                rows = slice(j * self.batch_size, (j + 1) * self.batch_size)
+                yield {k: v[rows] for k, v in big.items()}
+            c, first = c + 1, 0
 
 
 class NoisyRecallStream(torch.utils.data.IterableDataset):

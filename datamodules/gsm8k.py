@@ -3,8 +3,8 @@ sequences, answer extraction and exact match).
 
 Documents come from the hub through the harness (``openai/gsm8k``) or, with ``data_dir``, from local JSONL files
 (``train.jsonl``, ``test.jsonl``; the published ``{"question", "answer"}`` format) through the task definition
-``configs/lm_eval/gsm8k_cot_local.yaml``, rendered into the run directory. Offline, both the hub and datasets
-offline flags are set so nothing waits on the network.
+``configs/lm_eval/gsm8k_cot_local.yaml``, rendered into the run directory. When the hub does not answer, the CLI
+sets the hub and datasets offline flags before anything loads (pipeline/hub_mode.py), so nothing waits on it.
 
 A *selection* split (``selection_size`` documents drawn from GSM8K train with ``selection_seed``, none of them an
 exemplar question) serves to choose a LASER variant without looking at the test split: its task's only data file is
@@ -33,17 +33,6 @@ HUB_TASK, LOCAL_TASK, SELECTION_TASK = "gsm8k_cot", "gsm8k_cot_local", "gsm8k_co
 TASK_DIR, SELECTION_FILE = "lm_eval_tasks", "gsm8k_selection.jsonl"
 MAX_SHOTS = 8  # gsm8k_cot's fixed exemplars (first_n sampler)
 FINAL_ANSWER = re.compile(r"####\s*-?\$?[\d,]*\.?\d+\s*$")  # the answer's last line: "#### 1,234" (the target)
-
-
-def set_offline() -> None:
-    """HF_HUB_OFFLINE / HF_DATASETS_OFFLINE for this process: in the environment (for anything imported later) and
-    in the libraries' already-read constants."""
-    os.environ["HF_HUB_OFFLINE"] = os.environ["HF_DATASETS_OFFLINE"] = "1"
-    import datasets.config
-    import huggingface_hub.constants
-
-    datasets.config.HF_HUB_OFFLINE = True
-    huggingface_hub.constants.HF_HUB_OFFLINE = True
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
@@ -135,12 +124,8 @@ class GSM8KDataModule(L.LightningDataModule):
         return (["selection"] if self.selection_size else []) + ["test"]
 
     def setup(self, stage: str) -> None:
-        from lightning_modules.pretrained import hub_offline
-
         run_dir = Path(self.trainer.log_dir) if self.trainer is not None else Path(".")
         self.include_path = run_dir / TASK_DIR
-        if self.data_dir is not None or hub_offline("openai/gsm8k"):
-            set_offline()
         if self.data_dir is not None:
             render_task(self.include_path, LOCAL_TASK, {s: str(self.data_dir / f"{s}.jsonl") for s in ("train", "test")})
             self.tasks["test"] = LOCAL_TASK

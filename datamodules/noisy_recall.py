@@ -9,7 +9,9 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from datamodules.bigram import BigramSource, SyntheticBigram
-from datamodules.generator import LossOn, NoisyRecallGenerator, NoisyRecallStream
+from datamodules.generator import DeviceStream, LossOn, NoisyRecallGenerator, NoisyRecallStream
+from run_record.kinds import KNOWLEDGE_HIJACK, NOISY_RECALL
+from run_record.names import length_set
 
 
 class _Sequences(Dataset):
@@ -44,6 +46,10 @@ class NoisyRecallDataModule(L.LightningDataModule):
         test_seq_len: length of test sequences (default seq_len; longer tests length generalisation).
         seed: training stream seed; ``null`` takes the run's ``seed_everything``.
         num_workers: dataloader worker processes (each gets its own stream).
+        sample_on: ``cpu`` (worker processes, then copied to the device) or ``device``: sampled on the training device
+            itself, ``chunk`` batches at a time (datamodules/generator.py DeviceStream): on a GPU the generator then
+            keeps up with a fast step without worker processes.
+        chunk: batches sampled at once by ``sample_on: device``.
         test_lengths: length generalisation: for each length L, two more clean test sets of ``n_test`` sequences of
             length L, named ``T<L>:anywhere`` (pairs anywhere) and, for L > seq_len, ``T<L>:beyond`` (no trigger
             before ``seq_len``, so every in-context pair lies beyond the training length). Their metrics (with ``p_global``, the
@@ -69,6 +75,8 @@ class NoisyRecallDataModule(L.LightningDataModule):
         test_seed: int = 12345,
         num_workers: int = 0,
         test_lengths: list[int] | None = None,
+        sample_on: Literal["cpu", "device"] = "cpu",
+        chunk: int = 16,
     ):
         super().__init__()
         if batch_size < 1 or n_test < 1:
@@ -84,6 +92,11 @@ class NoisyRecallDataModule(L.LightningDataModule):
             self.test_pool = pool[1::2]
         else:
             self.test_pool = self.gen.output_pool
+        if sample_on not in ("cpu", "device") or chunk < 1:
+            raise ValueError(f"data.sample_on must be cpu | device and data.chunk >= 1, got {sample_on!r}, {chunk}")
+        if sample_on == "device" and num_workers:
+            raise ValueError("data.sample_on: device samples in the training process; set data.num_workers: 0")
+        self.sample_on, self.chunk = sample_on, chunk
         self.batch_size, self.n_test, self.num_workers = batch_size, n_test, num_workers
         self.test_seq_len = test_seq_len or seq_len
         self.test_batch_size = test_batch_size or batch_size
@@ -112,7 +125,7 @@ class NoisyRecallDataModule(L.LightningDataModule):
     def eval_sets(self) -> list[tuple[str, int, str]]:
         """(name, length, placement) of the validation sets after the main one, in dataloader order."""
         # "beyond" needs room past the training length for a trigger, its output and the trigger again
-        return [(f"T{L}:{placement}", L, placement) for L in self.test_lengths for placement in ("anywhere", "beyond")
+        return [(length_set(L, placement), L, placement) for L in self.test_lengths for placement in ("anywhere", "beyond")
                 if placement == "anywhere" or L >= self.gen.seq_len + 3]
 
     @property
@@ -163,6 +176,12 @@ class NoisyRecallDataModule(L.LightningDataModule):
                 raise ValueError(f"4 sampled training batches of {self.batch_size} sequences of length {self.gen.seq_len} "
                                  "hold no trained position (a repeated trigger): raise data.seq_len or data.batch_size")
 
+    def record_kinds(self) -> list[str]:
+        """The experiments this data makes (summary.json ``kinds``): the noise study when there is noise (or nothing
+        else), the knowledge-hijack study's length generalisation when there are longer test sets."""
+        kinds = [NOISY_RECALL] if self.gen.alpha > 0 or not self.test_lengths else []
+        return kinds + ([KNOWLEDGE_HIJACK] if self.test_lengths else [])
+
     @staticmethod
     def scored(data: _Sequences) -> int:
         """Scored positions of a fixed set: repeated triggers with an in-context answer."""
@@ -186,6 +205,9 @@ class NoisyRecallDataModule(L.LightningDataModule):
             rank = self.trainer.global_rank
             # on resume, continue the stream where the checkpointed run stopped
             skip = self.trainer.global_step * self.trainer.accumulate_grad_batches
+        if self.sample_on == "device":
+            device = self.trainer.strategy.root_device if self.trainer is not None else torch.device("cpu")
+            return DataLoader(DeviceStream(self.gen, self.batch_size, self.seed, rank, skip, device, self.chunk), batch_size=None)
         stream = NoisyRecallStream(self.gen, self.batch_size, self.seed, rank, skip)
         return DataLoader(stream, batch_size=None, num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
 

@@ -7,15 +7,16 @@ from __future__ import annotations
 
 # IOI: the indirect object (IO) is the answer, the subject (S) is named twice. {IO}/{S} order in the first clause
 # decides ABBA (IO first) vs BABA (S first).
+# {A_OBJECT} is the object with its article ("a ring", "an apple").
 IOI_TEMPLATES = [
-    "Then, {A} and {B} went to the {PLACE}. {S} gave a {OBJECT} to",
-    "When {A} and {B} got a {OBJECT} at the {PLACE}, {S} decided to give it to",
-    "After {A} and {B} went to the {PLACE}, {S} gave a {OBJECT} to",
-    "While {A} and {B} were working at the {PLACE}, {S} gave a {OBJECT} to",
-    "Friends {A} and {B} found a {OBJECT} at the {PLACE}. {S} gave it to",
+    "Then, {A} and {B} went to the {PLACE}. {S} gave {A_OBJECT} to",
+    "When {A} and {B} got {A_OBJECT} at the {PLACE}, {S} decided to give it to",
+    "After {A} and {B} went to the {PLACE}, {S} gave {A_OBJECT} to",
+    "While {A} and {B} were working at the {PLACE}, {S} gave {A_OBJECT} to",
+    "Friends {A} and {B} found {A_OBJECT} at the {PLACE}. {S} gave it to",
     "The {PLACE} was quiet when {A} and {B} arrived. {S} handed the {OBJECT} to",
     "{A} and {B} had a long argument at the {PLACE}. Afterwards {S} said to",
-    "Yesterday {A} and {B} visited the {PLACE}, and {S} brought a {OBJECT} for",
+    "Yesterday {A} and {B} visited the {PLACE}, and {S} brought {A_OBJECT} for",
 ]
 NAMES = (
     "Mary John Alice Bob James Michael David Sarah Emma Daniel Paul Mark Lisa Anna Kevin Laura Jessica Thomas Robert "
@@ -23,6 +24,12 @@ NAMES = (
     "Jason Ryan Dan Chris Peter George Frank Henry Helen Grace Rose Jane Lucy Emily Sophie Alex Nick Tim Ben Joe Anne "
     "Claire Victoria Jonathan Samuel Charles Edward Kelly Amanda Megan"
 ).split()
+def fill(template: str, a: str, b: str, s: str, place: str, obj: str) -> str:
+    """An IOI template with its names, place and object; the object's article agrees with it ("an apple")."""
+    article = "an" if obj[0].lower() in "aeiou" else "a"
+    return template.format(A=a, B=b, S=s, PLACE=place, OBJECT=obj, A_OBJECT=f"{article} {obj}")
+
+
 PLACES = "store garden restaurant school hospital station office house park market library church beach".split()
 OBJECTS = "ring kiss bone basketball computer necklace drink snack apple book flower bottle".split()
 

@@ -9,7 +9,7 @@ import lightning as L
 from datasets import Dataset, load_dataset
 from torch.utils.data import DataLoader
 
-from datamodules.prompt_sources import IOI_TEMPLATES, NAMES, OBJECTS, PLACES, builtin_facts
+from datamodules.prompt_sources import IOI_TEMPLATES, NAMES, OBJECTS, PLACES, builtin_facts, fill
 from lightning_modules.pretrained import check_revision, load_tokenizer
 
 
@@ -33,7 +33,7 @@ def ioi_prompts(names: list[str], n: int, seed: int) -> list[dict[str, str]]:
         io, s = rng.sample(names, 2)
         kind = "ABBA" if i % 2 == 0 else "BABA"
         a, b = (io, s) if kind == "ABBA" else (s, io)
-        prompt = rng.choice(IOI_TEMPLATES).format(A=a, B=b, S=s, PLACE=rng.choice(PLACES), OBJECT=rng.choice(OBJECTS))
+        prompt = fill(rng.choice(IOI_TEMPLATES), a, b, s, rng.choice(PLACES), rng.choice(OBJECTS))
         rows.append({"prompt": prompt, "answer": " " + io, "competitor": " " + s, "type": kind})
     return rows
 
@@ -65,8 +65,9 @@ class PromptDataModule(L.LightningDataModule):
 
     Args:
         task: ``ioi`` (Wang et al. 2022 templates, ABBA and BABA) or ``facts``.
-        tokenizer / revision: the tokenizer to load (``from_pretrained``); under main.py these are linked from
-            ``model.init_args.model_name`` / ``revision`` (the model's own tokenizer, at its revision).
+        tokenizer / revision / gguf_file: the tokenizer to load (``from_pretrained``, from a GGUF file when given);
+            under main.py these are linked from ``model.init_args.model_name`` / ``revision`` / ``gguf_file`` (the
+            model's own tokenizer, at its revision, from its file).
         n_prompts: IOI prompts to generate (default 400); for facts, at most this many (default all).
         seed: IOI sampling seed (names, templates, places).
         facts: CounterFact-style JSON file or hub dataset id; default the built-in facts (capitals, languages,
@@ -93,6 +94,7 @@ class PromptDataModule(L.LightningDataModule):
         cache_dir: str | None = None,
         selection_fraction: float = 0.0,
         selection_seed: int = 0,
+        gguf_file: str | None = None,
     ):
         super().__init__()
         if task not in ("ioi", "facts"):
@@ -104,7 +106,7 @@ class PromptDataModule(L.LightningDataModule):
         if tokenizer is None:  # main.py links it from model.init_args.model_name (pipeline/cli.py)
             raise ValueError("data.tokenizer: none given; under main.py it is linked from model.init_args.model_name")
         check_revision(tokenizer, revision or "main")  # a Pythia step that does not exist: refused before any download
-        self.tokenizer = load_tokenizer(tokenizer, revision or "main", cache_dir)
+        self.tokenizer = load_tokenizer(tokenizer, revision or "main", cache_dir, gguf_file)
         self.generic_id = single_token_id(self.tokenizer, generic_token)
         if self.generic_id is None:
             raise ValueError(f"data.generic_token {generic_token!r} is not a single token of {tokenizer}")
@@ -126,9 +128,11 @@ class PromptDataModule(L.LightningDataModule):
             if n >= len(encoded):
                 raise ValueError(f"data.selection_fraction {selection_fraction} leaves no test prompts of {len(encoded)}")
             chosen = set(random.Random(selection_seed).sample(range(len(encoded)), n))
-        # the two splits share no prompt; the model reads the selection split only to choose a variant
-        self.splits = {"selection": Dataset.from_list([e for i, e in enumerate(encoded) if i in chosen])} if chosen else {}
-        self.splits["test"] = self.dataset = Dataset.from_list([e for i, e in enumerate(encoded) if i not in chosen])
+        # the two splits share no prompt; the model reads the selection split only to choose a variant. "row": the
+        # prompt's index in its split (predictions.jsonl joins the model's numbers back to the prompt by it)
+        numbered = lambda rows: Dataset.from_list([e | {"row": j} for j, e in enumerate(rows)])  # noqa: E731
+        self.splits = {"selection": numbered([e for i, e in enumerate(encoded) if i in chosen])} if chosen else {}
+        self.splits["test"] = self.dataset = numbered([e for i, e in enumerate(encoded) if i not in chosen])
 
     def _encode(self, row: dict[str, str]) -> dict:
         first = lambda text: self.tokenizer(text, add_special_tokens=False)["input_ids"][0]  # noqa: E731
@@ -156,7 +160,7 @@ class PromptDataModule(L.LightningDataModule):
         return [idx[j : j + self.batch_size] for _, idx in sorted(by_len.items()) for j in range(0, len(idx), self.batch_size)]
 
     def _loader(self, dataset: Dataset) -> DataLoader:
-        columns = ["input_ids", "answer_id", "generic_id", "competitor_id", "type_id"]
+        columns = ["input_ids", "answer_id", "generic_id", "competitor_id", "type_id", "row"]
         return DataLoader(dataset.with_format("torch", columns=columns), batch_sampler=self.length_batches(dataset))
 
     def test_dataloader(self) -> DataLoader | list[DataLoader]:

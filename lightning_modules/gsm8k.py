@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import sys
-from dataclasses import dataclass
 from typing import Any, Literal
 
 import lightning as L
@@ -16,26 +15,16 @@ import torch
 
 from lightning_modules import lm_eval_results as lmr
 from lightning_modules.laser import factorise, truncated
-from lightning_modules.metric_keys import eval_key
-from lightning_modules.pretrained import FULL, LaserSpec, laser_variants, load_causal_lm, load_tokenizer, model_info
+from lightning_modules.pretrained import FULL, LaserGrid, LaserSpec, check_source, laser_variants, load_causal_lm, load_tokenizer, PretrainedRecord
 from run_record import files
 from run_record.files import GENERATIONS_FILE
+from run_record.kinds import GSM8K
+from run_record.names import eval_key, evaluation_set
+from run_record.wandb import wandb_logger
 
 
 
-@dataclass
-class LaserGrid:
-    """The search space of the selection protocol: every (matrix, layers, rho) combination is one variant."""
-
-    matrices: list[str]
-    layers: list[int | str]
-    rhos: list[float]
-
-    def variants(self) -> dict[str, list[LaserSpec]]:
-        return {f"{m}_L{lay}@{rho:g}": [LaserSpec(m, rho, lay)] for m in self.matrices for lay in self.layers for rho in self.rhos}
-
-
-class GSM8KModule(L.LightningModule):
+class GSM8KModule(PretrainedRecord, L.LightningModule):
     """Args:
         model_name / revision / cache_dir: what ``from_pretrained`` loads (hub id or local directory).
         dtype: ``auto`` is bfloat16 on a GPU and float32 on a CPU.
@@ -45,16 +34,21 @@ class GSM8KModule(L.LightningModule):
             evaluated on test.
         batch_size: generation batch (an int, or the harness's ``auto``). max_gen_toks: the generation budget.
         apply_chat_template / fewshot_as_multiturn: the harness's chat formatting, for instruct models.
+        gguf_file: a GGUF file in the ``model_name`` folder to load model and tokenizer from (dequantised to ``dtype``).
         stop_each_row: finish each row of a generation batch at its own stop string (``lightning_modules/stopping.py``;
             the same generations, fewer steps); false uses the harness's criterion unchanged.
     """
 
     results_title = "GSM8K exact match (lm-evaluation-harness gsm8k_cot)"
     SUBCOMMANDS = ("test",)  # evaluation only (pipeline/preflight.py)
+    USES_HUB = True  # the CLI decides the hub mode before the model loads (pipeline/hub_mode.py)
 
     @staticmethod
     def check_before_build(model: dict, data: dict, context: dict) -> None:
-        """Before the model loads: a LASER search needs a selection split, or it would choose on the test split."""
+        """Before the model loads: the model source exists (a GGUF file is named), and a LASER search has a selection
+        split, or it would choose on the test split."""
+        if model.get("model_name"):
+            check_source(model["model_name"], model.get("gguf_file"))
         if model.get("search") and not data.get("selection_size"):
             raise ValueError("model.init_args.search scores its grid on a selection split, and data.init_args.selection_size "
                              "is 0: the grid would be searched on the test split. Set data.init_args.selection_size "
@@ -64,7 +58,8 @@ class GSM8KModule(L.LightningModule):
                  laser: dict[str, list[LaserSpec]] | None = None, search: LaserGrid | None = None,
                  select_by: Literal["strict", "flexible"] = "flexible", svd: Literal["exact", "randomized"] = "exact",
                  cache_dir: str | None = None, batch_size: int | str = 8, max_gen_toks: int = 256,
-                 apply_chat_template: bool = False, fewshot_as_multiturn: bool = False, stop_each_row: bool = True):
+                 apply_chat_template: bool = False, fewshot_as_multiturn: bool = False, stop_each_row: bool = True,
+                 gguf_file: str | None = None):
         super().__init__()
         import importlib.util
 
@@ -80,9 +75,9 @@ class GSM8KModule(L.LightningModule):
         self.save_hyperparameters()
         if dtype == "auto":
             dtype = "bfloat16" if torch.cuda.is_available() else "float32"
-        self.net = load_causal_lm(model_name, revision, getattr(torch, dtype), cache_dir)
+        self.net = load_causal_lm(model_name, revision, getattr(torch, dtype), cache_dir, gguf_file)
         self.net.requires_grad_(False)
-        self.tokenizer = load_tokenizer(model_name, revision, cache_dir)
+        self.tokenizer = load_tokenizer(model_name, revision, cache_dir, gguf_file)  # the same file's tokenizer
         grid = search.variants() if search else {}
         self.grid = set(grid)
         self.variants = laser_variants(self.net, {**(laser or {}), **grid})
@@ -90,8 +85,8 @@ class GSM8KModule(L.LightningModule):
         self.chosen: dict[int, str] = {}
         self.generations: list[dict[str, Any]] = []
 
-    def run_info(self) -> dict[str, Any]:
-        return model_info(self.net, self.hparams.model_name, self.hparams.revision, self.variants)
+    def record_kinds(self) -> list[str]:
+        return [GSM8K]
 
     def on_test_start(self) -> None:
         from lm_eval.models.huggingface import HFLM
@@ -149,7 +144,7 @@ class GSM8KModule(L.LightningModule):
         if split == "selection" and self.grid:
             scores = self.scores[setting]  # ties keep the evaluation order: full first
             self.chosen[k] = max(scores, key=lambda v: scores[v][f"em_{self.hparams.select_by}"])
-        test_set = f"{k}shot" if split == "test" else f"selection:{k}shot"
+        test_set = evaluation_set(f"{k}shot", selection=split == "selection")
         for variant, row in self.scores[setting].items():
             self.log_dict({eval_key("test", variant, m, test_set): float(v) for m, v in row.items() if v is not None},
                           batch_size=1)
@@ -159,14 +154,14 @@ class GSM8KModule(L.LightningModule):
             return
         self._generations_path = os.path.join(self.trainer.log_dir, GENERATIONS_FILE)
         files.write_jsonl(self._generations_path, self.generations)
-        for lg in self.loggers:
-            if type(lg).__name__ == "WandbLogger":
-                score_cols = ["em_strict", "em_strict_stderr", "em_flexible", "em_flexible_stderr"]
-                rows = [[s, v] + [r.get(c) for c in score_cols] for s, by_v in self.scores.items() for v, r in by_v.items()]
-                lg.log_table("gsm8k/scores", columns=["setting", "variant", *score_cols], data=rows)
-                cols = ["variant", "split", "num_fewshot", "doc_id", "question", "target", "generation", "extracted_strict",
-                        "correct_strict", "extracted_flexible", "correct_flexible"]
-                lg.log_table("gsm8k/generations", columns=cols, data=[[r.get(c) for c in cols] for r in self.generations])
+        lg = wandb_logger(self.loggers)
+        if lg is not None:
+            score_cols = ["em_strict", "em_strict_stderr", "em_flexible", "em_flexible_stderr"]
+            rows = [[s, v] + [r.get(c) for c in score_cols] for s, by_v in self.scores.items() for v, r in by_v.items()]
+            lg.log_table("gsm8k/scores", columns=["setting", "variant", *score_cols], data=rows)
+            cols = ["variant", "split", "num_fewshot", "doc_id", "question", "target", "generation", "extracted_strict",
+                    "correct_strict", "extracted_flexible", "correct_flexible"]
+            lg.log_table("gsm8k/generations", columns=cols, data=[[r.get(c) for c in cols] for r in self.generations])
 
     def record_files(self) -> list[str]:
         """For summary.json's file list (RunSummary)."""
@@ -175,8 +170,10 @@ class GSM8KModule(L.LightningModule):
 
     def results_summary(self) -> dict[str, Any]:
         """For summary.json: scores per setting and variant, and the selection's choice per shot count."""
+        protocol = {"by": f"em_{self.hparams.select_by}", "variant_keys": ["model.init_args.laser", "model.init_args.search"],
+                    "evaluation_keys": ["data.init_args.num_fewshot"]}  # a shot count is an evaluation within a task
         return {"gsm8k": {"scores": self.scores, "selected": {f"{k}shot": v for k, v in self.chosen.items()},
-                          "generations": GENERATIONS_FILE}}
+                          "generations": GENERATIONS_FILE}, "selection_protocol": protocol}
 
     def configure_optimizers(self):
         return None  # evaluation only

@@ -26,12 +26,14 @@ def scores(results: dict, task: str) -> dict[str, float | None]:
 
 
 def documents(results: dict, task: str) -> dict[int, dict[str, Any]]:
-    """{doc_id: question, target, generation, and per filter the extracted answer and whether it is correct}."""
+    """{doc_id: question, target, the prompt the model was given, its generation, and per filter the extracted
+    answer and whether it is correct}."""
     out: dict[int, dict[str, Any]] = {}
     short = {v: k for k, v in FILTERS.items()}
     for s in results["samples"][task]:
         rec = out.setdefault(s["doc_id"], {"doc_id": s["doc_id"], "question": s["doc"].get("question"),
-                                           "target": s["target"], "generation": s["resps"][0][0]})
+                                           "target": s["target"], "generation": s["resps"][0][0],
+                                           "prompt": s["arguments"][0][0]})  # as the model saw it (chat template too)
         f = short.get(s["filter"], s["filter"])
         rec[f"extracted_{f}"] = s["filtered_resps"][0]
         rec[f"correct_{f}"] = bool(s["exact_match"])

@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 from torchmetrics import Metric
 
-from lightning_modules.metric_keys import RECALL_METRICS as METRIC_NAMES  # noqa: F401
+from run_record.names import RECALL_METRICS as METRIC_NAMES  # noqa: F401
 
 
 class TriggerRecallMetrics(Metric):

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import asdict, replace
+from typing import Literal
 
 import lightning as L
 import torch
@@ -10,16 +11,9 @@ from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import nn
 
 from lightning_modules.laser import SVDFactors, factorise, rank_for, select_parameters, truncated
-from lightning_modules.metric_keys import TRAIN_LOSS, eval_key
 from lightning_modules.metrics import TriggerRecallMetrics
 from lightning_modules.transformer import Transformer, TransformerConfig
-
-FULL = "full"
-
-
-def variant_name(param: str, rho: float) -> str:
-    """Stable metric-name part of a LASER variant, e.g. ``layers.1.ff.w2@rho0.1``."""
-    return f"{param}@rho{rho:g}"
+from run_record.names import FULL, TRAIN_LOSS, eval_key, laser_variant
 
 
 def _default_optimizer(params) -> torch.optim.Optimizer:
@@ -28,19 +22,30 @@ def _default_optimizer(params) -> torch.optim.Optimizer:
 
 class NoisyRecallModule(L.LightningModule):
     # settings that only change what is evaluated: a checkpoint may be evaluated with other values (pipeline/checkpoints.py)
-    EVALUATION_HPARAMS = ("laser_targets", "laser_rhos")
+    # settings that do not change the model (what is evaluated, how fast it is computed): a checkpoint may be
+    # evaluated or resumed with other values (pipeline/checkpoints.py)
+    EVALUATION_HPARAMS = ("laser_targets", "laser_rhos", "early_eval_steps", "matmul_precision", "compile")
     trained_by_fit = True  # `validate` / `test` without a checkpoint evaluate an untrained model: the CLI says so
 
     """Toy transformer on noisy in-context recall.
 
     Logged validation metrics (on the clean test set, at scored trigger positions), for ``<variant>`` = ``full``
     and each ``<param>@rho<rho>`` of ``laser_targets`` x ``laser_rhos``: ``val/<variant>/{p_correct,p_noise,acc,loss}``.
+    A rho that keeps the full rank (rho 1) is the full model itself: it is evaluated once, as ``full``.
 
     Args:
         model: the transformer's configuration.
         optimizer / scheduler: set in YAML (class_path + init_args); the scheduler steps every optimizer step.
         laser_targets: parameter names (glob patterns allowed) whose truncations are evaluated at validation.
         laser_rhos: rank fractions; rank = floor(rho * min(m, n)).
+        early_eval_steps: more evaluations of every variant on the main test set at these optimizer steps (step 0:
+            the initialisation), logged like the validations: the early curves where the FF learns the noise before
+            the induction head forms, which ``val_check_interval`` alone is too coarse to show.
+        matmul_precision: float32 matmuls at ``highest`` (true fp32), ``high`` (TF32 on NVIDIA GPUs) or ``medium`` (bf16
+            passes); null leaves torch's setting. Mixed precision itself is Lightning's ``trainer.precision``
+            (``bf16-mixed``). LASER's SVDs, the probes and the spectra compute in float32 whatever these say.
+        compile: ``torch.compile`` the network's training forward (the evaluations stay eager: they truncate weights
+            in place between variants).
         vocab_size / noise_id: linked from the datamodule by the CLI.
     """
 
@@ -51,6 +56,9 @@ class NoisyRecallModule(L.LightningModule):
         scheduler: LRSchedulerCallable | None = None,
         laser_targets: list[str] | None = None,
         laser_rhos: list[float] | None = None,
+        early_eval_steps: list[int] | None = None,
+        matmul_precision: Literal["highest", "high", "medium"] | None = None,
+        compile: bool = False,
         vocab_size: int | None = None,
         noise_id: int | None = None,
     ):
@@ -70,12 +78,24 @@ class NoisyRecallModule(L.LightningModule):
         for rho in rhos:
             if not 0.0 <= rho <= 1.0:
                 raise ValueError(f"model.laser_rhos entries must be in [0, 1], got {rho}")
+        if matmul_precision not in (None, "highest", "high", "medium"):
+            raise ValueError(f"model.matmul_precision must be highest | high | medium or null, got {matmul_precision!r}")
+        # not a submodule (parameter names stay layers.1.ff.w2): the compiled callable runs the same parameters
+        object.__setattr__(self, "_train_forward", torch.compile(self.net) if compile else self.net)
+        if any(s < 0 for s in early_eval_steps or []):
+            raise ValueError(f"model.early_eval_steps must be >= 0, got {early_eval_steps}")
+        self.early_eval_steps = sorted(set(early_eval_steps or []))
         params = dict(self.net.named_parameters())
-        # variant -> {param: rank}; ``full`` truncates nothing
+        # variant -> {param: rank}; ``full`` truncates nothing. laser_grid: (target, rho) -> the variant evaluated
         self.variants: dict[str, dict[str, int]] = {FULL: {}}
+        self.laser_grid: list[dict] = []
         for name in targets:
             for rho in rhos:
-                self.variants[variant_name(name, rho)] = {name: rank_for(tuple(params[name].shape), rho)}
+                rank, full_rank = rank_for(tuple(params[name].shape), rho), min(params[name].shape)
+                variant = FULL if rank == full_rank else laser_variant(name, rho)
+                if variant != FULL:
+                    self.variants[variant] = {name: rank}
+                self.laser_grid.append({"target": name, "rho": rho, "rank": rank, "full_rank": full_rank, "variant": variant})
         # ModuleDict keys may not contain '.', so metrics are keyed by position
         self.val_metrics = nn.ModuleList(TriggerRecallMetrics(noise_id) for _ in self.variants)
         # more validation sets (length generalisation, datamodule.eval_set_names): one metric list per set, in setup
@@ -92,6 +112,8 @@ class NoisyRecallModule(L.LightningModule):
         return cost.check(model, data, context["device"], context["max_steps"] if context["subcommand"] == "fit" else None)
 
     def setup(self, stage: str) -> None:
+        if self.hparams.get("matmul_precision"):
+            torch.set_float32_matmul_precision(self.hparams.matmul_precision)
         dm = self.trainer.datamodule if self.trainer is not None else None
         names = list(getattr(dm, "eval_set_names", []) or [])
         if names and names != self.set_names:
@@ -115,7 +137,7 @@ class NoisyRecallModule(L.LightningModule):
     def loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """Cross-entropy of the next token at the scored positions (``batch["mask"]``): the training objective."""
         tokens, mask = batch["tokens"], batch["mask"]
-        logits = self.net(tokens[:, :-1])
+        logits = self._train_forward(tokens[:, :-1]) if self.training else self.net(tokens[:, :-1])
         if not mask.any():  # a batch with no repeated trigger (short sequences): nothing to learn, not a NaN
             return logits.sum() * 0.0
         return F.cross_entropy(logits[mask], tokens[:, 1:][mask])
@@ -174,6 +196,50 @@ class NoisyRecallModule(L.LightningModule):
 
     on_test_epoch_start = on_validation_epoch_start
     on_test_epoch_end = on_validation_epoch_end
+
+    def variant_specs(self) -> dict[str, dict]:
+        """For summary.json: what each variant is (its matrices' ranks), so no reader parses a variant's name."""
+        return {v: {"ranks": ranks} for v, ranks in self.variants.items()}
+
+    def results_summary(self) -> dict:
+        """For summary.json: the LASER grid, each (target, rho) with the variant that holds its numbers, and the test
+        sets (the main one, and each length-generalisation set with its length and placement)."""
+        dm = self.trainer.datamodule if self._trainer is not None else None
+        sets = [{"name": None, "length": getattr(dm, "test_seq_len", None), "placement": "main"}]
+        sets += [{"name": n, "length": length, "placement": p} for n, length, p in getattr(dm, "eval_sets", [])]
+        return {"laser_grid": self.laser_grid, "test_sets": sets, "t_train": getattr(getattr(dm, "gen", None), "seq_len", None)}
+
+    def on_train_start(self) -> None:
+        self._early_evaluation()
+
+    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
+        self._early_evaluation()
+
+    @torch.no_grad()
+    def _early_evaluation(self) -> None:
+        """Every variant on the main test set at the steps of ``early_eval_steps`` that no validation falls on."""
+        step, trainer = self.global_step, self.trainer
+        regular = step > 0 and isinstance(trainer.val_check_batch, int) and step % trainer.val_check_batch == 0
+        if step not in self.early_eval_steps or regular or getattr(self, "_early_done", None) == step:
+            return
+        self._early_done = step
+        loader = trainer.datamodule.val_dataloader()
+        loader = loader[0] if isinstance(loader, (list, tuple)) else loader
+        metrics = [TriggerRecallMetrics(self.hparams.noise_id, sync_on_compute=False).to(self.device) for _ in self.variants]
+        factors = factorise(self.net, self.variants.values())
+        was_training = self.training
+        self.eval()
+        for batch in loader:
+            tokens = batch["tokens"].to(self.device)
+            for metric, ranks in zip(metrics, self.variants.values()):
+                with truncated(self.net, ranks, factors):
+                    logits = self.net(tokens[:, :-1])
+                metric.update(logits, tokens[:, 1:], batch["answer"].to(self.device), batch["mask"].to(self.device))
+        self.train(was_training)
+        if trainer.is_global_zero:  # each rank evaluated the whole set; rank 0 logs it, at the step of these weights
+            values = {eval_key("val", v, k): float(x) for m, v in zip(metrics, self.variants) for k, x in m.compute().items()}
+            for logger in trainer.loggers:
+                logger.log_metrics(values, step=step)
 
     def configure_optimizers(self):
         opt = self.optimizer_factory([p for p in self.parameters() if p.requires_grad])

@@ -1,7 +1,6 @@
 """Loading Hugging Face causal LMs at a training checkpoint, and naming their matrices by role for LASER."""
 from __future__ import annotations
 
-import functools
 import os
 import re
 from dataclasses import dataclass
@@ -10,7 +9,7 @@ from typing import Literal
 from torch import nn
 
 from lightning_modules.laser import rank_for
-from pipeline import network
+from run_record.names import FULL, grid_variant
 
 # Pythia's published checkpoints (Biderman et al. 2023): step0, powers of two up to 512, then every 1000 steps.
 PYTHIA_STEPS = frozenset([0] + [2**i for i in range(10)] + list(range(1000, 143001, 1000)))
@@ -61,28 +60,42 @@ def offline_help(what: str, name: str, revision: str, error: Exception) -> FileN
     )
 
 
-@functools.lru_cache(maxsize=None)
-def _hub_answers(endpoint: str) -> bool:
-    return network.reachable(endpoint, timeout=3.0)
-
-
 def hub_offline(name: str) -> bool:
-    """Load from the local cache only: HF_HUB_OFFLINE is set now (huggingface_hub reads it once, at import), or
-    the hub does not answer within 3 s. Otherwise a compute node without network spends ~30 s in retries."""
-    if os.path.isdir(name) or os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
-        return True
-    return not _hub_answers(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+    """Load from the local cache only: a local directory, or HF_HUB_OFFLINE is set. The CLI sets it before anything
+    loads when the hub does not answer within 3 s (pipeline/hub_mode.py), so a compute node without network never
+    spends ~30 s in retries."""
+    return os.path.isdir(name) or os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
 
 
-def load_causal_lm(model_name: str, revision: str, dtype, cache_dir: str | None = None) -> nn.Module:
-    """``AutoModelForCausalLM.from_pretrained(model_name, revision=...)`` in eval mode, with a clear offline error."""
+def check_source(model_name: str, gguf_file: str | None, field: str = "model.init_args") -> None:
+    """Before anything loads: a local GGUF file exists, and a folder that holds only GGUF files names one of them
+    (transformers would say 'Unrecognized model ... should have a model_type key')."""
+    model_name = os.path.expanduser(model_name)
+    if not os.path.isdir(model_name):
+        return
+    ggufs = sorted(f for f in os.listdir(model_name) if f.endswith(".gguf"))
+    if gguf_file is not None:
+        if not os.path.isfile(os.path.join(model_name, gguf_file)):
+            raise FileNotFoundError(f"{field}.gguf_file: {os.path.join(model_name, gguf_file)} does not exist"
+                                    + (f"; {model_name} holds {', '.join(ggufs)}" if ggufs else ""))
+    elif ggufs and not os.path.isfile(os.path.join(model_name, "config.json")):
+        raise ValueError(f"{field}.model_name {model_name} holds GGUF files only ({', '.join(ggufs)}) and no config.json: "
+                         f"set {field}.gguf_file to the one to load (model and tokenizer both come from it)")
+
+
+def load_causal_lm(model_name: str, revision: str, dtype, cache_dir: str | None = None, gguf_file: str | None = None) -> nn.Module:
+    """``AutoModelForCausalLM.from_pretrained(model_name, revision=..., gguf_file=...)`` in eval mode, with a clear
+    offline error. A GGUF file is dequantised to ``dtype`` as it loads (it is no longer the quantised file)."""
     from transformers import AutoModelForCausalLM
 
+    model_name = os.path.expanduser(model_name)  # a local folder may be given as ~/...
     check_revision(model_name, revision)
+    check_source(model_name, gguf_file)
     try:
         offline = hub_offline(model_name)
         model = AutoModelForCausalLM.from_pretrained(
             model_name, revision=revision, dtype=dtype, cache_dir=cache_dir, local_files_only=offline,
+            **({"gguf_file": gguf_file} if gguf_file else {}),
             # with peft installed (lm-eval[hf] brings it), transformers looks for an adapter config without
             # local_files_only: offline that is 5 retries, about 23 s, unless told here
             **({"adapter_kwargs": {"local_files_only": True}} if offline else {}),
@@ -92,11 +105,15 @@ def load_causal_lm(model_name: str, revision: str, dtype, cache_dir: str | None 
     return model.eval()
 
 
-def load_tokenizer(name: str, revision: str, cache_dir: str | None = None):
+def load_tokenizer(name: str, revision: str, cache_dir: str | None = None, gguf_file: str | None = None):
+    """The tokenizer of a hub id or local directory, or the one inside a GGUF file (the model's own)."""
     from transformers import AutoTokenizer
 
+    name = os.path.expanduser(name)
+    check_source(name, gguf_file, field="data.init_args" if gguf_file is None else "model.init_args")
     try:
-        return AutoTokenizer.from_pretrained(name, revision=revision, cache_dir=cache_dir, local_files_only=hub_offline(name))
+        return AutoTokenizer.from_pretrained(name, revision=revision, cache_dir=cache_dir, local_files_only=hub_offline(name),
+                                             **({"gguf_file": gguf_file} if gguf_file else {}))
     except OSError as e:
         raise offline_help("data.tokenizer", name, revision, e) from e
 
@@ -109,6 +126,24 @@ class LaserSpec:
     matrix: Literal["mlp_in", "mlp_out", "attn_out"]
     rho: float
     layers: int | str = "all"
+
+
+@dataclass
+class LaserGrid:
+    """A search space for the selection protocol: every (matrix, layers, rho) combination is one variant, named
+    ``<matrix>_L<layers>@<rho>`` (run_record/names.py)."""
+
+    matrices: list[str]
+    layers: list[int | str]
+    rhos: list[float]
+
+    def variants(self) -> dict[str, list[LaserSpec]]:
+        return {grid_variant(m, lay, rho): [LaserSpec(m, rho, lay)] for m in self.matrices for lay in self.layers for rho in self.rhos}
+
+    def cells(self) -> list[dict]:
+        """For summary.json: each grid point with its variant name (so readers never parse the name)."""
+        return [{"variant": grid_variant(m, lay, rho), "matrix": m, "layers": lay, "rho": rho}
+                for m in self.matrices for lay in self.layers for rho in self.rhos]
 
 
 def _layer_indices(spec: LaserSpec, n_layers: int) -> list[int]:
@@ -148,9 +183,6 @@ def laser_ranks(model: nn.Module, specs: list[LaserSpec]) -> dict[str, int]:
     return ranks
 
 
-FULL = "full"
-
-
 def laser_variants(model: nn.Module, laser: dict[str, list] | None) -> dict[str, dict[str, int]]:
     """``{"full": {}, <name>: {parameter: rank}}`` from a config's ``{name: [LaserSpec or its dict, ...]}``; the full
     model comes first, and names that would break the metric keys are refused."""
@@ -162,10 +194,29 @@ def laser_variants(model: nn.Module, laser: dict[str, list] | None) -> dict[str,
     return variants
 
 
-def model_info(model: nn.Module, model_name: str, revision: str, variants: dict[str, dict[str, int]]) -> dict:
+def model_info(model: nn.Module, model_name: str, revision: str, variants: dict[str, dict[str, int]],
+               gguf_file: str | None = None) -> dict:
     """For summary.json: which weights were evaluated (the hub commit a revision resolved to: some Pythia branches
-    have served wrong weights), in which dtype, and each variant's ranks."""
+    have served wrong weights; a GGUF file and its size), in which dtype, and each variant's ranks."""
+    model_name = os.path.expanduser(model_name)
     local = os.path.isdir(model_name)
-    return {"model_name": model_name, "revision": None if local else revision,  # a local directory has no revisions
-            "commit": getattr(model.config, "_commit_hash", None), "dtype": str(model.dtype).removeprefix("torch."),
-            "laser_ranks": variants}
+    out = {"model_name": model_name, "revision": None if local else revision,  # a local directory has no revisions
+           "commit": getattr(model.config, "_commit_hash", None), "dtype": str(model.dtype).removeprefix("torch."),
+           "architecture": getattr(model.config, "model_type", None), "laser_ranks": variants}
+    if gguf_file:
+        path = os.path.join(model_name, gguf_file)
+        out["gguf_file"] = {"name": gguf_file, "bytes": os.path.getsize(path) if os.path.isfile(path) else None,
+                            "dequantised_to": out["dtype"]}
+    return out
+
+
+class PretrainedRecord:
+    """What summary.json records of a pretrained model and its LASER variants; for LightningModules holding the model as
+    self.net, the variants' ranks as self.variants and model_name/revision/gguf_file hyperparameters."""
+
+    def variant_specs(self) -> dict[str, dict]:
+        """What each variant is (its matrices' ranks)."""
+        return {v: {"ranks": ranks} for v, ranks in self.variants.items()}
+
+    def run_info(self) -> dict:
+        return model_info(self.net, self.hparams.model_name, self.hparams.revision, self.variants, self.hparams.gguf_file)

@@ -4,7 +4,20 @@ from __future__ import annotations
 import torch
 from torchmetrics import Metric
 
-from lightning_modules.metric_keys import PROMPT_METRICS  # noqa: F401
+from run_record.names import PROMPT_METRICS  # noqa: F401
+
+
+def prompt_scores(logits: torch.Tensor, answer: torch.Tensor, generic: torch.Tensor, competitor: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Per prompt, from the (B, V) logits of its last position: log P(answer), log P(generic), logit(answer) -
+    logit(competitor) (NaN where there is no competitor) and the argmax token. The metrics and predictions.jsonl
+    both read these."""
+    logits = logits.double()
+    logp = logits.log_softmax(-1)
+    rows = torch.arange(len(answer), device=logits.device)
+    has = competitor >= 0
+    diff = torch.where(has, logits[rows, answer] - logits[rows, competitor.clamp_min(0)], float("nan"))
+    return {"lp_answer": logp[rows, answer], "lp_generic": logp[rows, generic], "logit_diff": diff,
+            "argmax": logits.argmax(-1)}
 
 
 class AnswerVsGenericMetrics(Metric):
@@ -24,16 +37,12 @@ class AnswerVsGenericMetrics(Metric):
 
     def update(self, logits: torch.Tensor, answer: torch.Tensor, generic: torch.Tensor, competitor: torch.Tensor, kind: torch.Tensor) -> None:
         """logits (B, V) at the last prompt position; answer, generic, competitor (-1: none), kind: (B,) ids."""
-        logits = logits.double()
-        logp = logits.log_softmax(-1)
-        rows = torch.arange(len(answer), device=logits.device)
-        lp_answer, lp_generic = logp[rows, answer], logp[rows, generic]
-        has = competitor >= 0
-        diff = torch.where(has, logits[rows, answer] - logits[rows, competitor.clamp_min(0)], 0.0)
+        s = prompt_scores(logits, answer, generic, competitor)
+        lp_answer, lp_generic, has = s["lp_answer"], s["lp_generic"], competitor >= 0
         for state, value in (
             ("p_answer", lp_answer.exp()), ("p_generic", lp_generic.exp()), ("log_ratio", lp_answer - lp_generic),
-            ("acc", (logits.argmax(-1) == answer).double()), ("count", torch.ones_like(lp_answer)),
-            ("logit_diff", diff), ("n_diff", has.double()),
+            ("acc", (s["argmax"] == answer).double()), ("count", torch.ones_like(lp_answer)),
+            ("logit_diff", torch.nan_to_num(s["logit_diff"], nan=0.0)), ("n_diff", has.double()),
         ):
             getattr(self, state).index_add_(0, kind, value)
 

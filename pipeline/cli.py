@@ -19,19 +19,20 @@ import yaml
 from jsonargparse import Namespace
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from lightning.fabric.utilities.exceptions import MisconfigurationException
+from lightning.pytorch.callbacks import ProgressBar
 from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 from lightning.fabric.plugins import CheckpointIO
 from lightning.pytorch.plugins.environments import ClusterEnvironment, SLURMEnvironment
 
-from callbacks.common import finish_wandb
 from callbacks.final_validation import FinalValidation
 from callbacks.progress import StepProgressBar, TrainingTimeEstimate
 from callbacks.run_summary import RunSummary
-from pipeline import checkpoints, preflight, run_dir, wandb_mode
+from pipeline import checkpoints, console, hub_mode, preflight, run_dir, wandb_mode
 from pipeline.config_errors import check_config_files, fail, report_parser_exit, summarize
 from pipeline.history import HistoryResume, RunHistory
 from pipeline.preemption import SlurmRequeue
 from run_record import files
+from run_record.wandb import finish_wandb, is_wandb_path
 
 # What constructors raise for bad values, missing files or unloadable datasets: shown as one line naming the field
 # (set FFVA_TRACEBACK=1 for the full traceback). Anything else is a bug and keeps its traceback.
@@ -61,6 +62,7 @@ class SaveAndLogConfig(SaveConfigCallback):
 
 class ExperimentCLI(LightningCLI):
     def __init__(self, args: list[str] | None = None, **kwargs):
+        console.quiet()
         super().__init__(
             subclass_mode_model=True,
             subclass_mode_data=True,
@@ -84,6 +86,11 @@ class ExperimentCLI(LightningCLI):
         # model.init_args.model_name alone switches both (data classes without these arguments are left alone)
         parser.link_arguments("model.init_args.model_name", "data.init_args.tokenizer", apply_on="parse")
         parser.link_arguments("model.init_args.revision", "data.init_args.revision", apply_on="parse")
+        parser.link_arguments("model.init_args.gguf_file", "data.init_args.gguf_file", apply_on="parse")
+        if any(getattr(a, "dest", None) == "verbose" for a in parser._actions):  # test / validate
+            parser.set_defaults(verbose=False)  # Lightning's table of every logged key: the results table says it better
+        parser.add_argument("--report", type=bool, default=True,
+                            help="write the run's report (<run>/report/index.html) when it ends (python -m reports later)")
 
     def parse_arguments(self, parser, args) -> None:
         check_config_files(list(sys.argv[1:] if args is None else args))
@@ -112,10 +119,13 @@ class ExperimentCLI(LightningCLI):
             preflight.check(self.subcommand, cfg)
             files.check_writable(cfg.trainer.default_root_dir or "runs", "trainer.default_root_dir")
             for lg in _as_list(cfg.trainer.logger):
-                if lg.class_path.endswith("WandbLogger"):
+                if is_wandb_path(lg.class_path):
                     wandb_mode.check_env()
-        except ValueError as e:
+        except (ValueError, FileNotFoundError) as e:
             fail(f"invalid configuration: {e}")
+        if preflight.uses_hub(cfg):  # decided once, here, before anything loads (like the W&B mode)
+            mode, reason = hub_mode.choose()
+            print(f"Hugging Face hub: {mode} ({reason})", file=sys.stderr)
         loggers = _as_list(cfg.trainer.logger)
         name = next((lg.init_args.get("name") for lg in loggers if lg.init_args.get("name")), None)
         name = name or (Path(str(cfg.config[0])).stem if cfg.get("config") else "run")
@@ -133,7 +143,7 @@ class ExperimentCLI(LightningCLI):
             if lg.class_path.endswith(("CSVLogger", "TensorBoardLogger")):
                 self._override(lg.init_args, "name", "")
                 self._override(lg.init_args, "version", "")
-            if lg.class_path.endswith("WandbLogger"):
+            if is_wandb_path(lg.class_path):
                 mode, reason = wandb_mode.choose_mode()
                 os.environ["WANDB_MODE"] = mode
                 warn = "warning: " if reason.startswith("WANDB_MODE=online") else ""
@@ -222,7 +232,7 @@ class ExperimentCLI(LightningCLI):
             kwargs["logger"] = [*loggers, RunHistory(save_dir=str(self.run_dir))]
         callbacks = _as_list(trainer_cfg.get("callbacks"))
         if trainer_cfg.get("enable_progress_bar") is not False and not any(
-            type(c).__name__.endswith("ProgressBar") for c in callbacks
+            isinstance(c, ProgressBar) for c in callbacks
         ):  # steps against max_steps with the time left (the same place Lightning would add its own bar)
             self.trainer_defaults = {**self.trainer_defaults, "callbacks": [*self.trainer_defaults["callbacks"], StepProgressBar()]}
         return super().instantiate_trainer(**kwargs)
@@ -245,8 +255,11 @@ class ExperimentCLI(LightningCLI):
             fail(f"{e.strerror or e} ({where}); run directory: {self.run_dir}" if not isinstance(e, files.WriteError)
                  else f"{e}; run directory: {self.run_dir}", code=1)
 
-    def _finish_wandb(self) -> None:
+    def _finish(self) -> None:
         # Lightning leaves the W&B run open; close it so the next run in this process (a notebook, a test) is its own
         finish_wandb()
+        if self.trainer.is_global_zero:
+            summary = next((cb for cb in self.trainer.callbacks if isinstance(cb, RunSummary)), None)
+            console.finish(summary, self.run_dir, bool(self._get(self.config, "report", True)))
 
-    after_fit = after_validate = after_test = after_predict = _finish_wandb
+    after_fit = after_validate = after_test = after_predict = _finish

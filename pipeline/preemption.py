@@ -21,8 +21,10 @@ import lightning as L
 from lightning.pytorch.plugins.environments import SLURMEnvironment
 from lightning.pytorch.utilities import rank_zero_info
 
-from callbacks.common import finish_wandb
 from callbacks.run_summary import RunSummary
+
+PACKED = "FFVA_PACKED"  # set by pipeline/packing.py for the runs it starts: they leave the requeue to it
+from run_record.wandb import finish_wandb
 
 
 class SlurmRequeue(L.Callback):
@@ -67,6 +69,9 @@ class SlurmRequeue(L.Callback):
         for cb in summaries:  # summary.json says "requeued" before the job is stopped
             cb.write(trainer, "requeued")
         finish_wandb()  # flush the run: `scontrol requeue` stops this job within seconds
+        if os.environ.get(PACKED):  # one of several runs sharing this array task: its packer requeues the task
+            print(f"SLURM signal: checkpoint saved, run marked requeued; {PACKED} is set, the packer requeues", flush=True)
+            return
         array, task = os.environ.get("SLURM_ARRAY_JOB_ID"), os.environ.get("SLURM_ARRAY_TASK_ID")
         job = f"{array}_{task}" if array and task else os.environ["SLURM_JOB_ID"]
         error = requeue(job)

@@ -40,6 +40,12 @@ def device(trainer: Namespace) -> str:
     return "cuda" if accelerator in ("gpu", "cuda", "auto") and torch.cuda.is_available() else "cpu"
 
 
+def uses_hub(cfg: Namespace) -> bool:
+    """A class of the config loads from the Hugging Face hub (declares ``USES_HUB = True``)."""
+    parts = [cfg.get("model"), cfg.get("data")]
+    return any(getattr(_class(p.get("class_path")), "USES_HUB", False) for p in parts if isinstance(p, Namespace))
+
+
 def check(subcommand: str | None, cfg: Namespace, quiet: bool = False) -> None:
     model = cfg.get("model")
     cls = _class(model.get("class_path") if isinstance(model, Namespace) else None)

@@ -112,7 +112,7 @@ def check(sweep: Sweep, root: str | Path = "runs/sweeps/check") -> dict[int, str
                     cli.parse_arguments(cli.parser, args)
                 subcommand = cli.config.subcommand
                 preflight.check(subcommand, cli.config[subcommand], quiet=True)
-        except ValueError as e:
+        except (ValueError, FileNotFoundError) as e:
             errors[i] = f"invalid configuration: {e}"
         except ConfigError as e:
             errors[i] = e.line
@@ -180,7 +180,10 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Run a sweep's tasks one after another here, or one task (--task).")
     parser.add_argument("sweep_file")
     parser.add_argument("--root", help="sweep directory (default runs/sweeps/<sweep name>)")
-    parser.add_argument("--task", type=int, help="run only this task (what each SLURM array task does)")
+    parser.add_argument("--task", type=int, help="run only this task (what each SLURM array task does); with --pack, "
+                        "the array task's index: tasks task*pack .. task*pack+pack-1, at once")
+    parser.add_argument("--pack", type=int, default=1, help="runs that share one array task and its GPU (pipeline/packing.py)")
+    parser.add_argument("--attempt", help=argparse.SUPPRESS)  # set by the packer for the runs it starts
     parser.add_argument("--check", action="store_true", help="only check every task's config; run nothing")
     args = parser.parse_args(argv)
     try:
@@ -189,11 +192,22 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(f"error: {e}") from None
     root = Path(args.root or f"runs/sweeps/{sweep.name}")
     sys.argv = sys.argv[:1]  # the task's arguments go to the CLI as `args`, not also through sys.argv
+    n = len(sweep.points())
+    if args.task is not None and args.pack > 1:  # an array task running several grid points at once
+        from pipeline import packing
+
+        if not 0 <= args.task < packing.n_groups(n, args.pack):
+            raise SystemExit(f"error: --task {args.task}: {n} tasks {args.pack} at a time make array tasks 0 to "
+                             f"{packing.n_groups(n, args.pack) - 1}")
+        cpus = int(os.environ.get("SLURM_CPUS_PER_TASK") or os.cpu_count() or 1)
+        raise SystemExit(packing.run_group(args.sweep_file, root, packing.group(n, args.pack, args.task),
+                                           os.environ.get("SLURM_ARRAY_JOB_ID"), max(1, cpus // args.pack)))
     if args.task is not None:
-        if not 0 <= args.task < len(sweep.points()):
-            raise SystemExit(f"error: --task {args.task}: the sweep has tasks 0 to {len(sweep.points()) - 1}")
+        if not 0 <= args.task < n:
+            raise SystemExit(f"error: --task {args.task}: the sweep has tasks 0 to {n - 1}")
         array, task = os.environ.get("SLURM_ARRAY_JOB_ID"), os.environ.get("SLURM_ARRAY_TASK_ID")
-        job = f"{array}_{task}" if array and task else os.environ.get("SLURM_JOB_ID") and f"{os.environ['SLURM_JOB_ID']}_{args.task}"
+        job = args.attempt or (f"{array}_{task}" if array and task else
+                               os.environ.get("SLURM_JOB_ID") and f"{os.environ['SLURM_JOB_ID']}_{args.task}")
         if job:  # a requeued array task must find its run again
             os.environ[run_dir.RUN_VERSION] = job
         run_task(sweep, root, args.task, attempt=job or None, reraise=True)

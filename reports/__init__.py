@@ -1,3 +1,5 @@
-"""After the runs: read run and sweep directories (the sweep table, figures, index.html, the W&B report).
+"""After the runs: the sweep table, the local report pages (index.html with figures), the W&B report spec.
 
-Everything here only reads what runs wrote; nothing in the pipeline's training path imports it."""
+Reads only what runs wrote (run_record/); nothing upstream imports it. One module per experiment kind under
+reports/kinds/, behind one registry.
+"""

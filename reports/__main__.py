@@ -40,9 +40,11 @@ def main(argv: list[str] | None = None) -> Path | None:
                 raise ReportError(f"no run under {path} (no {SUMMARY_FILE})")
             path = summaries[-1].parent
         start = time.perf_counter()
-        page = build.report(path)
+        kind_of(path)  # a clear error for a directory that is neither
+        record = build.load(path)
+        page = build.report(path, record)
         print(f"report: {page.resolve()}  ({time.perf_counter() - start:.1f} s)")
-        spec = _spec(path, args, kind_of(path))
+        spec = _spec(path, args, record)
         if spec is not None:
             exported = wandb_report.export(spec, path / REPORT_DIR / wandb_report.SPEC_FILE)
             print(f"W&B report spec: {exported}")
@@ -55,35 +57,33 @@ def main(argv: list[str] | None = None) -> Path | None:
         raise SystemExit(f"error: could not write {e.filename}: {e.strerror}") from None
 
 
-def _spec(path: Path, args, kind: str) -> dict | None:
-    """The W&B report spec of a run or sweep, its keys checked against what was logged; None without an entity."""
-    from reports import build, table, wandb_report
-    from reports.run import load_run
+def _spec(path: Path, args, record) -> dict | None:
+    """The W&B report spec of a run or sweep (its kinds' panels), keys checked against what was logged; None
+    without an entity."""
+    from reports import wandb_report
+    from reports.kinds import SweepRecord
 
-    if kind == "run":
-        run = load_run(path)
-        info = run.summary.get("wandb") or {}
-        panels, logged, group, ids = wandb_report.panels_for_run(run), set(run.history), None, [info.get("id")]
-    else:
-        rows = table.rows(path)
-        runs = list(build.task_runs(rows).values())
+    if isinstance(record, SweepRecord):
+        runs = list(record.runs.values())
         if not runs:
             return None
         info = runs[0].summary.get("wandb") or {}
-        pretrained = any(isinstance(r.get("p_answer"), float) for r in rows)
+        panels = wandb_report.panels_for_sweep(record)
         logged = set().union(*(set(r.history) | set(r.summary.get("metrics") or {}) for r in runs))
-        swept = [k for k in table.grid_keys(path, varying=True) if not table.is_seed_key(k)]
-        panels = wandb_report.panels_for_sweep(swept, pretrained, probes=any(k.startswith("probe/") for k in logged), logged=logged)
-        group, ids = info.get("group"), [(r.summary.get("wandb") or {}).get("id") for r in runs]
+        group, ids, what = info.get("group"), [(r.summary.get("wandb") or {}).get("id") for r in runs], "sweep"
         if not str(group or "").startswith(path.name):  # not a SLURM sweep's own group (<sweep>_<array job>): by ids
             group = None
+    else:
+        info = record.summary.get("wandb") or {}
+        panels, group, ids, what = wandb_report.panels_for_run(record), None, [info.get("id")], "run"
+        logged = set(record.history) | set(record.summary.get("metrics") or {})
     project = args.project or info.get("project")
     if not args.entity or not project:
         if args.wandb:
             raise SystemExit("error: --wandb needs --entity (and --project when the runs logged no W&B project)")
         return None
     wandb_report.check_keys(panels, logged)
-    return wandb_report.spec(args.entity, project, f"{kind} {path.name}", group, panels, [i for i in ids if i])
+    return wandb_report.spec(args.entity, project, f"{what} {path.name}", group, panels, [i for i in ids if i])
 
 
 if __name__ == "__main__":

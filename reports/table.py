@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from run_record import files
+from run_record.names import FULL, evaluation_set, selection_evaluation, split_metric, split_prompt_group
 from run_record.files import ATTEMPT_FILE, CONFIG_FILE, RESULTS_FILE, SUMMARY_FILE, TASK_ERROR_FILE, TASKS_FILE
 
 BY_SETTING_FILE = "results_by_setting.csv"
@@ -45,6 +46,7 @@ class SweepTable:
     rows: list[dict]
     points: list[dict]
     damaged: list[dict] = field(default_factory=list)  # {"file": path, "error": why}
+    protocols: dict[int, dict] = field(default_factory=dict)  # task -> its declared selection protocol
 
 
 def _same(want, have) -> bool:
@@ -124,7 +126,7 @@ def read_sweep(root: str | Path) -> SweepTable:
                         "slurm/submit.py or python -m pipeline.sweep wrote, e.g. runs/sweeps/<sweep name>")
     damaged: list[dict] = []
     points = _task_points(root, damaged)
-    out = []
+    out, protocols = [], {}
     for i, point in enumerate(points):
         attempt = None
         if (root / str(i) / ATTEMPT_FILE).is_file():
@@ -147,6 +149,9 @@ def read_sweep(root: str | Path) -> SweepTable:
             out.append(row | ({"error": error} if error else {}))
             continue
         summary = runs[-1]  # the newest run of the newest attempt
+        protocol = (summary.get("results") or {}).get("selection_protocol")
+        if protocol:
+            protocols[i] = protocol
         base = {"task": i, **point, "status": summary["status"], "run_dir": summary.get("run_dir"), "eval_step": summary.get("eval_step")}
         if summary.get("error") or (error and summary["status"] != "completed"):
             base["error"] = summary.get("error") or error
@@ -159,7 +164,7 @@ def read_sweep(root: str | Path) -> SweepTable:
             out.append(base)
         for variant, metrics in (summary.get("variants") or {}).items():
             out.append({**base, "variant": variant, **metrics})
-    return SweepTable(out, points, damaged)
+    return SweepTable(out, points, damaged, protocols)
 
 
 def rows(root: str | Path) -> list[dict]:
@@ -195,42 +200,58 @@ def by_setting(table: list[dict], grid_keys: list[str]) -> list[dict]:
 
 
 SELECTED_FILE = "selected.csv"
-VARIANT_KEYS = ("model.init_args.laser", "model.init_args.search")  # grid keys that only choose LASER variants
 
 
-def selected(table: list[dict], keys: list[str], by: str | None = None) -> list[dict]:
-    """The selection protocol across a sweep's tasks: per setting (the grid values other than seeds, shot counts and
-    the variant-choosing keys) and evaluation (a GSM8K shot count, or the prompt set), the variant with the best
-    ``<by>@selection[:<k>shot]`` (ties keep the full model), with its test score ``<by>[@<k>shot]`` and the full
-    model's. Test scores play no part in the choice. ``by``: em_flexible for GSM8K, log_ratio for prompt sets."""
-    from lightning_modules.metric_keys import split_metric
-
-    settings = [k for k in keys if not is_seed_key(k) and k not in VARIANT_KEYS and not k.endswith("num_fewshot")]
-    done = [r for r in table if r.get("status") == "completed" and r.get("variant") is not None]
-    if by is None:
-        by = next((m for m in ("em_flexible", "log_ratio") if any(f"{m}@selection" in k for r in done for k in r)), None)
-        if by is None:
-            return []
-    full = {r["task"]: r for r in done if r["variant"] == "full"}
-    best: dict[tuple, tuple[float, dict, str]] = {}
-    for r in sorted(done, key=lambda r: r["variant"] != "full"):
+def selected(table: list[dict], keys: list[str], protocols: dict[int, dict]) -> list[dict]:
+    """The selection protocol across a sweep's tasks, as each task's summary declares it (``selection_protocol``: the
+    metric ``by``, the grid keys that only choose variants, the keys that are evaluations within a task): per setting
+    (the other grid values, seeds aside) and evaluation, the variant with the best ``<by>@selection[:<evaluation>]``
+    (ties keep the full model), with its test score and the full model's. Test scores play no part in the choice."""
+    # candidates are whole variants (not a variant's numbers over one prompt type, ``<variant>:<type>``)
+    done = [r for r in table if r.get("status") == "completed" and r.get("variant") is not None and r["task"] in protocols
+            and split_prompt_group(r["variant"])[1] is None]
+    full = {r["task"]: r for r in done if r["variant"] == FULL}
+    done = [r for r in done if _keeps(r, full.get(r["task"], {}), protocols[r["task"]].get("keeping"))]
+    best: dict[tuple, tuple[float, dict, str | None, str, list[str]]] = {}
+    for r in sorted(done, key=lambda r: r["variant"] != FULL):
+        protocol = protocols[r["task"]]
+        by, skip = protocol["by"], {*protocol.get("variant_keys", ()), *protocol.get("evaluation_keys", ())}
+        settings = [k for k in keys if not is_seed_key(k) and k not in skip]
         for key, value in r.items():
             name, test_set = split_metric(key)
-            if name != by or not (test_set or "").startswith("selection") or not isinstance(value, float):
+            is_selection, evaluation = selection_evaluation(test_set)
+            if name != by or not is_selection or not isinstance(value, float):
                 continue
-            evaluation = test_set.partition(":")[2]  # "1shot" for GSM8K, "" for a prompt set
             group = tuple(json.dumps(r.get(k), sort_keys=True) for k in settings) + (evaluation,)
             if group not in best or value > best[group][0]:
-                best[group] = (value, r, evaluation)
+                best[group] = (value, r, evaluation, by, settings)
     out = []
-    for value, r, evaluation in best.values():
-        test_key = f"{by}@{evaluation}" if evaluation else by
-        base = full.get(r["task"], {})
+    for value, r, evaluation, by, settings in best.values():
+        test_key = eval_metric(by, evaluation_set(evaluation, selection=False))
         out.append({**{k: r.get(k) for k in settings}, "evaluation": evaluation or "prompts", "selected": r["variant"],
                     f"{by} (selection)": value, f"{by} (test)": r.get(test_key),
-                    f"{by}_stderr (test)": r.get(f"{by}_stderr@{evaluation}") if evaluation else None,
-                    f"full {by} (test)": base.get(test_key), "task": r["task"]})
+                    f"{by}_stderr (test)": r.get(eval_metric(f"{by}_stderr", evaluation)) if evaluation else None,
+                    f"full {by} (test)": full.get(r["task"], {}).get(test_key), "task": r["task"]})
     return out
+
+
+def _keeps(row: dict, full: dict, keeping: dict | None) -> bool:
+    """A candidate keeps the declared fraction of the full model's ``keeping.metric`` on every selection split it has
+    (the task's own protocol: CausalLMModule's ``select_keeping``)."""
+    if not keeping or not keeping.get("fraction"):
+        return True
+    metric, fraction = keeping["metric"], keeping["fraction"]
+    for key, value in row.items():
+        name, test_set = split_metric(key)
+        if name == metric and selection_evaluation(test_set)[0] and isinstance(value, float) and isinstance(full.get(key), float):
+            if value < fraction * full[key]:
+                return False
+    return True
+
+
+def eval_metric(metric: str, test_set: str | None) -> str:
+    """A variant row's column: ``<metric>`` or ``<metric>@<test set>``."""
+    return f"{metric}@{test_set}" if test_set else metric
 
 
 def write_csv(path: Path, table: list[dict], skip: tuple[str, ...] = ()) -> list[str]:
@@ -269,7 +290,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
         write_csv(root / BY_SETTING_FILE, by_setting(table, keys))
     except files.WriteError as e:
         raise SystemExit(f"error: {e}") from None
-    choice = selected(table, keys)
+    choice = selected(table, keys, read.protocols)
     shown = [c for c in columns if c != "run_dir"]
     fmt = lambda v: f"{v:.4f}" if isinstance(v, float) else str(v)  # noqa: E731
     widths = {c: max(len(c), *(len(fmt(r.get(c, ""))) for r in table)) for c in shown}

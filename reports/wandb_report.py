@@ -2,7 +2,7 @@
 
 A compute node without network writes the report's spec next to index.html (``report/wandb_report.json``: our
 panel list, plus the library's own report model as JSON); a login node saves it with
-``python -m reports --wandb-save <that json>``. The metric keys come from lightning_modules/metric_keys.py, the
+``python -m reports --wandb-save <that json>``. The metric keys come from run_record/names.py, the
 names the modules and callbacks log under, and a spec is checked against the keys the runs actually logged.
 """
 from __future__ import annotations
@@ -11,58 +11,31 @@ import json
 from pathlib import Path
 from typing import Any
 
-from lightning_modules.metric_keys import RECALL_METRICS, STEP, eval_key, probe_key, split_eval_key, split_metric
+from reports.kinds import declared
 from reports.run import ReportError, RunRecord
+from run_record.names import STEP
 from run_record.files import write_text
 
 SPEC_FILE = "wandb_report.json"
 
 
 def panels_for_run(run: RunRecord) -> list[dict[str, Any]]:
-    """Line plots of the same series as the local figures (keys that this run logged); an evaluation-only run
-    (``main.py test``: Pythia prompts, GSM8K) gets one bar plot per metric over its variants instead."""
-    variants = list((run.summary.get("variants") or {}))
+    """Each declared kind's panels for one run (reports/kinds/), keeping only keys the run logged."""
     logged = set(run.history) | set(run.summary.get("metrics") or {})
-    out = [{"kind": "line", "title": f"clean-test {m} over training", "y": [eval_key("val", v, m) for v in variants]}
-           for m in ("p_noise", "p_correct", "acc")]
-    tested: dict[str, list[str]] = {}
-    for key in sorted(k for k in logged if k.startswith("test/")):
-        parts = split_eval_key(key)
-        name = split_metric(parts[2])[0] if parts else ""
-        # one panel per metric, all variants and test sets (shot counts) in it; per prompt type: the local report
-        if parts and ":" not in parts[1] and not name.endswith("_stderr") and name not in ("n_docs", "truncated_prompts"):
-            tested.setdefault(name, []).append(key)
-    out += [{"kind": "bar", "title": f"{m} per variant", "y": keys} for m, keys in tested.items()]
-    probes = [k for k in run.history if k.startswith("probe/")]
-    if probes:
-        out.append({"kind": "line", "title": "attention probes", "y": [k for k in probes if not k.endswith("noise_margin")]})
-        out.append({"kind": "line", "title": "FF noise margins", "y": [k for k in probes if k.endswith("noise_margin")]})
-    ranks = [k for k in run.history if k.startswith("spectrum/") and k.endswith(("stable_rank", "effective_rank"))]
-    if ranks:
-        out.append({"kind": "line", "title": "stable and effective ranks", "y": ranks})
-    return [p | {"y": [k for k in p["y"] if k in logged]} for p in out if any(k in logged for k in p["y"])]
+    kinds, _ = declared([run.summary])
+    return _logged([p for k in kinds for p in k.run_panels(run)], logged)
 
 
-def panels_for_sweep(grid_keys: list[str], pretrained: bool, probes: bool = False, logged: set[str] | None = None) -> list[dict[str, Any]]:
-    """Final metrics grouped by the swept config keys (bar plots), and the full model's curves. GSM8K sweeps (keys
-    ``test/full/em_*@<k>shot`` logged) plot exact match per shot count."""
-    gsm8k = sorted(k for k in (logged or set()) if k.startswith("test/full/em_") and "_stderr" not in k and "selection" not in k)
-    if gsm8k:
-        return [{"kind": "bar", "title": f"full-model exact match by {key}", "y": gsm8k, "groupby": f"config.{key}"}
-                for key in grid_keys]
-    metrics = ("p_answer", "p_generic", "log_ratio", "logit_diff") if pretrained else RECALL_METRICS[:3]
-    stage = "test" if pretrained else "val"
-    out = []
-    for key in grid_keys:
-        for m in metrics:
-            out.append({"kind": "bar", "title": f"final {m} by {key}", "y": [eval_key(stage, "full", m)], "groupby": f"config.{key}"})
-    if not pretrained:
-        out.append({"kind": "line", "title": "full model p_noise over training, all tasks", "y": [eval_key("val", "full", "p_noise")]})
-        if probes:  # the runs had AttentionProbe on
-            out.append({"kind": "line", "title": "layer-2 FF noise margin", "y": [probe_key(1, "ff", "noise_margin")]})
-    if logged is not None:  # e.g. logit_diff exists for IOI prompts only
-        out = [p for p in out if all(k in logged for k in p["y"])]
-    return out
+def panels_for_sweep(sweep) -> list[dict[str, Any]]:
+    """Each declared kind's panels for a sweep (its LASER variants too, not only the full model), logged keys only."""
+    logged = set().union(*(set(r.history) | set(r.summary.get("metrics") or {}) for r in sweep.runs.values())) if sweep.runs else set()
+    kinds, _ = declared([r.summary for r in sweep.runs.values()])
+    return _logged([p for k in kinds for p in k.sweep_panels(sweep)], logged)
+
+
+def _logged(panels: list[dict], logged: set[str]) -> list[dict]:
+    """Each panel with only the keys that were logged; a panel none of whose keys was logged is left out."""
+    return [p | {"y": [k for k in p["y"] if k in logged]} for p in panels if any(k in logged for k in p["y"])]
 
 
 def check_keys(panels: list[dict[str, Any]], logged: set[str]) -> None:

@@ -34,7 +34,7 @@ from pipeline.sweep import Sweep, write_tasks  # noqa: E402
 from run_record import files  # noqa: E402
 
 DEFAULTS = {"partition": None, "account": None, "time": "01:00:00", "cpus_per_task": 2, "gpus_per_node": 0,
-            "max_parallel": None, "signal_seconds": 120, "sbatch_lines": [], "setup": [], "python": None}
+            "max_parallel": None, "signal_seconds": 120, "sbatch_lines": [], "setup": [], "python": None, "runs_per_gpu": 1}
 
 
 class SubmitError(Exception):
@@ -104,6 +104,13 @@ def check_tasks(sweep: Sweep, python: str, setup: list[str]) -> None:
 def render(sweep: Sweep, sweep_dir: Path, opts: dict) -> str:
     nodes, per_node, gpus = processes(sweep)
     n_tasks = len(sweep.points())
+    pack = int(opts["runs_per_gpu"] or 1)
+    if pack < 1:
+        raise ValueError(f"slurm.runs_per_gpu must be >= 1, got {pack}")
+    if pack > 1 and (nodes, per_node) != (1, 1):
+        raise ValueError(f"slurm.runs_per_gpu {pack}: packing is for single-device runs; {sweep.base} asks for "
+                         f"{nodes} node(s) x {per_node} device(s)")
+    groups = -(-n_tasks // pack)  # array tasks
     gpus_per_node = opts["gpus_per_node"] or (per_node if gpus else 0)  # one GPU per process unless told otherwise
     lines = [f"#SBATCH --partition={opts['partition']}"] if opts["partition"] else []
     lines += [f"#SBATCH --account={opts['account']}"] if opts["account"] else []
@@ -111,7 +118,7 @@ def render(sweep: Sweep, sweep_dir: Path, opts: dict) -> str:
     lines += [line if line.startswith("#SBATCH") else f"#SBATCH {line}" for line in opts["sbatch_lines"]]
     template = string.Template((REPO / "slurm" / "template.sbatch").read_text())
     return template.substitute(
-        sweep=sweep.name, n_tasks=n_tasks, last_task=n_tasks - 1,
+        sweep=sweep.name, n_tasks=n_tasks, last_task=groups - 1, pack=pack,
         throttle=f"%{opts['max_parallel']}" if opts["max_parallel"] else "", nodes=nodes, ntasks_per_node=per_node,
         cpus_per_task=opts["cpus_per_task"], time=opts["time"], sweep_dir=sweep_dir, signal_seconds=opts["signal_seconds"],
         optional_lines="\n".join(lines), setup="\n".join(opts["setup"]), repo=REPO, python=opts["python"],
@@ -131,6 +138,7 @@ def main(argv: list[str] | None = None) -> str | None:
     parser.add_argument("--sbatch-line", dest="sbatch_lines", action="append", default=[], help="extra #SBATCH line")
     parser.add_argument("--setup", action="append", default=[], help="shell line run before the task (module load ...)")
     parser.add_argument("--python", help="interpreter on the compute nodes (default: this one)")
+    parser.add_argument("--runs-per-gpu", type=int, help="grid points run at once in each array task, sharing its GPU")
     args = vars(parser.parse_args(argv))
     if not args["dry_run"] and shutil.which("sbatch") is None:
         raise SystemExit("sbatch not found on PATH: submit from a SLURM login node (--dry-run shows the script; "
@@ -146,7 +154,11 @@ def main(argv: list[str] | None = None) -> str | None:
     except (SubmitError, ValueError, FileNotFoundError) as e:
         raise SystemExit(f"error: {e}") from None
     points = sweep.points()
-    table = "\n".join(f"  task {i}: {json.dumps(p)}" for i, p in enumerate(points))
+    pack = int(opts["runs_per_gpu"] or 1)
+    table = "\n".join(f"  task {i}: {json.dumps(p)}" + (f"  (array task {i // pack})" if pack > 1 else "")
+                      for i, p in enumerate(points))
+    if pack > 1:
+        table += f"\n  {len(points)} tasks, {pack} per array task sharing its GPU: {-(-len(points) // pack)} array tasks"
     if dry_run:
         print(script)
         print(f"# {len(points)} tasks in {sweep_dir}:\n{table}")

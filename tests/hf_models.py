@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from datamodules.prompt_sources import IOI_TEMPLATES, NAMES, OBJECTS, PLACES, builtin_facts
+from datamodules.prompt_sources import IOI_TEMPLATES, NAMES, OBJECTS, PLACES, builtin_facts, fill
 
 PYTHIA_TOKENIZER = Path(__file__).resolve().parents[2] / "shared" / "data" / "pythia-20B_tokenizer.json"
 ARCHS = ("gpt_neox", "llama", "phi3")  # saved for the CLI tests; tiny_config also builds mistral and qwen2
@@ -25,7 +25,7 @@ def build_tokenizer():
     text = []
     for _ in range(3000):
         a, b = rng.sample(names, 2)
-        text.append(rng.choice(IOI_TEMPLATES).format(A=a, B=b, S=rng.choice([a, b]), PLACE=rng.choice(PLACES), OBJECT=rng.choice(OBJECTS)))
+        text.append(fill(rng.choice(IOI_TEMPLATES), a, b, rng.choice([a, b]), rng.choice(PLACES), rng.choice(OBJECTS)))
     text += [f["prompt"] + f["answer"] + " the" for f in builtin_facts()] * 20
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)

@@ -2,35 +2,26 @@
 global bigram), on 2 seeds: the relative position bias keeps the in-context answer beyond the training length, APE
 does not, and the fitted logit-gap form explains the measured gaps."""
 import json
-import os
-import subprocess
-import sys
+from pathlib import Path
 
 import pytest
 
+from reports import table
 
-def start(repo, root, positional: str, seed: int) -> subprocess.Popen:
-    # two runs at a time on 2 cores: one thread each, or they slow each other down many times over
-    env = {**os.environ, "WANDB_MODE": "disabled", "PYTHONPATH": repo, "OMP_NUM_THREADS": "1"}
-    return subprocess.Popen([sys.executable, "main.py", "fit", "--config", "configs/hijack.yaml", "--seed_everything", str(seed),
-                             "--model.init_args.model.positional", positional, "--trainer.enable_progress_bar", "false",
-                             "--trainer.default_root_dir", str(root)],
-                            cwd=repo, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-
-def finish(proc: subprocess.Popen, root) -> dict:
-    out, err = proc.communicate(timeout=900)
-    assert proc.returncode == 0, err[-3000:]
-    assert "Hijack theory" in out and "R2" in out  # hijack.yaml prints the fit
-    (path,) = root.glob("hijack/*/summary.json")
-    return json.loads(path.read_text())
+ENCODING = "model.init_args.model.positional"
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("hijack")  # with the hijack pages, which read the same runs
 @pytest.mark.parametrize("seed", [0, 1])
-def test_relative_bias_generalises_beyond_the_training_length_and_ape_does_not(repo, tmp_path, seed):
-    procs = {pe: start(repo, tmp_path / pe, pe, seed) for pe in ("relative", "absolute")}
-    summaries = {pe: finish(p, tmp_path / pe) for pe, p in procs.items()}
+def test_relative_bias_generalises_beyond_the_training_length_and_ape_does_not(hijack_pe_sweep, seed):
+    by_task = {r["task"]: r for r in table.rows(hijack_pe_sweep["root"])}  # a row per task and variant
+    rows = [r for r in by_task.values() if r.get("seed_everything") == seed]
+    assert sorted(r[ENCODING] for r in rows) == ["absolute", "relative"] and all(r["status"] == "completed" for r in rows)
+    summaries = {r[ENCODING]: json.loads((Path(r["run_dir"]) / "summary.json").read_text()) for r in rows}
+    for task in (r["task"] for r in rows):
+        out = hijack_pe_sweep["logs"][task]
+        assert "Hijack theory" in out and "R2" in out  # hijack.yaml prints the fit
     relative, absolute = (summaries[pe]["variants"]["full"] for pe in ("relative", "absolute"))
     # measured (README, "Knowledge hijack"): relative 0.96 / 0.70 / 0.78 (seed 0), 0.97 / 0.73 / 0.82 (seed 1);
     # APE 0.83 / 0.32 / 0.53 (seed 0), 0.83 / 0.25 / 0.48 (seed 1) at T_train / 2 T_train beyond / 4 T_train beyond
@@ -40,11 +31,11 @@ def test_relative_bias_generalises_beyond_the_training_length_and_ape_does_not(r
         assert relative[f"acc@{test_set}"] >= absolute[f"acc@{test_set}"] + 0.15, test_set
     assert relative["acc@T256:beyond"] >= 0.7
     # the logit-gap form, fitted over n and T (late placement, full FF): R^2 0.96 / 0.95 measured for relative
-    fit = summaries["relative"]["callbacks"]["HijackProbe"]["theory_fit"]["late"]["layers.1.ff.w2@rho1"]
+    fit = summaries["relative"]["callbacks"]["HijackProbe"]["theory_fit"]["late"]["full"]
     assert fit["r2"] >= 0.85 and fit["w_ic"] > 0 and fit["w_g"] > 0
     t64 = fit["by_length"]["T64"]
     # the form's n* predicts where the mean gap turns positive
     assert t64["predicted_boundary"] is not None and abs(t64["predicted_boundary"] - (t64["gap_boundary"] or 99)) <= 2
     # the measured boundary (o wins on half the prompts) is HijackProbe's own
-    probe = summaries["relative"]["callbacks"]["HijackProbe"]["results"]["late"]["T64"]["layers.1.ff.w2@rho1"]
+    probe = summaries["relative"]["callbacks"]["HijackProbe"]["results"]["late"]["T64"]["full"]
     assert t64["measured_boundary"] == probe["boundary"]

@@ -17,6 +17,9 @@ def test_default_config_shows_noise_in_ff2_and_in_context_answers_without_it(rep
     )
     assert out.returncode == 0, out.stderr[-3000:]
     (summary_path,) = tmp_path.glob("noisy/*/summary.json")
+    # what make demo shows last: the report of the run, written
+    assert out.stdout.strip().splitlines()[-1] == f"Report: {summary_path.parent / 'report' / 'index.html'}"
+    assert (summary_path.parent / "report" / "figures" / "metrics_over_training.png").is_file()
     summary = json.loads(summary_path.read_text())
     table = summary["variants"]
     full, no_ff2 = table["full"], table["layers.1.ff.w2@rho0"]

@@ -22,7 +22,7 @@ def tiny_model_and_data(seed: int = 0) -> tuple[NoisyRecallModule, NoisyRecallDa
 def tiny_trainer(root, callbacks, max_steps: int = 8, **kw) -> L.Trainer:
     return L.Trainer(
         default_root_dir=str(root), accelerator="cpu", devices=1, max_steps=max_steps, logger=False,
-        enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=0,
+        enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=kw.pop("limit_val_batches", 0),
         enable_checkpointing=kw.pop("enable_checkpointing", False), callbacks=callbacks, **kw,
     )
 

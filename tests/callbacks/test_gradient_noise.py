@@ -25,7 +25,7 @@ def test_at_initialisation_the_feed_forward_snr_exceeds_every_attention_matrix(t
     main([
         "fit", "--config", "configs/noisy.yaml", "--config", str(tmp_path / "gn.yaml"), "--seed_everything", str(seed),
         "--trainer.max_steps", "1", "--trainer.limit_val_batches", "0", "--trainer.logger", "false",
-        "--trainer.enable_progress_bar", "false", "--trainer.default_root_dir", str(tmp_path),
+        "--trainer.enable_progress_bar", "false", "--trainer.default_root_dir", str(tmp_path), "--report", "false",
     ])
     stats = json.loads((only_run_dir(tmp_path) / "summary.json").read_text())["callbacks"]["GradientNoise"]["0"]
     ff = {g: s["snr"] for g, s in stats.items() if ".ff" in g}

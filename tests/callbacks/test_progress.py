@@ -17,7 +17,10 @@ def test_the_bar_counts_optimizer_steps_against_max_steps(tmp_path, capsys, monk
     assert "Training steps: 100%" in bar and "6/6 [" in bar  # 6 optimizer steps (12 batches)
     assert "/-2" not in bar and " 12/" not in bar and "/12 [" not in bar
     timing = json.loads((only_run_dir(tmp_path) / "summary.json").read_text())["timing"]
-    assert timing["step_seconds"] > 0 and timing["estimated_total_seconds"] == timing["step_seconds"] * 6
+    # 6 steps and 2 validations (at 3 and 6), each measured
+    assert timing["step_seconds"] > 0 and timing["validation_seconds"] > 0
+    assert timing["estimated_total_seconds"] == timing["step_seconds"] * 6 + timing["validation_seconds"] * 2
+    assert "v_num" not in bar  # Lightning's logger version is not the run directory: not shown
 
 
 def test_the_estimate_is_printed_after_the_first_steps_and_warns_of_long_cpu_runs(tmp_path, caplog):
@@ -26,6 +29,17 @@ def test_the_estimate_is_printed_after_the_first_steps_and_warns_of_long_cpu_run
     with caplog.at_level(logging.INFO):
         tiny_trainer(tmp_path, [estimate], max_steps=8).fit(model, dm)
     (line,) = [r.getMessage() for r in caplog.records if "Training speed" in r.getMessage()]
-    assert "s/step over 3 steps; 8 steps take about" in line
+    assert "s/step over 3 steps (callbacks included); 8 steps take about" in line and "Validation is not measured yet" in line
     assert "configs/paper/ are meant for a GPU" in line  # a CPU run longer than long_run_seconds
-    assert estimate.estimate_seconds == estimate.step_seconds * 8
+    assert estimate.estimate_seconds == estimate.step_seconds * 8  # this trainer never validates
+
+
+def test_after_the_first_validation_the_estimate_includes_the_validations(tmp_path, caplog):
+    model, dm = tiny_model_and_data()
+    estimate = TrainingTimeEstimate(after_steps=2)
+    with caplog.at_level(logging.INFO):
+        tiny_trainer(tmp_path, [estimate], max_steps=12, limit_val_batches=1.0, val_check_interval=4,
+                     check_val_every_n_epoch=None).fit(model, dm)
+    (line,) = [r.getMessage() for r in caplog.records if r.getMessage().startswith("Estimated time:")]
+    assert "for 12 steps, training" in line and "and 3 validations" in line
+    assert estimate.estimate_seconds == estimate.step_seconds * 12 + estimate.validation_seconds * 3

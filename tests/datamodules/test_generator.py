@@ -178,3 +178,56 @@ def test_a_trigger_free_prefix_puts_every_pair_beyond_it(bigram, mode):
     assert (answer[:, 48:] >= 0).sum() > 256 and b["mask"][:, 48:].sum() > 50  # pairs, and repeats, beyond
     # beyond the prefix it is the ordinary chain: without a prefix the same generator puts triggers early too
     assert (gen.sample(256, torch.Generator().manual_seed(0))["answer"][:, :48] >= 0).any()
+
+
+def stream_counts(stream, n_batches: int, gen) -> dict:
+    """Trigger, noise and output-token counts over the first ``n_batches`` of a stream."""
+    it = iter(stream)
+    out = {"positions": 0, "after_trigger": 0, "noise": 0, "outputs": np.zeros(gen.vocab_size), "scored": 0}
+    for _ in range(n_batches):
+        b = next(it)
+        at = b["answer"] >= 0
+        nxt = b["tokens"][:, 1:][at]
+        out["positions"] += b["answer"].numel()
+        out["after_trigger"] += int(at.sum())
+        out["noise"] += int((nxt == gen.noise_id).sum())
+        # each sequence's own output token, once (its occurrences are not independent draws)
+        first = b["answer"].masked_fill(~at, -1).max(1).values
+        out["outputs"] += np.bincount(first[first >= 0].numpy(), minlength=gen.vocab_size)
+        out["scored"] += int(b["mask"].sum())
+    return out
+
+
+def test_the_device_stream_has_the_cpu_streams_statistics_and_resumes_where_it_stopped(bigram):
+    from datamodules.generator import DeviceStream
+
+    gen = NoisyRecallGenerator(bigram, seq_len=64, alpha=0.4)
+    cpu = stream_counts(NoisyRecallStream(gen, 64, seed=1), 48, gen)
+    dev = stream_counts(DeviceStream(gen, 64, seed=1, device="cpu", chunk=8), 48, gen)
+    for kind in ("after_trigger", "scored"):  # how often a trigger comes, and comes again (two-sample binomial)
+        table = [[cpu[kind], cpu["positions"] - cpu[kind]], [dev[kind], dev["positions"] - dev[kind]]]
+        assert stats.chi2_contingency(table).pvalue > 1e-3, kind
+    table = [[cpu["noise"], cpu["after_trigger"] - cpu["noise"]], [dev["noise"], dev["after_trigger"] - dev["noise"]]]
+    assert stats.chi2_contingency(table).pvalue > 1e-3  # the noise rate after triggers
+    used = (cpu["outputs"] + dev["outputs"]) > 0
+    assert stats.chi2_contingency(np.stack([cpu["outputs"][used], dev["outputs"][used]])).pvalue > 1e-3  # the outputs
+    assert abs(dev["noise"] / dev["after_trigger"] - 0.4) < 0.02
+    # resumable: skipping k batches continues exactly at batch k, across chunk boundaries
+    whole = iter(DeviceStream(gen, 8, seed=2, chunk=4))
+    batches = [next(whole) for _ in range(11)]
+    for skip in (3, 4, 9):
+        resumed = next(iter(DeviceStream(gen, 8, seed=2, skip=skip, chunk=4)))
+        assert torch.equal(resumed["tokens"], batches[skip]["tokens"]), skip
+    assert torch.equal(batches[0]["tokens"], next(iter(DeviceStream(gen, 8, seed=2, chunk=4)))["tokens"])
+
+
+def test_a_fit_can_sample_on_the_training_device(tmp_path, monkeypatch):
+    from main import main
+    from tests.pipeline.test_cli import TINY, only_run_dir
+    import json
+
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    main(["fit", *TINY, "--data.init_args.sample_on", "device", "--data.init_args.chunk", "4", "--trainer.callbacks=[]",
+          "--trainer.default_root_dir", str(tmp_path)])
+    summary = json.loads((only_run_dir(tmp_path) / "summary.json").read_text())
+    assert summary["status"] == "completed" and summary["global_step"] == 6

@@ -59,24 +59,27 @@ def test_the_hijack_probe_records_win_rates_and_boundaries_in_the_summary(tmp_pa
     probe = json.loads((only_run_dir(tmp_path) / "summary.json").read_text())["callbacks"]["HijackProbe"]
     result = probe["results"]
     assert set(result) == {"late", "beyond"} and set(result["late"]) == {"T24", "T48"} and set(result["beyond"]) == {"T48"}
-    row = result["late"]["T24"]["layers.1.ff.w2@rho1"]
+    row = result["late"]["T24"]["full"]  # rho 1 keeps the FF's full rank: the full model
     assert set(row["by_n"]) == {"0", "2"} and row["boundary"] in (None, 0, 2)
     for m in row["by_n"].values():
         assert m["o_wins"] + m["b_wins"] + m["other_wins"] == pytest.approx(1.0)
     out = capsys.readouterr().out
     assert "fraction of prompts where the in-context answer o wins" in out and "w_ic * a(n, T) - w_g" in out
     # the theory fit of each setting: 2 n values x 2 lengths = 4 points for "late"; "beyond" has one length, too few
-    fit = probe["theory_fit"]["late"]["layers.1.ff.w2@rho1"]
+    fit = probe["theory_fit"]["late"]["full"]
     assert fit["n_points"] == 4 and set(fit["by_length"]) == {"T24", "T48"} and "beyond" not in probe["theory_fit"]
     assert fit["by_length"]["T24"]["measured_gap"] == [row["by_n"][k]["logit_gap"] for k in ("0", "2")]
     # the logit split of each cell sums to the model's own gap, and the report draws both hijack figures from it
     split = row["by_n"]["2"]["logit_split"]
     assert sum(v for k, v in split.items() if k != "total") == pytest.approx(split["total"], abs=1e-4)
-    from reports import build, series
+    from reports import build
+    from reports.kinds import knowledge_hijack
 
     run = only_run_dir(tmp_path)
     summary = json.loads((run / "summary.json").read_text())
-    assert series.hijack_win_rates(summary)["late T24 layers.1.ff.w2@rho1"] == [(0, row["by_n"]["0"]["o_wins"]), (2, row["by_n"]["2"]["o_wins"])]
+    assert summary["kinds"] == ["noisy_recall", "knowledge_hijack"]  # the data's (alpha 0, no test lengths), the probe's
+    assert knowledge_hijack.win_rates(summary)["late T24"]["full"] == [(0, row["by_n"]["0"]["o_wins"]), (2, row["by_n"]["2"]["o_wins"])]
+    assert probe["ff_variants"]["full"] == {"rho": 1.0, "ranks": {"layers.1.ff.w2": 16}}
     build.report(run)
     assert {"hijack", "hijack_logit_split", "hijack_theory"} <= {p.stem for p in (run / "report" / "figures").glob("*.png")}
 

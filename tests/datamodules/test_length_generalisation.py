@@ -43,7 +43,11 @@ def test_an_absolute_table_shorter_than_the_longest_test_is_refused(tmp_path, ca
 
 
 def test_the_report_draws_accuracy_against_the_test_length():
-    from reports import series
+    from reports.kinds import knowledge_hijack
 
     variants = {"full": {"acc": 0.9, "acc@T48:anywhere": 0.8, "acc@T96:anywhere": 0.7, "acc@T96:beyond": 0.3, "p_global@T96:beyond": 0.1}}
-    assert series.length_generalisation(variants) == {"full anywhere": [(48, 0.8), (96, 0.7)], "full beyond": [(96, 0.3)]}
+    sets = [{"name": None, "length": 24, "placement": "main"}, {"name": "T48:anywhere", "length": 48, "placement": "anywhere"},
+            {"name": "T96:anywhere", "length": 96, "placement": "anywhere"}, {"name": "T96:beyond", "length": 96, "placement": "beyond"}]
+    summary = {"variants": variants, "results": {"test_sets": sets}}  # the test sets as the module declares them
+    assert knowledge_hijack.by_length(summary) == {"anywhere": {"full": [(24, 0.9), (48, 0.8), (96, 0.7)]},
+                                                   "beyond": {"full": [(24, 0.9), (96, 0.3)]}}

@@ -77,3 +77,13 @@ def test_builtin_facts_and_counterfact_files(tiny_hf, tmp_path):
     with pytest.raises(ValueError, match="data.generic_token"):
         PromptDataModule(task="facts", tokenizer=tiny_hf["llama"], generic_token=" the the the")
     assert torch.is_tensor(next(iter(dm.test_dataloader()))["input_ids"])
+
+
+def test_ioi_objects_take_the_article_they_need():
+    from datamodules.prompt_sources import IOI_TEMPLATES, fill
+    from datamodules.prompts import ioi_prompts
+
+    assert fill(IOI_TEMPLATES[0], "Mary", "John", "John", "store", "apple").endswith("John gave an apple to")
+    assert fill(IOI_TEMPLATES[0], "Mary", "John", "John", "store", "ring").endswith("John gave a ring to")
+    prompts = [p["prompt"] for p in ioi_prompts(["Mary", "John", "Alice", "Bob"], 400, seed=0)]
+    assert any(" an apple" in p for p in prompts) and not any(" a apple" in p or " a a" in p for p in prompts)

@@ -63,19 +63,35 @@ def test_pythia_revisions_are_checked_before_any_download():
     check_revision("meta-llama/Llama-3.2-1B", "a1b2c3")  # other models: any branch, tag or commit
 
 
-@pytest.mark.parametrize("how", ["HF_HUB_OFFLINE", "no answer from the hub"])
-def test_a_model_missing_from_the_cache_offline_says_how_to_get_it(monkeypatch, tmp_path, how):
+def test_a_model_missing_from_the_cache_offline_says_how_to_get_it(monkeypatch, tmp_path):
     monkeypatch.setenv("HF_HOME", str(tmp_path))
-    if how == "HF_HUB_OFFLINE":
-        monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    else:  # nothing listens on port 9: the 3-second check fails at once, and nothing retries for half a minute
-        monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
-        monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     start = time.monotonic()
     with pytest.raises(FileNotFoundError, match="hf download EleutherAI/pythia-14m --revision step1000") as info:
         CausalLMModule("EleutherAI/pythia-14m", revision="step1000")
     assert "HF_HUB_OFFLINE=1" in str(info.value) and "not in the local Hugging Face cache" in str(info.value)
     assert time.monotonic() - start < 10
+
+
+def test_when_the_hub_does_not_answer_the_cli_goes_offline_before_anything_loads(monkeypatch, tmp_path, capsys):
+    from main import main
+
+    monkeypatch.setenv("HF_HOME", str(tmp_path))
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("HF_DATASETS_OFFLINE", raising=False)
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # nothing listens: the 3-second check fails at once
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)  # restored after the CLI switches it
+    start = time.monotonic()
+    with pytest.raises(SystemExit):
+        main(["test", "--config", "configs/pythia_ioi.yaml", "--model.init_args.model_name", "EleutherAI/pythia-14m",
+              "--model.init_args.revision", "step1000", "--trainer.default_root_dir", str(tmp_path / "runs")])
+    err = capsys.readouterr().err
+    assert "Hugging Face hub: offline (http://127.0.0.1:9 did not answer within 3 s" in err
+    assert "hf download EleutherAI/pythia-14m --revision step1000" in err
+    assert time.monotonic() - start < 20  # no half minute of retries
 
 
 def test_metric_arithmetic_on_a_hand_set_model(tiny_hf):
@@ -111,3 +127,24 @@ def test_metric_arithmetic_on_a_hand_set_model(tiny_hf):
         assert out[group]["acc"].item() == 1.0
     assert out["ABBA"]["logit_diff"].item() == pytest.approx((a - c) * scale, rel=1e-5)
     assert "logit_diff" not in out["BABA"]  # no competitor there
+
+
+def test_a_folder_of_gguf_files_without_gguf_file_is_refused_before_anything_loads(tmp_path, capsys, monkeypatch):
+    from main import main
+
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    folder = tmp_path / "model"
+    folder.mkdir()
+    (folder / "tiny.Q4_0.gguf").write_bytes(b"GGUF")  # transformers would say "should have a model_type key"
+    base = ["test", "--config", "configs/pythia_ioi.yaml", "--model.init_args.model_name", str(folder),
+            "--trainer.default_root_dir", str(tmp_path / "runs")]
+    with pytest.raises(SystemExit) as exit_info:
+        main(base)
+    assert exit_info.value.code == 2
+    assert (f"model.init_args.model_name {folder} holds GGUF files only (tiny.Q4_0.gguf) and no config.json: set "
+            "model.init_args.gguf_file") in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main([*base, "--model.init_args.gguf_file", "other.gguf"])
+    assert f"model.init_args.gguf_file: {folder / 'other.gguf'} does not exist; {folder} holds tiny.Q4_0.gguf" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()

@@ -40,7 +40,7 @@ def run(model_dir, data_dir, root, *extra) -> Path:
     main(["test", "--config", "configs/gsm8k.yaml", "--model.init_args.model_name", model_dir,
           "--model.init_args.max_gen_toks", "6", "--model.init_args.batch_size", "4", "--data.init_args.data_dir", str(data_dir),
           "--data.init_args.limit", "3", "--trainer.default_root_dir", str(root), "--trainer.enable_progress_bar", "false",
-          "--trainer.accelerator", "cpu", *extra])
+          "--trainer.accelerator", "cpu", "--report", "false", *extra])
     return only_run_dir(root)
 
 
@@ -305,7 +305,9 @@ def test_the_collected_table_selects_by_the_selection_split_and_never_by_test():
             row(1, "m1", "full", 0.40, 0.50), row(1, "m1", "b", 0.30, 0.90),  # b: best on test, never chosen
             row(2, "m2", "full", 0.60, 0.61), row(2, "m2", "c", 0.60, 0.70)]  # a tie keeps the full model
     keys = ["model.init_args.model_name", "data.init_args.num_fewshot", "model.init_args.laser"]
-    choice = {c["model.init_args.model_name"]: c for c in selected(rows, keys)}
+    protocol = {"by": "em_flexible", "variant_keys": ["model.init_args.laser", "model.init_args.search"],
+                "evaluation_keys": ["data.init_args.num_fewshot"]}  # as each task's summary declares it
+    choice = {c["model.init_args.model_name"]: c for c in selected(rows, keys, {t: protocol for t in range(3)})}
     assert choice["m1"]["selected"] == "a" and choice["m1"]["em_flexible (test)"] == 0.20
     assert choice["m1"]["full em_flexible (test)"] == 0.50 and choice["m1"]["evaluation"] == "2shot"
     assert choice["m2"]["selected"] == "full"
@@ -377,7 +379,7 @@ def test_the_wandb_report_of_a_gsm8k_run_plots_only_logged_keys(tiny_hf, gsm8k_d
     reports_main([str(run_dir), "--entity", "my-team"])
     spec, _ = wandb_report.load(run_dir / "report" / wandb_report.SPEC_FILE)
     titles = {p["title"]: p["y"] for p in spec["panels"]}
-    assert set(titles["em_flexible per variant"]) == {f"test/{v}/em_flexible@{k}shot" for v in ("full", "x") for k in (0, 1)}
+    assert set(titles["em_flexible per variant and shot count"]) == {f"test/{v}/em_flexible@{k}shot" for v in ("full", "x") for k in (0, 1)}
     logged = {k for row in read_run(str(run_dir))["history"] for k in row}
     assert {k for p in spec["panels"] for k in p["y"]} <= logged
 

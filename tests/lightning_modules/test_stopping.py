@@ -41,10 +41,17 @@ def test_rows_ending_on_different_strings_stop_early_with_the_same_generations(t
     tok = AutoTokenizer.from_pretrained(tiny_hf["llama"])
     harness = HFLM(pretrained=model, tokenizer=tok, batch_size=4)
     ours = hflm_stopping_each_row()(pretrained=model, tokenizer=tok, batch_size=4)
-    contexts = ["Tom and", "Kenya is", "school of", "Brittany"]  # different last tokens: different random text
-    free, _ = generate(harness, model, contexts, ["\x00never"], 32)
+    # prompts with different last tokens; four whose random continuations each hold a piece no other one holds
+    candidates = ["Tom and", "Kenya is", "school of", "Brittany", "Mary gave", "The capital", "Helsinki", "went to the"]
+    texts, _ = generate(harness, model, candidates, ["\x00never"], 32)
+    contexts, free = [], []
+    for c, t in zip(candidates, texts):
+        if len(contexts) < 4 and own_stop_strings([*free, t]) is not None:
+            contexts.append(c)
+            free.append(t)
     stops = own_stop_strings(free)
-    assert stops is not None, free  # the tiny model writes different text for each prompt
+    assert len(contexts) == 4 and stops is not None, texts  # the tiny model writes different text for each prompt
+    assert [t for c, t in zip(candidates, texts) if c in contexts] == free  # batched alone or with others: the same
     theirs, steps_theirs = generate(harness, model, contexts, stops, 32)
     mine, steps_mine = generate(ours, model, contexts, stops, 32)
     assert mine == theirs  # what the harness scores is unchanged

@@ -18,6 +18,7 @@ TINY = [
     "--trainer.enable_progress_bar", "false",
     "--model.init_args.model.dim", "16", "--model.init_args.model.max_seq_len", "24",
     "--data.init_args.seq_len", "24", "--data.init_args.batch_size", "8", "--data.init_args.n_test", "16",
+    "--report", "false",  # the report of a run is tested in tests/reports/ (it adds ~3 s to every run)
 ]
 
 
@@ -30,24 +31,31 @@ def only_run_dir(root: Path) -> Path:
 def test_fit_through_main_py_writes_config_summary_and_an_offline_wandb_run(repo, tmp_path):
     env = {**os.environ, "WANDB_MODE": "offline", "PYTHONPATH": repo}
     out = subprocess.run(
-        [sys.executable, "main.py", "fit", *TINY, "--trainer.default_root_dir", str(tmp_path)],
+        [sys.executable, "main.py", "fit", *TINY, "--trainer.default_root_dir", str(tmp_path), "--report", "true"],
         cwd=repo, env=env, capture_output=True, text=True, timeout=300,
     )
     assert out.returncode == 0, out.stderr[-3000:]
     run = only_run_dir(tmp_path)
     assert run.parent.name == "noisy"  # runs/<run name>/<version>
-    assert f"Run directory: {run}" in out.stdout
-    assert "layers.1.ff.w2@rho0" in out.stdout and "p_noise" in out.stdout
+    # the console ends with what matters: the W&B sync line, the results table, the run directory, the report, last
+    tail = out.stdout.strip().splitlines()
+    assert tail[-1] == f"Report: {run / 'report' / 'index.html'}" and tail[-3] == f"Run directory: {run}"
+    table_at = next(i for i, line in enumerate(tail) if line.startswith("Results on the clean test set"))
+    assert tail[table_at - 2].startswith("W&B (offline): wandb sync ") and tail[table_at + 1].split() == ["variant", "p_correct", "p_noise", "acc", "loss"]
+    assert "Run history" not in out.stdout + out.stderr and "Tip: For seamless" not in out.stdout + out.stderr
 
     summary = json.loads((run / "summary.json").read_text())
     assert summary["status"] == "completed" and summary["global_step"] == 6 and summary["eval_step"] == 6
     assert summary["ckpt_path"] is None
     assert summary["seed"] == 0
-    assert set(summary["variants"]) == {"full"} | {f"layers.1.ff.w2@rho{r}" for r in ("0", "0.1", "0.2", "1")}
+    assert summary["schema"] == 2 and summary["kinds"] == ["noisy_recall"]  # the record declares itself
+    # rho = 1 keeps the full rank: it is the full model, evaluated once as "full"
+    assert set(summary["variants"]) == {"full"} | {f"layers.1.ff.w2@rho{r}" for r in ("0", "0.1", "0.2")}
+    grid = {cell["rho"]: cell["variant"] for cell in summary["results"]["laser_grid"]}
+    assert grid == {0.0: "layers.1.ff.w2@rho0", 0.1: "layers.1.ff.w2@rho0.1", 0.2: "layers.1.ff.w2@rho0.2", 1.0: "full"}
+    assert summary["variant_specs"]["layers.1.ff.w2@rho0.1"] == {"ranks": {"layers.1.ff.w2": 1}}  # floor(0.1 * 16)
     for row in summary["variants"].values():
         assert set(row) == {"p_correct", "p_noise", "acc", "loss"} and all(0 <= row[k] <= 1 for k in ("p_correct", "p_noise", "acc"))
-    # rho = 1 keeps the full rank: the same numbers as the full model
-    assert summary["variants"]["layers.1.ff.w2@rho1"]["p_noise"] == pytest.approx(summary["variants"]["full"]["p_noise"], abs=1e-6)
     # rho = 0 removes the FF output entirely, so the prediction differs
     assert summary["variants"]["layers.1.ff.w2@rho0"]["loss"] != pytest.approx(summary["variants"]["full"]["loss"])
 
@@ -114,7 +122,7 @@ def test_validate_subcommand_from_a_checkpoint_completes_its_summary(tmp_path, m
 
 def test_paper_config_runs_a_step_with_its_shapes_and_sgd(tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "disabled")
-    cli = main(["fit", "--config", "configs/paper/noisy.yaml", "--trainer.default_root_dir", str(tmp_path),
+    cli = main(["fit", "--config", "configs/paper/noisy.yaml", "--trainer.default_root_dir", str(tmp_path), "--report", "false",
                 "--trainer.accelerator", "cpu", "--trainer.max_steps", "1", "--trainer.val_check_interval", "1",
                 "--trainer.enable_progress_bar", "false", "--data.init_args.batch_size", "2",
                 "--data.init_args.n_test", "2", "--data.init_args.num_workers", "0"])

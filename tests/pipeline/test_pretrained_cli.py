@@ -13,7 +13,7 @@ def run_test(config: str, model_dir: str, root, *extra: str) -> dict:
     # the model alone is overridden: the data's tokenizer follows it (the config's hub id is never loaded)
     main(["test", "--config", config, "--model.init_args.model_name", model_dir,
           "--model.init_args.laser", LASER, "--trainer.default_root_dir", str(root), "--trainer.accelerator", "cpu",
-          "--trainer.enable_progress_bar", "false", *extra])
+          "--trainer.enable_progress_bar", "false", "--report", "false", *extra])
     return json.loads((only_run_dir(root) / "summary.json").read_text())
 
 
@@ -84,6 +84,7 @@ def test_a_prompt_set_sweep_selects_by_the_selection_split():
 
     rows = [{"task": 0, "status": "completed", "model.init_args.revision": "step1", "variant": v, "log_ratio@selection": s,
              "log_ratio": t} for v, s, t in (("full", 0.1, 0.2), ("cut", 0.5, -1.0), ("other", 0.3, 9.0))]
-    (choice,) = selected(rows, ["model.init_args.revision"])
+    protocol = {"by": "log_ratio", "variant_keys": ["model.init_args.laser"], "evaluation_keys": []}  # what the task declared
+    (choice,) = selected(rows, ["model.init_args.revision"], {0: protocol})
     assert choice["selected"] == "cut" and choice["log_ratio (test)"] == -1.0 and choice["full log_ratio (test)"] == 0.2
     assert choice["evaluation"] == "prompts"

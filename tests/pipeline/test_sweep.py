@@ -51,7 +51,8 @@ def test_a_model_grid_runs_locally_and_collects_one_row_per_task_and_variant(tin
 
 TINY_GRID = {"trainer.max_steps": [2], "trainer.val_check_interval": [2], "trainer.enable_progress_bar": [False],
              "trainer.callbacks": [[]], "model.init_args.model.dim": [16], "model.init_args.model.max_seq_len": [24],
-             "data.init_args.seq_len": [24], "data.init_args.batch_size": [8], "data.init_args.n_test": [16]}
+             "data.init_args.seq_len": [24], "data.init_args.batch_size": [8], "data.init_args.n_test": [16],
+             "report": [False]}
 
 
 def write_sweep(tmp_path, grid: dict):

@@ -4,21 +4,15 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
+
+from tests.apt import apt_install
 
 CHROMIUM = "/usr/bin/chromium"
 
 
 def install() -> str | None:
     """Install Debian's chromium if missing; the reason it cannot be had, or None."""
-    if shutil.which("chromium") or os.path.exists(CHROMIUM):
-        return None
-    if os.geteuid() != 0 or not shutil.which("apt-get"):
-        return "chromium is not installed, and installing it needs root and apt-get"
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    out = subprocess.run("apt-get install -y -q chromium || (apt-get update -q && apt-get install -y -q chromium)",
-                         shell=True, env=env, capture_output=True, text=True, timeout=1200)
-    return None if out.returncode == 0 else f"apt-get install chromium failed: {out.stderr[-500:]}"
+    return apt_install(["chromium"], lambda: bool(shutil.which("chromium") or os.path.exists(CHROMIUM)))
 
 
 def open_page(path: str, screenshot: str) -> dict:

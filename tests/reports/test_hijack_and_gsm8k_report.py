@@ -1,38 +1,34 @@
-"""Report figures of the knowledge-hijack sweep (accuracy against test length per encoding, the theory fit) and of
-GSM8K runs (exact match by shots per variant): their data equal the recorded numbers, and the images are drawn."""
+"""The knowledge-hijack pages (a run and the 4-task sweep of configs/hijack.yaml over two encodings and two seeds) and
+a GSM8K page: each shows its own experiment, its figures' data equal the recorded numbers, and each page opens in a
+real browser from the file system."""
 import matplotlib.pyplot as plt
 import pytest
 
-from reports import hijack_plots, plots, pretrained_plots, series
+from reports import build, table
+from reports.kinds import gsm8k, knowledge_hijack
+from reports.page import Page
+from tests.reports.browser import open_page
 
 
 def test_accuracy_by_test_length_per_encoding_averages_seeds(tmp_path):
-    rows = [{"task": i, "status": "completed", "model.init_args.model.positional": pe, "seed_everything": seed, "variant": "full",
-             "acc@T64:anywhere": 0.9 + 0.02 * seed, "acc@T256:beyond": beyond + 0.1 * seed}
-            for i, (pe, seed, beyond) in enumerate([("absolute", 0, 0.3), ("absolute", 1, 0.3), ("relative", 0, 0.7), ("relative", 1, 0.7)])]
-    rows.append({"task": 9, "status": "completed", "model.init_args.model.positional": "relative", "variant": "layers.1.ff.w2@rho0",
-                 "acc@T256:beyond": 0.0})  # other variants are not in the panel
-    panels = series.sweep_length_generalisation(rows, "model.init_args.model.positional", [])
-    assert set(panels) == {"anywhere", "beyond"}
-    (length, mean, std, n), = panels["beyond"]["relative"]
-    assert (length, n) == (256, 2) and mean == pytest.approx(0.75) and std == pytest.approx(0.0707, abs=1e-3)
-    assert panels["beyond"]["absolute"][0][1] == pytest.approx(0.35)
-    figs = plots.Figures(tmp_path, "")
-    hijack_plots.sweep_length_generalisation(figs, rows, "model.init_args.model.positional", [])
-    (fig,) = figs.figures
-    assert fig.name == "length_generalisation_by_encoding" and plt.imread(fig.png).std() > 0.01
+    def summary(acc, beyond):
+        sets = [{"name": None, "length": 64, "placement": "main"}, {"name": "T256:beyond", "length": 256, "placement": "beyond"}]
+        return {"kinds": ["knowledge_hijack"], "results": {"test_sets": sets, "t_train": 64},
+                "variants": {"full": {"acc": acc, "acc@T256:beyond": beyond}, "layers.1.ff.w2@rho0": {"acc@T256:beyond": 0.0}}}
 
+    from reports.kinds import SweepRecord
+    from reports.run import RunRecord
 
-def test_the_theory_figure_draws_each_settings_fit(tmp_path):
-    fit = {"w_ic": 20.0, "w_g": 1.5, "beta": 1.0, "r2": 0.95, "r2_attention": 0.99, "w_ic_attention": 5.0, "w_g_attention": 1.4,
-           "n_points": 6, "by_length": {"T64": {"n": [0, 2, 8], "measured_gap": [-1.5, 0.2, 3.0], "predicted_gap": [-1.5, 0.1, 3.1],
-                                                "predicted_boundary": 2, "measured_boundary": 2}}}
-    summary = {"callbacks": {"HijackProbe": {"results": {}, "theory_fit": {"late": {"ff@rho1": fit}}}}}
-    assert series.hijack_theory_fit(summary) == {"late ff@rho1": fit}
-    figs = plots.Figures(tmp_path, "")
-    hijack_plots.hijack_theory(figs, summary)
-    (fig,) = figs.figures
-    assert fig.name == "hijack_theory" and plt.imread(fig.png).std() > 0.01
+    cases = [("absolute", 0, 0.3), ("absolute", 1, 0.3), ("relative", 0, 0.7), ("relative", 1, 0.7)]
+    runs = {i: RunRecord(tmp_path, summary(0.9 + 0.02 * seed, beyond + 0.1 * seed), {}, {}) for i, (pe, seed, beyond) in enumerate(cases)}
+    points = [{knowledge_hijack.ENCODING: pe, "seed_everything": seed} for pe, seed, _ in cases]
+    sweep = SweepRecord(tmp_path, [], points, [knowledge_hijack.ENCODING, "seed_everything"], [knowledge_hijack.ENCODING], runs)
+    panels = knowledge_hijack.sweep_length(sweep)
+    assert set(panels) == {"beyond"}
+    (main, beyond) = panels["beyond"]["relative"]  # the main set (T_train) and T256, full model only
+    assert main[0] == 64 and beyond[:1] == (256,) and beyond[3] == 2
+    assert beyond[1] == pytest.approx(0.75) and beyond[2] == pytest.approx(0.0707, abs=1e-3)
+    assert panels["beyond"]["absolute"][1][1] == pytest.approx(0.35)
 
 
 def test_gsm8k_exact_match_by_shots(tmp_path):
@@ -40,39 +36,48 @@ def test_gsm8k_exact_match_by_shots(tmp_path):
                              "cut": {"em_flexible": 0.55, "em_flexible_stderr": 0.02, "em_strict": 0.45, "em_strict_stderr": 0.02}},
               "test:8shot": {"full": {"em_flexible": 0.6, "em_flexible_stderr": 0.02, "em_strict": 0.58, "em_strict_stderr": 0.02}},
               "selection:1shot": {"full": {"em_flexible": 0.9, "em_flexible_stderr": 0.0}}}
-    summary = {"results": {"gsm8k": {"scores": scores}}}
-    assert series.gsm8k_by_shots(summary) == {"full": [(1, 0.5, 0.02), (8, 0.6, 0.02)], "cut": [(1, 0.55, 0.02)]}
-    assert series.gsm8k_by_shots(summary, split="selection") == {"full": [(1, 0.9, 0.0)]}
-    figs = plots.Figures(tmp_path, "")
-    pretrained_plots.gsm8k(figs, summary)
-    (fig,) = figs.figures
+    summary = {"kinds": ["gsm8k"], "results": {"gsm8k": {"scores": scores}}}
+    assert gsm8k.by_shots(summary) == {"full": [(1, 0.5, 0.02), (8, 0.6, 0.02)], "cut": [(1, 0.55, 0.02)]}
+    assert gsm8k.by_shots(summary, split="selection") == {"full": [(1, 0.9, 0.0)]}
+    from reports.run import RunRecord
+
+    page = Page("t", tmp_path)
+    gsm8k.run_page(page, RunRecord(tmp_path, summary, {}, {}))
+    (fig,) = page.figures
     assert fig.name == "gsm8k" and plt.imread(fig.png).std() > 0.01
 
 
+@pytest.fixture
+def hijack_sweep(hijack_pe_sweep):
+    return hijack_pe_sweep["root"]  # tests/conftest.py: configs/hijack.yaml, 2 encodings x 2 seeds
+
+
 @pytest.mark.slow
-def test_a_hijack_sweep_report_draws_each_encoding(tmp_path, monkeypatch):
-    import yaml
+@pytest.mark.xdist_group("hijack")  # the runs of the length-generalisation test
+def test_the_hijack_run_page_shows_its_experiment_and_no_noise_panels(hijack_sweep, chromium, tmp_path):
+    row = next(r for r in table.rows(hijack_sweep) if r["task"] == 0)
+    page = build.report(row["run_dir"])
+    figures = {p.stem for p in (page.parent / "figures").glob("*.png")}
+    assert {"length_generalisation", "hijack", "hijack_logit_split", "hijack_theory", "prev_token"} <= figures
+    assert not figures & {"metrics_over_training", "laser_sweep"}  # the noise study's figures are not this experiment's
+    seen = open_page(str(page), str(tmp_path / "hijack_run.png"))
+    text = seen["text"].split("\nConfig")[0]  # the page, not the config it ends with (its keys name the noise token)
+    assert "P(noise" not in text and "noise token" not in text and "evaluated no LASER variant" not in text
+    assert text.index("Accuracy by test length and placement") < text.index("Knowledge hijack: the in-context answer")
+    assert "previous-token attention, inside and beyond" in text
+    assert all(u.startswith(("file://", "data:")) for u in seen["requests"]) and all(w > 0 for w in seen["image_widths"])
 
-    from pipeline import sweep
-    from reports import build
 
-    monkeypatch.setenv("WANDB_MODE", "disabled")
-    spec = {"base": "configs/hijack.yaml", "grid": {
-        "model.init_args.model.positional": ["absolute", "relative"], "seed_everything": [0, 1],
-        "trainer.max_steps": [40], "trainer.val_check_interval": [40], "trainer.enable_progress_bar": [False],
-        "data.init_args.n_test": [32], "data.init_args.test_lengths": [[64, 128]]}}
-    path = tmp_path / "hijack_tiny.yaml"
-    path.write_text(yaml.safe_dump(spec))
-    sweep.main([str(path), "--root", str(tmp_path / "sweep")])
-    page = build.report(tmp_path / "sweep")
-    figures = {p.stem for p in (tmp_path / "sweep" / "report" / "figures").glob("*.png")}
+@pytest.mark.slow
+@pytest.mark.xdist_group("hijack")  # the runs of the length-generalisation test
+def test_the_hijack_sweep_page_compares_the_encodings(hijack_sweep, chromium, tmp_path):
+    page = build.report(hijack_sweep)
+    figures = {p.stem for p in (hijack_sweep / "report" / "figures").glob("*.png")}
     assert {"length_generalisation_by_encoding", "hijack_by_encoding"} <= figures
-    html = page.read_text()
-    assert "Hijack theory fit per task" in html and html.count("<tr>") > 4
-    from reports import table
-
-    rows = table.rows(tmp_path / "sweep")
-    runs = build.task_runs(rows)
-    rates = series.sweep_hijack_rates(runs, rows, "model.init_args.model.positional")
+    sweep = build.load_sweep(hijack_sweep)
+    rates = knowledge_hijack.sweep_rates(sweep)
     assert set(rates["late T64"]) == {"absolute", "relative"}
     assert all(count == 2 for pts in rates["late T64"].values() for *_, count in pts)  # two seeds per encoding
+    seen = open_page(str(page), str(tmp_path / "hijack_sweep.png"))
+    assert "Hijack theory fit per task" in seen["text"] and "previous-token attention per task" in seen["text"]
+    assert "P(noise" not in seen["text"] and all(w > 0 for w in seen["image_widths"])

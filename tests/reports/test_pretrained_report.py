@@ -1,34 +1,48 @@
-"""Reports of pretrained-model results: per-variant bars by prompt type for a run, and the revision-sweep curves."""
+"""Pages of pretrained-model runs (a Pythia-style prompt set on a tiny GPT-NeoX, GSM8K on a tiny Llama): each shows
+only its own figures, with no toy-model notes, and opens in a real browser; the revision sweep's figure is drawn
+against the checkpoint's training step."""
+import json
+
 import matplotlib.pyplot as plt
 
-from reports import build, plots, pretrained_plots, series
-from tests.pipeline.test_pretrained_cli import run_test
+from reports import build
+from reports.kinds import SweepRecord, pretrained_prompts
+from reports.page import Page
 from tests.pipeline.test_cli import only_run_dir
+from tests.pipeline.test_pretrained_cli import run_test
+from tests.reports.browser import open_page
+
+TOY_NOTES = ("evaluated no LASER variant", "logged no validation metrics", "AttentionProbe was off", "WeightSpectrumLogger was off",
+             "GradientNoise was off", "P(noise")  # the toy model's notes, false or beside the point on these pages
 
 
-def test_a_pretrained_run_gets_bars_by_prompt_type(tiny_hf, tmp_path, monkeypatch):
+def test_a_pretrained_run_page_shows_its_prompts_and_no_toy_notes(tiny_hf, tmp_path, monkeypatch, chromium):
     monkeypatch.setenv("WANDB_MODE", "disabled")
     summary = run_test("configs/pythia_ioi.yaml", tiny_hf["gpt_neox"], tmp_path, "--data.init_args.n_prompts", "24")
+    assert summary["kinds"] == ["pretrained_prompts"]
     run = only_run_dir(tmp_path)
-    build.report(run)
-    bars = series.prompt_type_bars(summary, "p_answer")
+    page = build.report(run)
+    bars = pretrained_prompts.prompt_type_bars(summary, "p_answer")
     assert set(bars) == {"full", "late_mlp_out", "all_mlp_in"} and set(bars["full"]) == {"ABBA", "BABA"}
     assert bars["full"]["ABBA"] == summary["variants"]["full:ABBA"]["p_answer"]
-    assert plt.imread(run / "report" / "figures" / "prompt_types.png").std() > 0.01
-    assert "the run logged no validation metrics" in (run / "report" / "index.html").read_text()
+    assert {p.stem for p in (run / "report" / "figures").glob("*.png")} == {"prompt_types"}
+    seen = open_page(str(page), str(tmp_path / "pythia.png"))
+    text = seen["text"].split("\nConfig")[0]
+    assert "Next-token probabilities after each prompt" in text and not [n for n in TOY_NOTES if n in text]
+    assert all(u.startswith(("file://", "data:")) for u in seen["requests"]) and all(w > 0 for w in seen["image_widths"])
 
 
 def test_a_revision_sweep_is_drawn_against_the_training_step(tmp_path):
     rows = [{"task": i, "status": "completed", "model.init_args.revision": rev, "variant": v, "p_answer": p, "p_generic": 0.1,
              "log_ratio": 0.5, "logit_diff": 1.0}
             for i, (rev, p) in enumerate([("step0", 0.01), ("step1000", 0.2), ("step143000", 0.6)]) for v in ("full", "cut")]
-    assert [series.revision_step(r) for r in ("step0", "step512", "main", "v1")] == [0, 512, 143000, None]
-    figs = plots.Figures(tmp_path, "")
-    pretrained_plots.revision_sweep(figs, rows, "model.init_args.revision")
-    (fig,) = figs.figures
+    assert [pretrained_prompts.revision_step(r) for r in ("step0", "step512", "main", "v1")] == [0, 512, 143000, None]
+    sweep = SweepRecord(tmp_path, rows, [{"model.init_args.revision": r["model.init_args.revision"]} for r in rows[::2]],
+                        ["model.init_args.revision"], ["model.init_args.revision"], {})
+    page = Page("t", tmp_path)
+    pretrained_prompts.sweep_page(page, sweep)
+    (fig,) = page.figures
     assert fig.name == "revisions" and plt.imread(fig.png).std() > 0.01
-    lines = series.final_vs_key([r | {"_step": series.revision_step(r["model.init_args.revision"])} for r in rows], "_step", "p_answer")
-    assert [(x, m) for x, m, _, _ in lines["full"]] == [(0, 0.01), (1000, 0.2), (143000, 0.6)]
 
 
 def test_the_wandb_report_of_a_pythia_run_plots_its_test_metrics(tiny_hf, tmp_path, monkeypatch):
@@ -38,8 +52,27 @@ def test_the_wandb_report_of_a_pythia_run_plots_its_test_metrics(tiny_hf, tmp_pa
     monkeypatch.setenv("WANDB_MODE", "offline")
     summary = run_test("configs/pythia_ioi.yaml", tiny_hf["gpt_neox"], tmp_path, "--data.init_args.n_prompts", "24")
     run = only_run_dir(tmp_path)
-    reports_main([str(run), "--entity", "my-team"])  # (this failed before: it asked for val/ keys a test run never logs)
+    reports_main([str(run), "--entity", "my-team"])
     spec, _ = wandb_report.load(run / "report" / wandb_report.SPEC_FILE)
     titles = {p["title"]: p["y"] for p in spec["panels"]}
     assert set(titles["logit_diff per variant"]) == {f"test/{v}/logit_diff" for v in ("full", "late_mlp_out", "all_mlp_in")}
     assert {k for p in spec["panels"] for k in p["y"]} <= set(summary["metrics"])
+
+
+def test_a_gsm8k_run_page_shows_exact_match_by_shots(tiny_hf, tmp_path, monkeypatch, chromium):
+    from tests.lightning_modules.test_gsm8k import TEST, TRAIN, run
+
+    data = tmp_path / "gsm8k"
+    data.mkdir()
+    for name, recs in (("train", TRAIN), ("test", TEST)):
+        (data / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    laser = '{"out_L1@0.1": [{"matrix": "mlp_out", "layers": 1, "rho": 0.1}]}'
+    run_dir = run(tiny_hf["llama"], data, tmp_path / "runs", "--model.init_args.laser", laser, "--data.init_args.num_fewshot", "[0, 1]")
+    page = build.report(run_dir)
+    assert {p.stem for p in (run_dir / "report" / "figures").glob("*.png")} == {"gsm8k"}
+    seen = open_page(str(page), str(tmp_path / "gsm8k.png"))
+    text = seen["text"].split("\nConfig")[0]
+    assert "GSM8K exact match (lm-evaluation-harness gsm8k_cot)" in text and not [n for n in TOY_NOTES if n in text]
+    assert all(w > 0 for w in seen["image_widths"])

@@ -12,6 +12,7 @@ import pytest
 from main import main
 from tests.callbacks.fixtures import measuring_callbacks_yaml
 from reports import build, series
+from reports.kinds import noisy_recall
 from reports.__main__ import main as reports_main
 from reports.run import ReportError, load_run
 from tests.pipeline.test_cli import TINY, only_run_dir
@@ -29,7 +30,7 @@ def run(tmp_path_factory) -> Path:
     mp = pytest.MonkeyPatch()
     mp.setenv("WANDB_MODE", "offline")
     main(["fit", *TINY, "--trainer.max_steps", "12", "--config", str(root / "callbacks.yaml"),
-          "--trainer.default_root_dir", str(root / "runs")])
+          "--model.init_args.early_eval_steps", "[0, 1, 3]", "--trainer.default_root_dir", str(root / "runs")])
     mp.undo()
     return only_run_dir(root / "runs")
 
@@ -58,27 +59,30 @@ def test_each_figures_data_equals_the_recorded_metrics(run):
                 logged.setdefault(key, []).append((step, value))
     # the curves: metrics.csv's validation series end at the summary's final values, at the same steps as W&B's
     curves = series.eval_curves(record.history, "p_noise")
-    assert list(curves)[0] == "full" and set(curves) == {"full", *(f"layers.1.ff.w2@rho{r}" for r in ("0", "0.1", "0.2", "1"))}
-    assert [s for s, _ in curves["full"]] == [3, 6, 9, 12]  # the weights after 3, 6, 9, 12 steps (not Lightning's s - 1)
-    assert [s for s, _ in logged["val/full/p_noise"]] == [3, 6, 9, 12]  # W&B's x axis is the same
+    assert list(curves)[0] == "full" and set(curves) == {"full", *(f"layers.1.ff.w2@rho{r}" for r in ("0", "0.1", "0.2"))}
+    # from step 0 (the early evaluations at 0 and 1; 3 is a validation anyway), then the weights after 3, 6, 9, 12
+    # steps (not Lightning's s - 1)
+    assert [s for s, _ in curves["full"]] == [0, 1, 3, 6, 9, 12]
+    assert [s for s, _ in logged["val/full/p_noise"]] == [0, 1, 3, 6, 9, 12]  # W&B's x axis is the same
     assert curves["full"][-1][1] == pytest.approx(summary["metrics"]["val/full/p_noise"], abs=1e-6)
     assert [v for _, v in curves["full"]] == pytest.approx([v for _, v in logged["val/full/p_noise"]], abs=1e-6)
-    # the LASER sweep: the summary's variants by rho
-    sweep = series.laser_sweep(summary["variants"])
+    # the LASER sweep: the module's declared grid, rho 1 read from the full model
+    sweep = noisy_recall.laser_grid(summary)
     assert [rho for rho, _ in sweep["layers.1.ff.w2"]] == [0.0, 0.1, 0.2, 1.0]
     assert sweep["layers.1.ff.w2"][0][1]["acc"] == summary["variants"]["layers.1.ff.w2@rho0"]["acc"]
+    assert sweep["layers.1.ff.w2"][-1][1] == summary["variants"]["full"]
     # the marked steps: the first probe over threshold in the W&B record of the probes
-    marks = series.marked_steps(record.history)
+    marks = noisy_recall.marked_steps(record.history)
     margin = [(s, v) for s, v in logged["probe/layers.1.ff/noise_margin"]]
     assert marks["ff_learns_noise:layers.1"] == next((s for s, v in margin if v > 0), None)
     induction = [(s, v) for s, v in logged["probe/layers.1.attn/to_output"]]
     assert marks["induction_head:layers.1"] == next((s for s, v in induction if v > 0.5), None)
-    assert [s for s, _ in series.probe_curves(record.history)["probe/layers.1.ff/noise_margin"]] == list(range(0, 13, 2))
+    assert [s for s, _ in noisy_recall.probe_curves(record.history)["probe/layers.1.ff/noise_margin"]] == list(range(0, 13, 2))
     # spectra, SNR and the truncation come from spectra.npz and summary.json
     assert record.spectra["steps"].tolist() == [0, 3, 6, 9, 12]
     assert np.allclose(record.spectra["layers.1.ff.w2"][2], 0)  # truncated to rank 0 at step 6
-    assert set(series.gradient_snr(summary)) == {0, 3}
-    (event,) = series.truncations(summary)
+    assert set(noisy_recall.gradient_snr(summary)) == {0, 3}
+    (event,) = noisy_recall.truncations(summary)
     assert event["step"] == 6 and event["ranks"] == {"layers.1.ff.w2": 0}
 
 

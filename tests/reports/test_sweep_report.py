@@ -16,7 +16,7 @@ from tests.pipeline.test_sweep import TINY_GRID
 from tests.reports.browser import open_page
 from tests.wandb_records import read_run
 
-VARIANTS = {"full", "layers.1.ff.w2@rho0", "layers.1.ff.w2@rho0.1", "layers.1.ff.w2@rho0.2", "layers.1.ff.w2@rho1"}
+VARIANTS = {"full", "layers.1.ff.w2@rho0", "layers.1.ff.w2@rho0.1", "layers.1.ff.w2@rho0.2"}  # rho 1 is the full model
 
 
 @pytest.fixture(scope="module")

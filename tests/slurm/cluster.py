@@ -9,6 +9,8 @@ import subprocess
 import time
 from pathlib import Path
 
+from tests.apt import apt_install
+
 CONF = """ClusterName=ffva-test
 SlurmctldHost={host}
 SlurmctldPort={ctld_port}
@@ -45,16 +47,7 @@ def _free_port() -> int:
 
 def install() -> str | None:
     """Install slurm-wlm and munge if missing; the reason they cannot be had, or None."""
-    if shutil.which("slurmctld") and shutil.which("munged"):
-        return None
-    if os.geteuid() != 0 or not shutil.which("apt-get"):
-        return "slurm-wlm and munge are not installed, and installing them needs root and apt-get"
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    out = subprocess.run(["apt-get", "install", "-y", "-q", "slurm-wlm", "munge"], env=env, capture_output=True, text=True, timeout=900)
-    if out.returncode != 0:
-        out = subprocess.run("apt-get update -q && apt-get install -y -q slurm-wlm munge", shell=True, env=env,
-                             capture_output=True, text=True, timeout=900)
-    return None if out.returncode == 0 else f"apt-get install slurm-wlm munge failed: {out.stderr[-500:]}"
+    return apt_install(["slurm-wlm", "munge"], lambda: bool(shutil.which("slurmctld") and shutil.which("munged")))
 
 
 class Cluster:

@@ -1,0 +1,52 @@
+"""What the console says at the end of a run, last: the W&B run in one line, the results table, the run directory and
+the report's path. Lightning's install tips and W&B's history sparklines (WANDB_QUIET) stay out of the way."""
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+
+
+class _NoTips(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:  # "💡 Tip: ... try installing litlogger / litmodels"
+        return "Tip: For seamless" not in record.getMessage()
+
+
+def quiet() -> None:
+    """Lightning's tips off; W&B's end-of-run history and summary off (its own setting, unless the user set it)."""
+    logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_NoTips())
+    os.environ.setdefault("WANDB_QUIET", "true")
+
+
+def wandb_line(summary: dict) -> str | None:
+    info = summary.get("wandb") or {}
+    if info.get("mode") == "online" and info.get("url"):
+        return f"W&B run: {info['url']}"
+    run_files = Path(info.get("dir") or "").parent
+    if info.get("mode") in ("offline", "dryrun") and info.get("dir") and run_files.is_dir():
+        return f"W&B (offline): wandb sync {run_files}"
+    return None
+
+
+def finish(summary_callback, run_dir: Path, write_report: bool) -> None:
+    """After the run (rank zero): build the report, then print what matters, in this order, last."""
+    summary = getattr(summary_callback, "final", None) or {}
+    if not summary:
+        return
+    lines = [line] if (line := wandb_line(summary)) else []
+    if getattr(summary_callback, "results_text", None):
+        lines.append(summary_callback.results_text)
+    lines.append(f"Run directory: {run_dir}")
+    if write_report:
+        from reports.build import report
+        from reports.run import ReportError
+
+        try:
+            lines.append(f"Report: {report(run_dir)}")
+        except (ReportError, OSError) as e:  # the run's own files are written; a report can be made later
+            lines.append(f"Report: not written ({e}); later: python -m reports {run_dir}")
+    else:
+        lines.append(f"Report: python -m reports {run_dir}")
+    sys.stdout.flush()
+    print("\n" + "\n\n".join(lines), flush=True)

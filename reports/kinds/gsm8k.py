@@ -1,0 +1,95 @@
+"""Few-shot GSM8K with LASER variants, scored by lm-evaluation-harness: exact match by number of shots per variant,
+the variant chosen on the selection split, and, across a sweep, the selected variant per setting."""
+from __future__ import annotations
+
+from reports import table
+from reports.kinds import ReportKind, SweepRecord, register
+from reports.page import Page
+from reports.run import RunRecord
+from reports.style import PAGE_WIDTH_IN, ordered, plt, variant_style
+from run_record.kinds import GSM8K
+from run_record.names import FULL, GSM8K_METRICS, selection_evaluation, split_eval_key, split_metric
+
+
+def scores(summary: dict) -> dict[str, dict[str, dict]]:
+    """{"<split>:<k>shot": {variant: {em_strict, em_flexible, ... }}} as GSM8KModule recorded them."""
+    return ((summary.get("results") or {}).get("gsm8k") or {}).get("scores") or {}
+
+
+def by_shots(summary: dict, metric: str = "em_flexible", split: str = "test") -> dict[str, list[tuple[int, float, float]]]:
+    """{variant: [(shots, exact match, its standard error)]} on ``split`` (test or selection)."""
+    out: dict[str, list[tuple[int, float, float]]] = {}
+    for setting, by_variant in scores(summary).items():
+        where, _, shots = setting.partition(":")
+        if where != split:
+            continue
+        for variant, row in by_variant.items():
+            if isinstance(row.get(metric), (int, float)):
+                out.setdefault(variant, []).append((int(shots.removesuffix("shot")), row[metric], row.get(f"{metric}_stderr") or 0.0))
+    return {v: sorted(points) for v, points in out.items()}
+
+
+def run_page(page: Page, run: RunRecord) -> None:
+    columns = ("em_strict", "em_strict_stderr", "em_flexible", "em_flexible_stderr", "delta_flexible", "n_docs")
+    rows = [{"setting": s, "variant": v, **{k: int(r[k]) if k == "n_docs" else r[k] for k in columns if k in r}}
+            for s, by_v in scores(run.summary).items() for v in ordered(by_v) for r in [by_v[v]]]
+    page.table("GSM8K exact match (lm-evaluation-harness gsm8k_cot)", rows,
+               note="Per split and shot count; the harness's own filters, metric and standard errors. Per-problem "
+                    "generations: generations.jsonl.")
+    chosen = ((run.summary.get("results") or {}).get("gsm8k") or {}).get("selected") or {}
+    if chosen:
+        page.table("Chosen on the selection split (GSM8K train), per shot count",
+                   [{"shots": k, "selected": v} for k, v in chosen.items()])
+    panels = [(m, by_shots(run.summary, m)) for m in GSM8K_METRICS]
+    if not any(p for _, p in panels):
+        return page.skip("Exact match by shots", "the run has no GSM8K test scores")
+    fig, axes = plt.subplots(1, 2, figsize=(PAGE_WIDTH_IN, 3.8), sharey=True)
+    for ax, (metric, by_variant) in zip(axes, panels):
+        for i, variant in enumerate(ordered(by_variant)):
+            points = by_variant[variant]
+            shift = (i - (len(by_variant) - 1) / 2) * 0.06  # side by side at each shot count
+            ax.errorbar([p[0] + shift for p in points], [p[1] for p in points], yerr=[p[2] for p in points],
+                        marker="o", capsize=3, **variant_style(variant, i))
+        ax.set_title({"em_strict": 'strict match ("The answer is N")', "em_flexible": "flexible extract (last number)"}[metric])
+        ax.set_xlabel("few-shot exemplars")
+        ax.set_xticks(sorted({p[0] for pts in by_variant.values() for p in pts}))
+        ax.set_ylim(-0.02, 1.02)
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("exact match (test)")
+    axes[0].legend(fontsize=8)
+    page.save(fig, "gsm8k", "GSM8K exact match by number of shots, per LASER variant", "Error bars: the harness's "
+              "standard errors. The paper: late-FF LASER helps at 1-2 shots and hurts at 8.")
+
+
+def sweep_page(page: Page, sweep: SweepRecord) -> None:
+    choice = table.selected(sweep.rows, sweep.keys, sweep.protocols)
+    if choice:
+        page.table("Selected LASER variant per setting and shot count (chosen on the selection split, reported on test)", choice)
+    else:
+        page.skip("Selected variants", "no task scored a selection split")
+
+
+def _test_keys(logged: set[str], metric: str, variant: str | None = None) -> list[str]:
+    """The logged test-split keys of ``metric`` (every shot count), of one variant or all."""
+    out = []
+    for key in sorted(logged):
+        parts = split_eval_key(key)
+        if parts and parts[0] == "test" and (variant is None or parts[1] == variant):
+            name, test_set = split_metric(parts[2])
+            if name == metric and not selection_evaluation(test_set)[0]:
+                out.append(key)
+    return out
+
+
+def run_panels(run: RunRecord) -> list[dict]:
+    logged = set(run.summary.get("metrics") or {})
+    return [{"kind": "bar", "title": f"{m} per variant and shot count", "y": _test_keys(logged, m)} for m in GSM8K_METRICS]
+
+
+def sweep_panels(sweep: SweepRecord) -> list[dict]:
+    logged = set().union(*(set(r.summary.get("metrics") or {}) for r in sweep.runs.values())) if sweep.runs else set()
+    full = [k for m in GSM8K_METRICS for k in _test_keys(logged, m, FULL)]
+    return [{"kind": "bar", "title": f"full-model exact match by {key}", "y": full, "groupby": f"config.{key}"} for key in sweep.swept]
+
+
+register(ReportKind(GSM8K, "GSM8K with LASER", run_page, sweep_page, run_panels, sweep_panels))

@@ -1,0 +1,323 @@
+"""Knowledge hijack and length generalisation (Wang & Sato): does the in-context answer survive past the training
+length, when does the global bigram hijack it, and what the positional encoding does to the previous-token head.
+
+Run page: accuracy by test length and placement per variant (a table, then the figure), the hijack rates and P(o) /
+P(b) by n, the logit split, the theory fit, and layer 1's previous-token attention inside and beyond T_train. Sweep
+page: the same per positional encoding, mean and std over seeds, and every task's fit.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from reports import series
+from reports.kinds import ReportKind, SweepRecord, register
+from reports.page import Page
+from reports.run import RunRecord
+from reports.style import METRIC_LABELS, PAGE_WIDTH_IN, ordered, panel_grid, plt, variant_style
+from run_record.kinds import KNOWLEDGE_HIJACK
+from run_record.names import FULL, eval_key, prev_token_key
+
+ENCODING = "model.init_args.model.positional"  # the sweep's comparison
+
+
+# --- series ------------------------------------------------------------------------------------------------------
+
+def test_sets(summary: dict) -> list[dict]:
+    """The run's test sets as the module declared them: {name (None: the main set), length, placement}."""
+    return (summary.get("results") or {}).get("test_sets") or []
+
+
+def by_length(summary: dict, metric: str = "acc") -> dict[str, dict[str, list[tuple[int, float]]]]:
+    """{placement: {variant: [(test length, metric)]}}; the main test set (length T_train) counts for both placements."""
+    variants = summary.get("variants") or {}
+    out: dict[str, dict[str, list[tuple[int, float]]]] = {}
+    sets = test_sets(summary)
+    main = next((s for s in sets if s["placement"] == "main"), None)
+    for s in sets:
+        if s["placement"] == "main":
+            continue
+        for variant, row in variants.items():
+            key = f"{metric}@{s['name']}"
+            if isinstance(row.get(key), (int, float)):
+                points = out.setdefault(s["placement"], {}).setdefault(variant, [])
+                points.append((s["length"], row[key]))
+    for placement, lines in out.items():
+        for variant, points in lines.items():
+            if main and isinstance(variants[variant].get(metric), (int, float)) and all(x != main["length"] for x, _ in points):
+                points.append((main["length"], variants[variant][metric]))
+            points.sort()
+    return out
+
+
+def probe(summary: dict) -> dict:
+    return (summary.get("callbacks") or {}).get("HijackProbe") or {}
+
+
+def win_rates(summary: dict, metric: str = "o_wins") -> dict[str, dict[str, list[tuple[int, float]]]]:
+    """{"<placement> T<L>": {ff variant: [(n pairs, metric)]}}."""
+    return {f"{p} {t}": {v: sorted((int(n), m[metric]) for n, m in r["by_n"].items()) for v, r in by_v.items()}
+            for p, by_t in (probe(summary).get("results") or {}).items() for t, by_v in by_t.items()}
+
+
+def theory_fits(summary: dict) -> dict[str, dict]:
+    """{"<placement> <ff variant>": fit} (lightning_modules/hijack_theory.py)."""
+    return {f"{p} {v}": f for p, by_v in (probe(summary).get("theory_fit") or {}).items() for v, f in by_v.items()}
+
+
+def fit_row(setting: str, f: dict) -> dict:
+    show = lambda n: "none" if n is None else str(n)  # noqa: E731
+    return {"setting": setting, "w_ic": f["w_ic"], "w_g": f["w_g"], "beta": f["beta"], "R2": f["r2"],
+            "R2 (measured attention)": f["r2_attention"],
+            **{f"boundary {t} (n* / mean gap > 0 / o wins half)":
+               f"{show(b['predicted_boundary'])} / {show(b.get('gap_boundary'))} / {show(b['measured_boundary'])}"
+               for t, b in f["by_length"].items()}}
+
+
+def ff_label(summary: dict, variant: str) -> str:
+    rho = ((probe(summary).get("ff_variants") or {}).get(variant) or {}).get("rho")
+    return "full FF (rho 1)" if variant == FULL else (f"FF at rho {rho:g}" if rho is not None else variant)
+
+
+# --- run figures -------------------------------------------------------------------------------------------------
+
+def length_figure(page: Page, curves: dict[str, dict[str, list]], t_train: int | None, caption: str) -> None:
+    fig, axes = plt.subplots(1, len(curves), figsize=(PAGE_WIDTH_IN, 3.6), squeeze=False, sharey=True)
+    for ax, (placement, lines) in zip(axes.flat, sorted(curves.items())):
+        for i, variant in enumerate(ordered(lines)):
+            xs, ys = zip(*lines[variant])
+            ax.plot(xs, ys, marker="o", **variant_style(variant, i))
+        ax.set_xscale("log", base=2)
+        lengths = sorted({x for pts in lines.values() for x, _ in pts})
+        ax.set_xticks(lengths, [str(x) for x in lengths])
+        ax.minorticks_off()
+        if t_train:
+            ax.axvline(t_train, color="gray", linestyle=":", linewidth=1)
+        ax.set_title({"anywhere": "in-context pairs anywhere", "beyond": "pairs only beyond T_train"}.get(placement, placement))
+        ax.set_xlabel("test sequence length (tokens)")
+        ax.set_ylim(-0.02, 1.02)
+        ax.grid(alpha=0.3)
+    axes.flat[0].set_ylabel(METRIC_LABELS["acc"])
+    axes.flat[0].legend(fontsize=8)
+    page.save(fig, "length_generalisation", "Accuracy against the test length", caption)
+
+
+def hijack_rates(page: Page, run: RunRecord) -> None:
+    wins = win_rates(run.summary)
+    if not wins:
+        return page.skip("Knowledge hijack by n", "HijackProbe was off in this run")
+    p_o, p_b = win_rates(run.summary, "p_o"), win_rates(run.summary, "p_b")
+    fig, axes = plt.subplots(2, len(wins), figsize=(PAGE_WIDTH_IN, 6.0), squeeze=False, sharex=True, sharey="row")
+    for col, setting in enumerate(wins):
+        for i, variant in enumerate(ordered(wins[setting])):
+            style = variant_style(variant, i) | {"label": ff_label(run.summary, variant)}
+            ns, ys = zip(*wins[setting][variant])
+            axes[0, col].plot(ns, ys, marker="o", **style)
+            axes[1, col].plot(*zip(*p_o[setting][variant]), marker="o", **style)
+            axes[1, col].plot(*zip(*p_b[setting][variant]), marker="s", linestyle="--", **(style | {"label": None}))
+        axes[0, col].axhline(0.5, color="gray", linewidth=0.8)
+        axes[0, col].set_title(setting)
+        axes[1, col].set_xlabel("in-context pairs (q, o)")
+        for row in (0, 1):
+            axes[row, col].set_ylim(-0.02, 1.02)
+            axes[row, col].grid(alpha=0.3)
+    axes[0, 0].set_ylabel("o is the argmax (fraction)")
+    axes[1, 0].set_ylabel("P(o) solid, P(b) dashed")
+    axes[0, 0].legend(fontsize=8)
+    page.save(fig, "hijack", "Knowledge hijack: the in-context answer o against the global answer b",
+              "Prompts end in a trigger q; o is its in-context answer, b its global bigram answer. Above the grey line "
+              "the context wins on most prompts (the hijack boundary is where it crosses). Columns: placement of the "
+              "pairs and prompt length; lines: the global-bigram FF kept at each rank fraction.")
+
+
+def logit_split(page: Page, run: RunRecord) -> None:
+    results = probe(run.summary).get("results") or {}
+    setting = next(((p, t) for p, by_t in results.items() for t, by_v in by_t.items()
+                    if FULL in by_v and any("logit_split" in m for m in by_v[FULL]["by_n"].values())), None)
+    if setting is None:
+        return None
+    cells = {int(n): m["logit_split"] for n, m in results[setting[0]][setting[1]][FULL]["by_n"].items()}
+    ns = sorted(cells)
+    parts = [p for p in cells[ns[0]] if p != "total"]
+    fig, ax = plt.subplots(figsize=(7.5, 3.8))
+    pos, neg = np.zeros(len(ns)), np.zeros(len(ns))
+    for part in parts:
+        values = np.array([cells[n][part] for n in ns])
+        ax.bar([str(n) for n in ns], values, bottom=np.where(values >= 0, pos, neg), label=part)
+        pos, neg = pos + np.clip(values, 0, None), neg + np.clip(values, None, 0)
+    ax.plot([str(n) for n in ns], [cells[n]["total"] for n in ns], "k_", markersize=24, markeredgewidth=2, label="total")
+    ax.axhline(0, color="gray", linewidth=0.8)
+    ax.set_xlabel("in-context pairs (q, o)")
+    ax.set_ylabel("contribution to logit(o) - logit(b)")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    page.save(fig, "hijack_logit_split", f"Where the logit gap comes from ({setting[0]} {setting[1]}, full model)",
+              "Stacked: each part of the residual stream's direct contribution to logit(o) - logit(b), mean over prompts; "
+              "they sum to the black mark, the model's own gap. Direct attribution credits the part that writes last.")
+
+
+def theory(page: Page, run: RunRecord) -> None:
+    fits = theory_fits(run.summary)
+    if not fits:
+        return page.skip("Theory fit", "HijackProbe recorded no fit (too few n or lengths)")
+    from lightning_modules.hijack_theory import attention_mass
+
+    page.table("Hijack theory fit: logit(o) - logit(b) = w_ic a(n, T) - w_g", [fit_row(k, f) for k, f in fits.items()])
+    fig, axes = panel_grid(len(fits), 3, 3.3, sharey=True)
+    for ax, (name, f) in zip(axes, fits.items()):
+        for i, (t, b) in enumerate(f["by_length"].items()):
+            color = plt.get_cmap("tab10")(i % 10)
+            ns = np.linspace(0, max(b["n"]), 100)
+            ax.plot(b["n"], b["measured_gap"], "o", color=color, label=f"{t} measured")
+            ax.plot(ns, f["w_ic"] * attention_mass(ns, np.full_like(ns, b["length"]), f["beta"]) - f["w_g"], "-", color=color, label=f"{t} fit")
+        ax.axhline(0, color="gray", linewidth=0.8)
+        r2 = "-" if f["r2"] is None else f"{f['r2']:.2f}"
+        note = "" if len(f["by_length"]) > 1 else "\none test length: beta and w_ic not separable"
+        ax.set_title(f"{name}\nR$^2$ {r2}, w_ic {f['w_ic']:.1f}, w_g {f['w_g']:.2f}{note}", fontsize=9)
+        ax.set_xlabel("in-context pairs (q, o)")
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("logit(o) - logit(b)")
+    axes[0].legend(fontsize=7)
+    page.save(fig, "hijack_theory", "Knowledge hijack: measured against predicted logit gap", "Points: the mean measured "
+              "gap per n and length; lines: the fitted w_ic a(n, T) - w_g, a(n, T) = n e^beta / (n e^beta + T - n). "
+              "o wins where the gap is above 0.")
+
+
+def prev_token(page: Page, run: RunRecord) -> None:
+    measured, t_train = probe(run.summary).get("prev_token") or {}, probe(run.summary).get("t_train")
+    if not measured:
+        return None
+    page.table("Layer 1's previous-token attention, inside and beyond the training length",
+               [{"test length": t, "inside T_train": m["inside"], "beyond T_train": m["beyond"]} for t, m in measured.items()],
+               note="Mean attention from each position to the one before it: the previous-token head the induction "
+                    "head needs. The positional encoding decides whether it survives past T_train.")
+    fig, ax = plt.subplots(figsize=(7.5, 3.6))
+    for i, (t, m) in enumerate(measured.items()):
+        ax.plot([(a + b) / 2 for a, b, _ in m["profile"]], [v for *_, v in m["profile"]], marker="o", label=t,
+                color=plt.get_cmap("viridis")(i / max(1, len(measured) - 1)))
+    if t_train:
+        ax.axvline(t_train, color="tab:red", linestyle="--", label=f"T_train = {t_train}")
+    ax.set_xlabel("position in the sequence")
+    ax.set_ylabel("attention to the previous token")
+    ax.set_ylim(-0.02, 1.02)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    page.save(fig, "prev_token", "The mechanism: layer 1's previous-token attention by position", "Mean over clean "
+              "sequences of each length, in 16 stretches. Past the red line the positions were never seen in training.")
+
+
+def run_page(page: Page, run: RunRecord) -> None:
+    curves = by_length(run.summary)
+    t_train = (run.summary.get("results") or {}).get("t_train")
+    if curves:
+        lengths = sorted({x for lines in curves.values() for pts in lines.values() for x, _ in pts})
+        rows = [{"variant": v, "placement": p, **{f"T {x}": y for x, y in pts}} for p, lines in sorted(curves.items())
+                for v in ordered(lines) for pts in [lines[v]]]
+        page.table("Accuracy by test length and placement", rows, ["variant", "placement", *[f"T {x}" for x in lengths]],
+                   note=f"At repeated triggers; T_train = {t_train}. 'beyond': every in-context pair lies past T_train.")
+        length_figure(page, curves, t_train, "Solid black: the full model; one line per LASER variant. Dotted: T_train. "
+                      "With absolute positions, the positions past T_train were never trained.")
+    hijack_rates(page, run)
+    logit_split(page, run)
+    theory(page, run)
+    prev_token(page, run)
+
+
+# --- sweeps ------------------------------------------------------------------------------------------------------
+
+def _by_encoding(sweep: SweepRecord, values) -> dict[str, dict[Any, list[tuple]]]:
+    """{panel: {encoding: [(x, mean, std, n)]}} from ``values``: (panel, encoding, x, value) tuples."""
+    grouped: dict[tuple, list[float]] = {}
+    for panel, enc, x, v in values:
+        grouped.setdefault((panel, enc, x), []).append(v)
+    out: dict[str, dict[Any, list[tuple]]] = {}
+    for (panel, enc, x), vs in sorted(grouped.items(), key=lambda kv: (kv[0][0], str(kv[0][1]), kv[0][2])):
+        out.setdefault(panel, {}).setdefault(enc, []).append((x, *series.mean_std(vs)))
+    return out
+
+
+def sweep_length(sweep: SweepRecord) -> dict[str, dict[Any, list[tuple]]]:
+    others = [k for k in sweep.swept if k != ENCODING]
+    values = []
+    for task, run in sweep.runs.items():
+        label = ", ".join(f"{k.rsplit('.', 1)[-1]}={sweep.point(task).get(k)}" for k in others)
+        for placement, lines in by_length(run.summary).items():
+            for x, y in lines.get(FULL, []):
+                values.append((placement + (f", {label}" if label else ""), sweep.point(task).get(ENCODING), x, y))
+    return _by_encoding(sweep, values)
+
+
+def sweep_rates(sweep: SweepRecord) -> dict[str, dict[Any, list[tuple]]]:
+    values = [(setting, sweep.point(task).get(ENCODING), n, v) for task, run in sweep.runs.items()
+              for setting, lines in win_rates(run.summary).items() for n, v in lines.get(FULL, [])]
+    return _by_encoding(sweep, values)
+
+
+def encoding_panels(page: Page, panels: dict, name: str, title: str, ylabel: str, xlabel: str, caption: str, log2: bool) -> None:
+    if not panels:
+        return page.skip(title, "no task recorded it")
+    fig, axes = panel_grid(len(panels), 3, 3.3, sharey=True)
+    for ax, (panel, lines) in zip(axes, panels.items()):
+        for i, (enc, pts) in enumerate(lines.items()):
+            ax.errorbar([p[0] for p in pts], [p[1] for p in pts], yerr=[p[2] for p in pts], marker="o", capsize=3,
+                        linewidth=1.8, color=plt.get_cmap("tab10")(i % 10), label=str(enc))
+        if log2:
+            ax.set_xscale("log", base=2)
+            xs = sorted({p[0] for pts in lines.values() for p in pts})
+            ax.set_xticks(xs, [str(x) for x in xs])
+            ax.minorticks_off()
+        ax.set_title(panel)
+        ax.set_xlabel(xlabel)
+        ax.set_ylim(-0.02, 1.02)
+        ax.grid(alpha=0.3)
+    for ax in axes:
+        if ax.get_subplotspec().is_first_col():
+            ax.set_ylabel(ylabel)
+    axes[0].legend(fontsize=8, title="positional")
+    n = max(p[3] for lines in panels.values() for pts in lines.values() for p in pts)
+    page.save(fig, name, title, f"{caption} Mean and std over up to {n} tasks (seeds) per encoding.")
+
+
+def sweep_page(page: Page, sweep: SweepRecord) -> None:
+    if ENCODING in sweep.swept:
+        encoding_panels(page, sweep_length(sweep), "length_generalisation_by_encoding",
+                        "Accuracy against the test length, per positional encoding", "accuracy (full model)",
+                        "test length (tokens)", "'beyond': in-context pairs only past T_train.", log2=True)
+        encoding_panels(page, sweep_rates(sweep), "hijack_by_encoding", "Hijack: how often o wins, per positional encoding",
+                        "o wins (fraction)", "in-context pairs (q, o)", "Full model; above 0.5 the context wins.", log2=False)
+        rows = [{ENCODING.rsplit(".", 1)[-1]: sweep.point(t).get(ENCODING), "task": t, "test length": length, **m}
+                for t, run in sweep.runs.items() for length, m in (probe(run.summary).get("prev_token") or {}).items()]
+        if rows:
+            page.table("Layer 1's previous-token attention per task (inside / beyond T_train)",
+                       [{k: v for k, v in r.items() if k != "profile"} for r in rows])
+    fits = [{"task": t, **{k: sweep.point(t).get(k) for k in sweep.keys}, **fit_row(name, f)}
+            for t, run in sweep.runs.items() for name, f in theory_fits(run.summary).items()]
+    if fits:
+        page.table("Hijack theory fit per task (logit(o) - logit(b) = w_ic a(n, T) - w_g)", fits)
+
+
+# --- W&B report panels -------------------------------------------------------------------------------------------
+
+def _length_keys(summary: dict, variant: str) -> list[str]:
+    return [eval_key("val", variant, "acc", s["name"]) for s in test_sets(summary) if s["placement"] != "main"]
+
+
+def run_panels(run: RunRecord) -> list[dict]:
+    out = [{"kind": "bar", "title": f"accuracy by test set, {v}", "y": _length_keys(run.summary, v)}
+           for v in ordered(run.summary.get("variants") or {})]
+    prev = [prev_token_key(t, k) for t in probe(run.summary).get("prev_token") or {} for k in ("inside", "beyond")]
+    return out + ([{"kind": "bar", "title": "layer 1 previous-token attention", "y": prev}] if prev else [])
+
+
+def sweep_panels(sweep: SweepRecord) -> list[dict]:
+    first = next(iter(sweep.runs.values()), None)
+    if first is None or ENCODING not in sweep.swept:
+        return []
+    prev = [prev_token_key(t, "beyond") for t in probe(first.summary).get("prev_token") or {}]
+    return [{"kind": "bar", "title": "accuracy by test set, per encoding", "y": _length_keys(first.summary, FULL),
+             "groupby": f"config.{ENCODING}"}] + (
+        [{"kind": "bar", "title": "previous-token attention beyond T_train, per encoding", "y": prev,
+          "groupby": f"config.{ENCODING}"}] if prev else [])
+
+
+register(ReportKind(KNOWLEDGE_HIJACK, "Knowledge hijack and length generalisation", run_page, sweep_page, run_panels, sweep_panels))

@@ -1,0 +1,345 @@
+"""Noisy in-context recall (Chen, Bruna & Bietti): where the noise token lives, and in what order things are learned.
+
+Run page: the results per LASER variant, the clean-test curves from step 0 (full model in black), the LASER sweep
+against rho, the probes with the steps where the FF learns the noise and the induction head forms, the spectra and
+ranks, the gradient SNR per parameter group, and the jumps around mid-training truncations. Sweep page: each final
+metric against each swept key, per variant, and every task's P(noise) curve.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from reports import series
+from reports.kinds import ReportKind, SweepRecord, register
+from reports.page import Page
+from reports.run import History, RunRecord
+from reports.style import METRIC_LABELS, PAGE_WIDTH_IN, ordered, panel_grid, plt, variant_style
+from run_record.kinds import NOISY_RECALL
+from run_record.names import FULL, RECALL_METRICS, RECALL_PLOTTED, eval_key, probe_key
+
+
+# --- series ------------------------------------------------------------------------------------------------------
+
+def laser_grid(summary: dict) -> dict[str, list[tuple[float, dict[str, float]]]]:
+    """{target matrix: [(rho, metrics)]} sorted by rho, from the module's declared LASER grid (a full-rank rho reads
+    the full model's numbers)."""
+    variants = summary.get("variants") or {}
+    out: dict[str, list[tuple[float, dict[str, float]]]] = {}
+    for cell in (summary.get("results") or {}).get("laser_grid") or []:
+        if cell["variant"] in variants:
+            out.setdefault(cell["target"], []).append((cell["rho"], variants[cell["variant"]]))
+    return {k: sorted(v, key=lambda x: x[0]) for k, v in out.items()}
+
+
+def probe_curves(history: History) -> dict[str, series.Curve]:
+    """Every AttentionProbe series: ``probe/layers.<i>.attn/<name>`` and ``probe/layers.<i>.ff/noise_margin``."""
+    return {k: sorted(v) for k, v in history.items() if k.startswith("probe/")}
+
+
+def marked_steps(history: History) -> dict[str, int | None]:
+    """The paper's order of events: per layer with an FF, the first probed step where its noise margin is positive
+    (``ff_learns_noise:layers.<i>``), and per layer, the first where the induction attention to the in-context
+    outputs passes 0.5 (``induction_head:layers.<i>``)."""
+    out: dict[str, int | None] = {}
+    for key, curve in probe_curves(history).items():
+        layer = key.split("/")[1].rsplit(".", 1)[0]
+        if key.endswith(".ff/noise_margin"):
+            out[f"ff_learns_noise:{layer}"] = series.first_step(curve, 0.0)
+        elif key.endswith(".attn/to_output"):
+            out[f"induction_head:{layer}"] = series.first_step(curve, 0.5)
+    return out
+
+
+def spectrum_rank_curves(history: History) -> dict[str, dict[str, series.Curve]]:
+    """{matrix: {stable_rank | effective_rank: curve}} from WeightSpectrumLogger's scalars."""
+    out: dict[str, dict[str, series.Curve]] = {}
+    for key, curve in history.items():
+        if key.startswith("spectrum/") and key.rsplit("/", 1)[1] in ("stable_rank", "effective_rank"):
+            matrix, stat = key[len("spectrum/"):].rsplit("/", 1)
+            out.setdefault(matrix, {})[stat] = sorted(curve)
+    return out
+
+
+def gradient_snr(summary: dict) -> dict[int, dict[str, float]]:
+    """{step: {parameter group: SNR}} measured by GradientNoise (summary.json)."""
+    raw = (summary.get("callbacks") or {}).get("GradientNoise") or {}
+    return {int(step): {g: s["snr"] for g, s in groups.items()} for step, groups in sorted(raw.items(), key=lambda kv: int(kv[0]))}
+
+
+def truncations(summary: dict) -> list[dict]:
+    """LaserTruncation events: {step, ranks, before: metrics, after: metrics} (from every LaserTruncation callback)."""
+    events = [{"step": e["global_step"], "ranks": e["ranks"], "before": e["before"], "after": e["after"]}
+              for name, record in (summary.get("callbacks") or {}).items() if name.startswith("LaserTruncation")
+              for e in record.get("events", [])]
+    return sorted(events, key=lambda e: e["step"])
+
+
+# --- figures -----------------------------------------------------------------------------------------------------
+
+def _steps_axis(ax, marks: dict[str, int | None] | None = None, events: list[dict] = ()) -> None:
+    """Optimizer steps on a symmetric-log axis (step 0 and the early steps visible next to the late ones)."""
+    ax.set_xscale("symlog", linthresh=10)
+    ax.set_xlim(left=0)
+    ax.set_xlabel("optimizer step (log scale after 10)")
+    ax.grid(alpha=0.3)
+    for label, step in (marks or {}).items():
+        if step is not None:
+            ax.axvline(step, linestyle="--", linewidth=1.2, color="tab:red" if label.startswith("ff") else "tab:green")
+    for e in events:
+        ax.axvline(e["step"], color="black", linestyle=":", linewidth=1)
+
+
+def metrics_over_training(page: Page, run: RunRecord, marks: dict, events: list[dict]) -> None:
+    title = "Clean-test metrics over training"
+    panels = [(m, series.eval_curves(run.history, m)) for m in RECALL_PLOTTED]
+    if not any(curves for _, curves in panels):
+        return page.skip(title, "the run logged no validation metrics")
+    fig, axes = plt.subplots(1, 3, figsize=(PAGE_WIDTH_IN, 3.6), sharex=True)
+    for ax, (metric, curves) in zip(axes, panels):
+        for i, variant in enumerate(ordered(curves)):
+            steps, values = zip(*curves[variant])
+            ax.plot(steps, values, marker="o", markersize=3, **variant_style(variant, i))
+        ax.set_ylabel(METRIC_LABELS[metric])
+        ax.set_ylim(-0.02, 1.02)
+        _steps_axis(ax, marks, events)
+    axes[0].legend(fontsize=8)
+    when = "; ".join(f"{k.replace(':', ' ')} at step {v}" for k, v in marks.items() if v is not None)
+    page.save(fig, "metrics_over_training", title,
+              "At repeated triggers of the clean test set (alpha = 0). The full model (black) puts about alpha on the "
+              "noise token once its FF has learned it; without layer 2's FF (rank 0) it answers from context. Dashed: "
+              f"red, an FF's noise margin turns positive; green, the induction attention passes 0.5{' (' + when + ')' if when else ''}."
+              + (" Dotted: mid-training LASER truncations." if events else ""))
+
+
+def laser_sweep(page: Page, run: RunRecord) -> None:
+    title = "LASER at the end of training: metrics against the kept rank fraction"
+    grid = laser_grid(run.summary)
+    if not grid:
+        return page.skip(title, "the run evaluated no LASER variant")
+    fig, axes = plt.subplots(1, 3, figsize=(PAGE_WIDTH_IN, 3.4))
+    for ax, metric in zip(axes, RECALL_PLOTTED):
+        for i, (target, points) in enumerate(grid.items()):
+            ax.plot([rho for rho, _ in points], [m[metric] for _, m in points], marker="o", **variant_style(target, i))
+        ax.set_xlabel("rho (kept rank = floor(rho min(m, n)))")
+        ax.set_ylabel(METRIC_LABELS[metric])
+        ax.set_ylim(-0.02, 1.02)
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    page.save(fig, "laser_sweep", title, "Each target matrix truncated alone; rho 1 is the full model. Where the noise "
+              "sits in a matrix's top singular directions, P(noise) stays high until rho = 0.")
+
+
+def probes(page: Page, run: RunRecord, marks: dict, events: list[dict]) -> None:
+    title = "Attention probes and FF noise margins over training"
+    curves = probe_curves(run.history)
+    if not curves:
+        return page.skip(title, "AttentionProbe was off in this run")
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(PAGE_WIDTH_IN, 3.8))
+    layers = sorted({k.split("/")[1].rsplit(".", 1)[0] for k in curves})
+    colour = {layer: plt.get_cmap("tab10")(i) for i, layer in enumerate(layers)}
+    dash = {"to_output": "-", "to_noise": "--", "prev_token": ":"}  # colour: the layer; line: what is measured
+    for key, curve in curves.items():
+        steps, values = zip(*curve)
+        layer, what = key.split("/")[1].rsplit(".", 1)[0], key.rsplit("/", 1)[1]
+        if what == "noise_margin":
+            ax2.plot(steps, values, marker=".", color=colour[layer], label=f"{layer} FF")
+        elif what in dash:
+            ax1.plot(steps, values, marker=".", color=colour[layer], linestyle=dash[what], label=f"{layer} {what}")
+    ax1.set_ylabel("attention mass")
+    ax2.set_ylabel("logit(noise) - max other logit, W_U FF(trigger)")
+    ax2.axhline(0, color="gray", linewidth=0.8)
+    for ax in (ax1, ax2):
+        _steps_axis(ax, marks, events)
+        ax.legend(fontsize=8)
+    when = "; ".join(f"{k.replace(':', ' ')} at step {v}" for k, v in marks.items() if v is not None) or "neither event happened"
+    page.save(fig, "probes", title, "Dashed red: an FF's noise margin turns positive (it maps the trigger to the noise); "
+              f"dashed green: the induction attention passes 0.5. The paper: the FF learns the noise first. Here: {when}.")
+
+
+def spectra(page: Page, run: RunRecord) -> None:
+    title = "Singular-value spectra over training"
+    matrices = [k for k in run.spectra if k != "steps"]
+    if not matrices:
+        return page.skip(title, "WeightSpectrumLogger was off in this run") if "spectra.npz" not in run.damaged else None
+    steps = run.spectra["steps"]
+    fig, axes = panel_grid(len(matrices), 4, 2.5)
+    for ax, name in zip(axes, matrices):
+        s = np.maximum(run.spectra[name], 1e-8)
+        im = ax.imshow(np.log10(s).T, aspect="auto", origin="lower", cmap="viridis",
+                       extent=(steps[0], steps[-1] if len(steps) > 1 else steps[0] + 1, 0, s.shape[1]))
+        ax.set_title(name, fontsize=9)
+        ax.set_xlabel("step", fontsize=8)
+        ax.set_ylabel("index", fontsize=8)
+        fig.colorbar(im, ax=ax, label="log10 s")
+    page.save(fig, "spectra", title, "Each matrix's singular values (colour, log scale) by index and step. A truncation "
+              "shows as the upper indices dropping to zero.")
+    ranks = spectrum_rank_curves(run.history)
+    if ranks:
+        fig, (a1, a2) = plt.subplots(1, 2, figsize=(PAGE_WIDTH_IN, 3.6))
+        for i, (name, stats) in enumerate(ranks.items()):
+            for ax, stat in ((a1, "stable_rank"), (a2, "effective_rank")):
+                if stat in stats:
+                    st, v = zip(*stats[stat])
+                    ax.plot(st, v, label=name, linewidth=2.2 if ".ff." in name else 1.0, color=plt.get_cmap("tab20")(i % 20))
+        a1.set_ylabel("stable rank ||W||_F^2 / ||W||_2^2")
+        a2.set_ylabel("effective rank exp(H(s / sum s))")
+        for ax in (a1, a2):
+            ax.set_xlabel("optimizer step")
+            ax.grid(alpha=0.3)
+        a2.legend(fontsize=7, ncol=2, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+        page.save(fig, "ranks", "Stable and effective rank over training", "Thick lines: the FF matrices. A matrix that "
+                  "stores one association (trigger -> noise) has a low stable rank.")
+
+
+def gradient_snr_figure(page: Page, run: RunRecord) -> None:
+    title = "Gradient signal-to-noise ratio towards the noise token"
+    snr = gradient_snr(run.summary)
+    if not snr:
+        return page.skip(title, "GradientNoise was off in this run")
+    groups = list(dict.fromkeys(g for s in snr.values() for g in s))
+    first = min(snr)
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(PAGE_WIDTH_IN, 3.8), gridspec_kw={"width_ratios": [1.3, 1]})
+    colours = ["tab:red" if ".ff" in g else "tab:blue" for g in groups]
+    a1.barh(range(len(groups)), [snr[first].get(g, np.nan) for g in groups], color=colours)
+    a1.set_yticks(range(len(groups)), groups)
+    a1.invert_yaxis()
+    a1.set_xlabel(f"SNR at step {first}")
+    a1.axvline(0, color="gray", linewidth=0.8)
+    a1.grid(alpha=0.3, axis="x")
+    for g, c in zip(groups, colours):
+        a2.plot(list(snr), [snr[s].get(g, np.nan) for s in snr], marker="o", color=c, linewidth=2.2 if ".ff" in g else 0.8,
+                alpha=1.0 if ".ff" in g else 0.6, label=g if ".ff" in g else None)
+    a2.plot([], [], color="tab:blue", label="attention matrices")
+    a2.set_xlabel("optimizer step")
+    a2.set_ylabel("SNR")
+    a2.axhline(0, color="gray", linewidth=0.8)
+    a2.grid(alpha=0.3)
+    a2.legend(fontsize=8)
+    page.save(fig, "gradient_snr", title, "Per parameter group (red: feed-forward, blue: attention), mean / std of the "
+              "examples' gradient projections on the direction that raises the noise logit. The paper: at "
+              "initialisation it is highest for the feed-forward layer.")
+
+
+def truncation_jumps(page: Page, run: RunRecord) -> None:
+    events = truncations(run.summary)
+    if not events:
+        return None  # no LaserTruncation in this run: nothing to say
+    metrics = [m for m in RECALL_PLOTTED if m in events[0]["before"]]
+    fig, ax = plt.subplots(figsize=(min(PAGE_WIDTH_IN, 5 + len(events) * 1.5), 3.4))
+    labels, x = [], 0
+    for e in events:
+        for m in metrics:
+            ax.bar([x, x + 0.35], [e["before"][m], e["after"][m]], 0.35, color=["tab:gray", "tab:blue"])
+            labels.append((x + 0.17, f"{m}\nstep {e['step']}"))
+            x += 1
+    ax.set_xticks([p for p, _ in labels], [t for _, t in labels], fontsize=8)
+    ax.set_ylabel("value (grey: before, blue: after)")
+    ax.set_ylim(0, 1.02)
+    page.save(fig, "truncation", "Mid-training LASER truncation: right before and right after", "Evaluated on the clean "
+              "test set around each truncation (" + "; ".join(f"step {e['step']}: " + ", ".join(
+                  f"{k} -> rank {v}" for k, v in e["ranks"].items()) for e in events) + ").")
+
+
+def run_page(page: Page, run: RunRecord) -> None:
+    variants = run.summary.get("variants") or {}
+    page.table("Results on the clean test set, at repeated triggers", series.variant_rows(variants, RECALL_METRICS),
+               note="One row per LASER variant; the full model once (a rho that keeps the full rank is the full model).")
+    marks, events = marked_steps(run.history), truncations(run.summary)
+    metrics_over_training(page, run, marks, events)
+    laser_sweep(page, run)
+    probes(page, run, marks, events)
+    if marks:
+        page.table("When things were learned", [{"event": k, "first step": v} for k, v in marks.items()])
+    spectra(page, run)
+    gradient_snr_figure(page, run)
+    truncation_jumps(page, run)
+
+
+# --- sweeps ------------------------------------------------------------------------------------------------------
+
+def sweep_final(page: Page, sweep: SweepRecord, key: str) -> None:
+    title = f"Final metrics against {key}"
+    panels = [(m, series.final_vs_key(sweep.rows, key, m)) for m in RECALL_PLOTTED]
+    panels = [(m, p) for m, p in panels if p]
+    if not panels:
+        return page.skip(title, "no completed task recorded these metrics")
+    fig, axes = plt.subplots(1, len(panels), figsize=(PAGE_WIDTH_IN, 3.6), squeeze=False)
+    for ax, (metric, by_variant) in zip(axes.flat, panels):
+        for i, variant in enumerate(ordered(by_variant)):
+            points = by_variant[variant]
+            xs = [p[0] for p in points]
+            numeric = all(isinstance(x, (int, float)) for x in xs)
+            pos = xs if numeric else list(range(len(xs)))
+            ax.errorbar(pos, [p[1] for p in points], yerr=[p[2] for p in points], marker="o", capsize=3, **variant_style(variant, i))
+            if not numeric:
+                ax.set_xticks(pos, [str(x) for x in xs], rotation=30, fontsize=8)
+        ax.set_xlabel(key.rsplit(".", 1)[-1])
+        ax.set_ylabel(METRIC_LABELS.get(metric, metric))
+        ax.grid(alpha=0.3)
+    axes.flat[0].legend(fontsize=8)
+    n = max(p[3] for _, by in panels for pts in by.values() for p in pts)
+    page.save(fig, f"final_vs_{key.replace('.', '_')}", title, f"Mean and standard deviation over up to {n} tasks (seeds) "
+              f"per value of {key}; the full model in black, one line per LASER variant.")
+
+
+def sweep_curves(page: Page, sweep: SweepRecord, metric: str = "p_noise") -> None:
+    title = f"{METRIC_LABELS[metric]} of the full model over training, every task"
+    curves = series.task_curves(sweep.runs, metric)
+    if not any(curves.values()):
+        return page.skip(title, "no task has a metric history")
+    key = sweep.swept[0] if sweep.swept else None
+    values = list(dict.fromkeys(repr(sweep.point(t).get(key)) for t in curves))
+    cmap = plt.get_cmap("viridis", max(2, len(values)))
+    fig, ax = plt.subplots(figsize=(7.5, 3.8))
+    drawn = set()
+    for task, curve in curves.items():
+        if curve:
+            steps, ys = zip(*curve)
+            g = repr(sweep.point(task).get(key))
+            ax.plot(steps, ys, color=cmap(values.index(g)), alpha=0.85, label=f"{key.rsplit('.', 1)[-1]} = {g}" if key and g not in drawn else None)
+            drawn.add(g)
+    ax.set_ylabel(METRIC_LABELS[metric])
+    _steps_axis(ax)
+    if key:
+        ax.legend(fontsize=8)
+    page.save(fig, f"curves_{metric}", title, f"One line per task, coloured by {key or 'task'}.")
+
+
+def sweep_page(page: Page, sweep: SweepRecord) -> None:
+    for key in sweep.swept:
+        sweep_final(page, sweep, key)
+    sweep_curves(page, sweep)
+
+
+# --- W&B report panels -------------------------------------------------------------------------------------------
+
+def run_panels(run: RunRecord) -> list[dict]:
+    variants = ordered(run.summary.get("variants") or {})
+    out = [{"kind": "line", "title": f"clean-test {m} over training", "y": [eval_key("val", v, m) for v in variants]}
+           for m in RECALL_PLOTTED]
+    probes_ = [k for k in run.history if k.startswith("probe/")]
+    layers = sorted({k.split("/")[1].rsplit(".", 1)[0] for k in probes_})
+    for layer in layers:
+        out.append({"kind": "line", "title": f"{layer}: attention probes",
+                    "y": [k for k in probes_ if k.startswith(f"probe/{layer}.attn/")]})
+    if any(k.endswith("noise_margin") for k in probes_):
+        out.append({"kind": "line", "title": "FF noise margins", "y": [k for k in probes_ if k.endswith("noise_margin")]})
+    ranks = spectrum_rank_curves(run.history)
+    for stat in ("stable_rank", "effective_rank"):
+        for layer in sorted({m.split(".")[1] for m in ranks if m.startswith("layers.")}):
+            y = [f"spectrum/{m}/{stat}" for m in ranks if m.startswith(f"layers.{layer}.") and stat in ranks[m]]
+            if y:
+                out.append({"kind": "line", "title": f"layer {int(layer) + 1} {stat.replace('_', ' ')}", "y": y})
+    return out
+
+
+def sweep_panels(sweep: SweepRecord) -> list[dict]:
+    variants = ordered(dict.fromkeys(r["variant"] for r in sweep.rows if r.get("variant")))
+    out = [{"kind": "bar", "title": f"final {m} by {key}, per variant", "y": [eval_key("val", v, m) for v in variants],
+            "groupby": f"config.{key}"} for key in sweep.swept for m in RECALL_PLOTTED]
+    out.append({"kind": "line", "title": "full model P(noise) over training, all tasks", "y": [eval_key("val", FULL, "p_noise")]})
+    out.append({"kind": "line", "title": "layer-2 FF noise margin, all tasks", "y": [probe_key(1, "ff", "noise_margin")]})
+    return out
+
+
+register(ReportKind(NOISY_RECALL, "Noisy in-context recall", run_page, sweep_page, run_panels, sweep_panels))
