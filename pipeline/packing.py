@@ -52,9 +52,7 @@ def run_group(sweep_file: str, root: Path, tasks: list[int], array_job: str | No
         if attempt and status_of(root, task, attempt) == "completed":  # a requeued array task skips it
             print(f"task {task}: completed before the requeue, not run again", flush=True)
             continue
-        env = {**os.environ, PACKED: "1"}
-        if attempt:
-            env["FFVA_RUN_VERSION"] = attempt  # the run directory a requeued run finds again
+        env = {**os.environ, PACKED: "1"}  # --attempt below names the run directory a requeued run finds again
         if threads:
             env["OMP_NUM_THREADS"] = str(threads)  # k runs on the task's CPUs, not k times all of them
         procs[task] = subprocess.Popen([sys.executable, "-m", "pipeline.sweep", sweep_file, "--root", str(root), "--task",
