@@ -8,7 +8,8 @@ Per setting and seed it records the full model's P(noise), the rank-0 layer-2 FF
 at which the FF learns the noise (its noise margin turns positive) and the step at which the induction head forms
 (attention to the in-context outputs passes 0.5), and the time per step. A setting passes when, for every quantity,
 its seeds' values lie within fp32's seeds' range widened by that range (at least a floor: 0.02 for probabilities, one
-probe interval for steps). Writes benchmarks/results/precision_<config>_<device>.json.
+probe interval for steps). Writes benchmarks/results/precision_<config>_<device>.json. With ``--parallel k`` k runs
+share the device at once (the science is unchanged; their step times are then not compared, and no speed-up is given).
 """
 from __future__ import annotations
 
@@ -20,7 +21,10 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+
+import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -42,17 +46,33 @@ CONFIGS = {  # name -> (config file, overrides, probe interval)
 QUANTITIES = {"p_noise": 0.02, "rank0_p_noise": 0.02, "rank0_acc": 0.02, "ff_learns_noise_step": None, "induction_step": None}
 
 
+def without_logger(config: str, directory: Path) -> str:
+    """A copy of ``config`` with ``trainer.logger: false``: a shipped config names WandbLogger, whose options
+    jsonargparse can only check with wandb installed (it is not on every GPU image), even when the command line then
+    turns the logger off."""
+    spec = yaml.safe_load((REPO / config).read_text())
+    spec.setdefault("trainer", {})["logger"] = False
+    path = directory / config.replace("/", "_")  # configs/paper/noisy.yaml and configs/noisy.yaml apart
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    return str(path)
+
+
 def first_step(rows: list[dict], key: str, above: float) -> int | None:
     return next((int(r["step"]) for r in rows if r.get(key) not in (None, "") and float(r[key]) > above), None)
 
 
-def run(config: str, overrides: list[str], probe_every: int, setting: str, seed: int, device: str, root: Path) -> dict:
+def run(config: str, overrides: list[str], probe_every: int, setting: str, seed: int, device: str, root: Path,
+        timeout: float | None = None) -> dict:
     args = [sys.executable, "main.py", "fit", "--config", config, *overrides, *SETTINGS[setting], "--seed_everything", str(seed),
             "--trainer.accelerator", device, "--trainer.logger", "false", "--report", "false",
             "--trainer.enable_progress_bar", "false", "--trainer.callbacks", f"[{PROBE % probe_every}]",
             "--trainer.default_root_dir", str(root / f"{setting}-{seed}")]
     start = time.perf_counter()
-    out = subprocess.run(args, cwd=REPO, capture_output=True, text=True, env={**os.environ, "WANDB_MODE": "disabled"})
+    try:
+        out = subprocess.run(args, cwd=REPO, capture_output=True, text=True, env={**os.environ, "WANDB_MODE": "disabled"},
+                             timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return {"setting": setting, "seed": seed, "error": f"not finished within {timeout:.0f} s"}
     if out.returncode != 0:
         return {"setting": setting, "seed": seed, "error": out.stderr.strip().splitlines()[-1][:300]}
     (summary_path,) = (root / f"{setting}-{seed}").glob("*/*/summary.json")
@@ -66,7 +86,7 @@ def run(config: str, overrides: list[str], probe_every: int, setting: str, seed:
             "step_seconds": (summary.get("timing") or {}).get("step_seconds"), "wall_seconds": round(time.perf_counter() - start, 1)}
 
 
-def verdicts(results: list[dict], probe_every: int) -> dict[str, dict]:
+def verdicts(results: list[dict], probe_every: int, timed: bool = True) -> dict[str, dict]:
     """Per setting: pass or not, and per quantity fp32's range, the allowed band and the setting's values."""
     by = {}
     for r in results:
@@ -95,7 +115,7 @@ def verdicts(results: list[dict], probe_every: int) -> dict[str, dict]:
             ok &= passed
         steps = [r["step_seconds"] for r in rows if r.get("step_seconds")]
         ref_steps = [r["step_seconds"] for r in ref if r.get("step_seconds")]
-        speedup = statistics.fmean(ref_steps) / statistics.fmean(steps) if steps and ref_steps else None
+        speedup = statistics.fmean(ref_steps) / statistics.fmean(steps) if timed and steps and ref_steps else None
         out[setting] = {"pass": ok, "speedup_vs_fp32": speedup, "checks": checks}
     return out
 
@@ -106,19 +126,26 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     parser.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
+    parser.add_argument("--parallel", type=int, default=1, help="runs at once on the device (their step times not compared)")
+    parser.add_argument("--timeout", type=float, help="seconds for all the runs together; a run still going then is an error")
     parser.add_argument("--extra", nargs=argparse.REMAINDER, default=[], help="more main.py overrides (last)")
     parser.add_argument("--out", help="result file (default benchmarks/results/precision_<config>_<device>.json)")
     args = parser.parse_args(argv)
     config, overrides, probe_every = CONFIGS[args.config]
     settings = ["fp32", *[s for s in args.settings if s != "fp32"]]
-    results = []
-    with tempfile.TemporaryDirectory() as tmp:
-        for setting in settings:
-            for seed in args.seeds:
-                results.append(run(config, [*overrides, *args.extra], probe_every, setting, seed, args.device, Path(tmp)))
-                print(json.dumps(results[-1]), flush=True)
+    deadline = time.monotonic() + args.timeout if args.timeout else None
+
+    def one(job: tuple[str, int]) -> dict:
+        left = max(1.0, deadline - time.monotonic()) if deadline else None
+        result = run(config, [*overrides, *args.extra], probe_every, *job, args.device, Path(tmp), left)
+        print(json.dumps(result), flush=True)
+        return result
+
+    with tempfile.TemporaryDirectory() as tmp, ThreadPoolExecutor(max(1, args.parallel)) as pool:
+        config = without_logger(config, Path(tmp))
+        results = list(pool.map(one, [(setting, seed) for setting in settings for seed in args.seeds]))
     report = {"config": args.config, "device": args.device, "date": time.strftime("%Y-%m-%d"), "seeds": args.seeds,
-              "results": results, "verdicts": verdicts(results, probe_every)}
+              "parallel": args.parallel, "results": results, "verdicts": verdicts(results, probe_every, args.parallel == 1)}
     path = Path(args.out) if args.out else REPO / "benchmarks" / "results" / f"precision_{args.config}_{args.device}.json"
     path.write_text(json.dumps(report, indent=2) + "\n")
     for setting, v in report["verdicts"].items():

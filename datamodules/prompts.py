@@ -3,14 +3,16 @@ from __future__ import annotations
 
 import os
 import random
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import lightning as L
-from datasets import Dataset, load_dataset
 from torch.utils.data import DataLoader
 
 from datamodules.prompt_sources import IOI_TEMPLATES, NAMES, OBJECTS, PLACES, builtin_facts, fill
 from lightning_modules.pretrained import check_revision, load_tokenizer
+
+if TYPE_CHECKING:  # datasets is imported where prompts are built, so toy-model runs never load it (about 1 s of
+    from datasets import Dataset  # import, and missing from some GPU images)
 
 
 def single_token_id(tokenizer, text: str) -> int | None:
@@ -41,6 +43,8 @@ def ioi_prompts(names: list[str], n: int, seed: int) -> list[dict[str, str]]:
 def counterfact_prompts(source: str, split: str) -> list[dict[str, str]]:
     """CounterFact-style records (``requested_rewrite``: prompt with "{}", subject, target_true.str, relation_id)
     from a local JSON/JSONL file or a hub dataset id."""
+    from datasets import load_dataset
+
     if os.path.exists(source):
         ds = load_dataset("json", data_files=source, split="train")
     elif source.endswith((".json", ".jsonl")):
@@ -130,6 +134,8 @@ class PromptDataModule(L.LightningDataModule):
             chosen = set(random.Random(selection_seed).sample(range(len(encoded)), n))
         # the two splits share no prompt; the model reads the selection split only to choose a variant. "row": the
         # prompt's index in its split (predictions.jsonl joins the model's numbers back to the prompt by it)
+        from datasets import Dataset
+
         numbered = lambda rows: Dataset.from_list([e | {"row": j} for j, e in enumerate(rows)])  # noqa: E731
         self.splits = {"selection": numbered([e for i, e in enumerate(encoded) if i in chosen])} if chosen else {}
         self.splits["test"] = self.dataset = numbered([e for i, e in enumerate(encoded) if i not in chosen])

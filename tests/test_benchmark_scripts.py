@@ -23,3 +23,34 @@ def test_the_precision_check_compares_each_setting_with_fp32_and_writes_a_verdic
     assert verdict["pass"] in (True, False) and set(verdict["checks"]) == set(precision.QUANTITIES)
     band = verdict["checks"]["p_noise"]["band"]
     assert band[0] <= min(verdict["checks"]["p_noise"]["fp32"]) <= max(verdict["checks"]["p_noise"]["fp32"]) <= band[1]
+
+
+def test_the_gpu_rehearsal_runs_without_the_packages_the_gpu_image_lacks(tmp_path):
+    """benchmarks/gpu.py --smoke runs under benchmarks/gpu_image: wandb and datasets are missing there, as on the GPU
+    machine. A toy run must not need them, and the benchmarks' logger-less config copies must parse where the
+    shipped configs (WandbLogger, whose options only wandb's signature can check) do not."""
+    import os
+    import subprocess
+    import sys
+
+    script = f"""
+import importlib.util, sys
+sys.path.insert(0, "benchmarks")
+assert importlib.util.find_spec("wandb") is None and importlib.util.find_spec("datasets") is None
+from pathlib import Path
+import precision
+from main import main
+def parses(config):
+    try:
+        main(["fit", "--config", config, "--print_config"])
+    except SystemExit as e:
+        return e.code in (0, None)
+print("shipped", parses("configs/paper/noisy.yaml"))
+print("copy", parses(precision.without_logger("configs/paper/noisy.yaml", Path({str(tmp_path)!r}))))
+print("datasets loaded", "datasets" in sys.modules)
+"""
+    env = {**os.environ, "FFVA_GPU_IMAGE": "1", "PYTHONPATH": os.pathsep.join(["benchmarks/gpu_image", "."])}
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    lines = [line for line in out.stdout.splitlines() if line.startswith(("shipped", "copy", "datasets"))]
+    assert lines == ["shipped False", "copy True", "datasets loaded False"], out.stdout[-2000:]
