@@ -14,6 +14,8 @@ and every process gets at most the time left, so the whole run ends inside ``--b
   paper_fastest  configs/paper/noisy.yaml, 5000 steps with its evaluations, at the fastest setting that passed
   packing      one task of configs/sweeps/hijack_pe.yaml alone, then 10 of them packed on the GPU (pipeline/packing.py),
                GPU utilisation sampled (nvidia-smi); the GPU time per task of each
+  stacking     the same config's training step as 1, 10 and 20 seeds stacked in one model (benchmarks/stacking.py):
+               what stacking replicas would save on the steps, against packing's whole runs as processes
   paper_fp32   the same 5000 steps at fp32 (today's path), side by side with paper_fastest
   noisy_default  GPU utilisation of one run of the CPU default config (configs/noisy.yaml)
 Everything goes to one JSON, ``gpu_<device>.json``, rewritten after each step: a run cut short keeps what it measured.
@@ -38,6 +40,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
 sys.path.insert(0, str(REPO))
 import precision  # noqa: E402
+import stacking  # noqa: E402
 import throughput  # noqa: E402
 
 THROUGHPUT_SETTINGS = {  # benchmarks/throughput.py's setting -> benchmarks/precision.py's
@@ -46,15 +49,18 @@ QUIET = ["--report", "false", "--trainer.enable_progress_bar", "false"]
 PLANS = {  # per mode: each step's sizes and its time estimate on that machine (seconds), used to skip what cannot fit
     "cuda": dict(accelerator="gpu", shapes="paper", repeats=5, precision_config="paper", parallel=4,
                  fidelity=["--trainer.max_steps", "1000", "--trainer.val_check_interval", "500"], paper=[],
-                 settings=list(precision.SETTINGS), pack=10, hijack=[], noisy=[],
-                 estimate=dict(throughput=90, fidelity=200, paper_fastest=70, packing=150, paper_fp32=230, noisy_default=60)),
+                 settings=list(precision.SETTINGS), pack=10, hijack=[], noisy=[], stack=dict(replicas=[1, 10, 20], steps=100),
+                 estimate=dict(throughput=90, fidelity=200, paper_fastest=70, packing=150, stacking=30, paper_fp32=230,
+                               noisy_default=60)),
     "smoke": dict(accelerator="cpu", shapes="cpu", repeats=1, precision_config="small", parallel=1,
                   fidelity=["--trainer.max_steps", "40", "--trainer.val_check_interval", "20"],
                   paper=["--trainer.max_steps", "20", "--trainer.val_check_interval", "10", "--trainer.callbacks", "[]"],
                   settings=["fp32", "bf16-mixed"], pack=2,
                   hijack=["trainer.max_steps: [20]", "trainer.val_check_interval: [10]", "data.init_args.n_test: [32]"],
                   noisy=["--trainer.max_steps", "20", "--trainer.val_check_interval", "10", "--model.init_args.early_eval_steps", "[]"],
-                  estimate=dict(throughput=30, fidelity=150, paper_fastest=60, packing=150, paper_fp32=60, noisy_default=60)),
+                  stack=dict(replicas=[1, 2], steps=5),
+                  estimate=dict(throughput=30, fidelity=150, paper_fastest=60, packing=150, stacking=20, paper_fp32=60,
+                                noisy_default=60)),
 }
 
 
@@ -124,17 +130,27 @@ class Bench:
         print(json.dumps({name: result})[:2000], flush=True)
         return result
 
+    def timed(self, cmd: list[str]) -> dict:
+        """One process under the GPU sampler, given the time left: wall time, exit status, GPU use; the end of its
+        stderr when it fails; a process past its time is killed and recorded with its wall time (returncode null)."""
+        t = time.monotonic()
+        with Sampler() as gpu:
+            try:
+                proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=max(10, self.left()))
+                code, err = proc.returncode, proc.stderr
+            except subprocess.TimeoutExpired as e:
+                code, err = None, f"killed after {e.timeout:.0f} s (the budget's time left): " + (e.stderr or b"").decode(errors="replace")
+        out = {"wall_s": round(time.monotonic() - t, 1), "returncode": code, **gpu.summary()}
+        return out if code == 0 else out | {"error": err.strip()[-600:]}
+
     def main_py(self, name: str, args: list[str]) -> dict:
         """One ``main.py fit`` in its own root, GPU sampled; its summary's numbers."""
         root = self.tmp / name
         cmd = [sys.executable, "main.py", "fit", *args, "--trainer.accelerator", self.plan["accelerator"], *QUIET,
                "--trainer.default_root_dir", str(root)]
-        t = time.monotonic()
-        with Sampler() as gpu:
-            proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=max(10, self.left()))
-        out = {"wall_s": round(time.monotonic() - t, 1), "returncode": proc.returncode, **gpu.summary()}
-        if proc.returncode != 0:
-            return out | {"error": proc.stderr.strip()[-600:]}
+        out = self.timed(cmd)
+        if out["returncode"] != 0:
+            return out
         (summary,) = [json.load(open(p)) for p in glob.glob(f"{root}/*/*/summary.json")]
         variants = summary.get("variants") or {}
         keep = ("full", "layers.1.ff.w2@rho0")
@@ -192,19 +208,18 @@ class Bench:
         pack = self.plan["pack"]
         runs = {}
         for name, extra in (("alone", ["--task", "0"]), (f"{pack}_packed", ["--pack", str(pack), "--task", "0"])):
-            t = time.monotonic()
-            with Sampler() as gpu:
-                proc = subprocess.run([sys.executable, "-m", "pipeline.sweep", str(sweep), "--root", str(self.tmp / f"pack-{name}"), *extra],
-                                      cwd=REPO, capture_output=True, text=True, timeout=max(10, self.left()))
-            runs[name] = {"wall_s": round(time.monotonic() - t, 1), "returncode": proc.returncode, **gpu.summary(),
-                          "completed": len(glob.glob(f"{self.tmp}/pack-{name}/*/*/*/summary.json"))}
-            if proc.returncode != 0:
-                runs[name]["error"] = proc.stderr.strip()[-600:]
+            runs[name] = self.timed([sys.executable, "-m", "pipeline.sweep", str(sweep), "--root", str(self.tmp / f"pack-{name}"), *extra])
+            runs[name]["completed"] = len(glob.glob(f"{self.tmp}/pack-{name}/*/*/*/summary.json"))
         alone, packed = runs["alone"], runs[f"{pack}_packed"]
         ratio = (pack * alone["wall_s"] / packed["wall_s"]) if alone["returncode"] == 0 and packed["returncode"] == 0 else None
         return {"sweep": "configs/sweeps/hijack_pe.yaml", "runs_per_gpu": pack, "runs": runs,
                 "gpu_seconds_per_task_alone": alone["wall_s"], "gpu_seconds_per_task_packed": round(packed["wall_s"] / pack, 1),
                 "gpu_time_ratio_alone_over_packed": ratio and round(ratio, 2)}
+
+    def stacking(self) -> dict:
+        stack = self.plan["stack"]
+        return stacking.main(["--config", "configs/hijack.yaml", "--device", self.device, "--steps", str(stack["steps"]),
+                              "--replicas", *map(str, stack["replicas"])])
 
     def noisy_default(self) -> dict:
         return self.main_py("noisy-default", ["--config", precision.without_logger("configs/noisy.yaml", self.tmp), *self.plan["noisy"]])
@@ -215,6 +230,7 @@ class Bench:
         fastest = self.fastest_passing()
         self.step("paper_fastest", lambda: self.paper(fastest))
         self.step("packing", self.packing)
+        self.step("stacking", self.stacking)
         self.step("paper_fp32", lambda: self.paper("fp32"))
         self.step("noisy_default", self.noisy_default)
         shutil.rmtree(self.tmp, ignore_errors=True)

@@ -64,7 +64,7 @@ def first_step(rows: list[dict], key: str, above: float) -> int | None:
 def run(config: str, overrides: list[str], probe_every: int, setting: str, seed: int, device: str, root: Path,
         timeout: float | None = None) -> dict:
     args = [sys.executable, "main.py", "fit", "--config", config, *overrides, *SETTINGS[setting], "--seed_everything", str(seed),
-            "--trainer.accelerator", device, "--trainer.logger", "false", "--report", "false",
+            "--trainer.accelerator", device, "--report", "false",  # the config is a without_logger copy
             "--trainer.enable_progress_bar", "false", "--trainer.callbacks", f"[{PROBE % probe_every}]",
             "--trainer.default_root_dir", str(root / f"{setting}-{seed}")]
     start = time.perf_counter()

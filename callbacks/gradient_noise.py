@@ -58,7 +58,7 @@ def projected_gradients(
             i += len(ps)
         proj = {g: [] for g in groups}
         for e in examples.tolist():
-            loss = pl_module.loss({k: v[e : e + 1] for k, v in batch.items()})
+            loss = pl_module.loss({k: v[e : e + 1] for k, v in batch.items()}, eager=True)
             grads = torch.autograd.grad(loss, params, allow_unused=True)
             i = 0
             for g, ps in groups.items():

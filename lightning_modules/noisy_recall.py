@@ -134,10 +134,12 @@ class NoisyRecallModule(L.LightningModule):
                 "of the absolute position table; raise max_seq_len or use positional: rope | sinusoidal"
             )
 
-    def loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Cross-entropy of the next token at the scored positions (``batch["mask"]``): the training objective."""
+    def loss(self, batch: dict[str, torch.Tensor], eager: bool = False) -> torch.Tensor:
+        """Cross-entropy of the next token at the scored positions (``batch["mask"]``): the training objective.
+        ``eager``: never the compiled forward (a callback's one-sequence batches would make it compile again)."""
         tokens, mask = batch["tokens"], batch["mask"]
-        logits = self._train_forward(tokens[:, :-1]) if self.training else self.net(tokens[:, :-1])
+        forward = self._train_forward if self.training and not eager else self.net
+        logits = forward(tokens[:, :-1])
         if not mask.any():  # a batch with no repeated trigger (short sequences): nothing to learn, not a NaN
             return logits.sum() * 0.0
         return F.cross_entropy(logits[mask], tokens[:, 1:][mask])

@@ -87,6 +87,21 @@ def check_config_files(args: list[str]) -> None:
             fail(f"--config {path}: YAML syntax error{where}: {getattr(e, 'problem', None) or e}")
         if not isinstance(content, dict) or not content:
             fail(f"--config {path}: the file is empty or not a mapping of keys (a config has trainer:, model:, data: ...)")
+        _check_logger_packages(path, content)
+
+
+def _check_logger_packages(path: str, content: dict) -> None:
+    """A config naming WandbLogger where wandb is not installed: jsonargparse checks the logger's options against
+    wandb's own signature, so it fails with "Option 'group' is not accepted", even with --trainer.logger false
+    on the command line (the file is checked first)."""
+    import importlib.util
+
+    loggers = (content.get("trainer") or {}).get("logger") if isinstance(content.get("trainer"), dict) else None
+    for logger in loggers if isinstance(loggers, list) else [loggers]:
+        name = logger.get("class_path", "") if isinstance(logger, dict) else ""
+        if name.endswith("WandbLogger") and importlib.util.find_spec("wandb") is None:
+            fail(f"--config {path}: trainer.logger is {name}, which needs the wandb package: pip install wandb "
+                 "(or pip install -e .), or set trainer.logger: false in a copy of the config to run without W&B")
 
 
 class ConfigError(SystemExit):

@@ -1,5 +1,5 @@
 """The benchmark scripts run here on CPU (their GPU figures come from benchmarks/gpu.sh on a GPU machine): the
-precision fidelity check compares settings against fp32 and writes its verdicts."""
+precision fidelity check compares settings against fp32 and writes its verdicts; stacked replicas train as each alone."""
 import json
 
 from tests.pipeline.test_cli import TINY
@@ -28,7 +28,8 @@ def test_the_precision_check_compares_each_setting_with_fp32_and_writes_a_verdic
 def test_the_gpu_rehearsal_runs_without_the_packages_the_gpu_image_lacks(tmp_path):
     """benchmarks/gpu.py --smoke runs under benchmarks/gpu_image: wandb and datasets are missing there, as on the GPU
     machine. A toy run must not need them, and the benchmarks' logger-less config copies must parse where the
-    shipped configs (WandbLogger, whose options only wandb's signature can check) do not."""
+    shipped configs (WandbLogger, whose options only wandb's signature can check) are refused in one line that says
+    what to install or change."""
     import os
     import subprocess
     import sys
@@ -45,7 +46,7 @@ def parses(config):
         main(["fit", "--config", config, "--print_config"])
     except SystemExit as e:
         return e.code in (0, None)
-print("shipped", parses("configs/paper/noisy.yaml"))
+print("shipped", parses("configs/paper/noisy.yaml"), file=sys.stdout, flush=True)
 print("copy", parses(precision.without_logger("configs/paper/noisy.yaml", Path({str(tmp_path)!r}))))
 print("datasets loaded", "datasets" in sys.modules)
 """
@@ -54,3 +55,26 @@ print("datasets loaded", "datasets" in sys.modules)
     assert out.returncode == 0, out.stderr[-2000:]
     lines = [line for line in out.stdout.splitlines() if line.startswith(("shipped", "copy", "datasets"))]
     assert lines == ["shipped False", "copy True", "datasets loaded False"], out.stdout[-2000:]
+    refusal = [line for line in out.stderr.splitlines() if line.startswith("error:")]
+    assert refusal == ["error: --config configs/paper/noisy.yaml: trainer.logger is lightning.pytorch.loggers.WandbLogger, "
+                       "which needs the wandb package: pip install wandb (or pip install -e .), or set trainer.logger: "
+                       "false in a copy of the config to run without W&B"], out.stderr[-2000:]
+
+
+def test_stacked_replicas_train_exactly_as_each_seed_alone_and_time_per_replica(tmp_path):
+    """benchmarks/stacking.py (the measurement that chooses stacking or packing processes on a GPU): 2 seeds of
+    configs/hijack.yaml stacked follow, step for step, the losses of each trained alone by the module's own loss."""
+    import sys
+
+    sys.path.insert(0, "benchmarks")
+    import stacking
+
+    check = stacking.main(["--check", "8"])["check"]
+    assert check["steps"] == 8 and check["replicas_differ"]  # two seeds, two models
+    assert check["max_loss_gap"] < 1e-4  # rounding only (measured 1e-6 after 20 steps)
+    out = tmp_path / "stacking.json"
+    runs = stacking.main(["--device", "cpu", "--replicas", "2", "--steps", "2", "--warmup", "1", "--out", str(out)])["runs"]
+    assert [r["replicas"] for r in runs] == [1, 2] and json.loads(out.read_text())["runs"] == runs
+    assert all(r["final_losses_finite"] and r["step_s"] > 0 and isinstance(r["ops_looped_per_replica"], list) for r in runs)
+    assert runs[0]["time_ratio_alone_over_stacked"] == 1.0
+    assert runs[1]["step_s_per_replica"] == runs[1]["step_s"] / 2
