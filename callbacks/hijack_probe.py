@@ -11,7 +11,7 @@ import torch
 from callbacks.common import log_scalars, network, require_generator
 from datamodules import hijack_prompts
 from lightning_modules import hijack_theory
-from lightning_modules.attribution import attention_patterns, logit_split
+from lightning_modules.attribution import attention_patterns, logit_split, traced_forward
 from lightning_modules.laser import rank_for, select_parameters, truncated
 from run_record.kinds import KNOWLEDGE_HIJACK
 from run_record.names import FULL, hijack_key, laser_variant, prev_token_key
@@ -100,6 +100,7 @@ class HijackProbe(L.Callback):
                 length = t_train * factor
                 if placement == "beyond" and length <= t_train + 2:
                     continue  # no room beyond the training length
+                prompt_sets = self._prompts(dm.bigram, length, placement, t_train, pl_module.device)  # the same for every rank
                 for rho in self.ff_rhos:
                     ranks = {self.ff_target: rank_for(tuple(weight.shape), rho)}
                     # rho 1 keeps the full rank: the full model, named so (run_record/names.py)
@@ -107,17 +108,11 @@ class HijackProbe(L.Callback):
                     self.ff_variants[variant] = {"rho": rho, "ranks": ranks}
                     rows = {}
                     with truncated(net, ranks):
-                        for n in self.n_pairs:
-                            try:
-                                prompts = hijack_prompts.build(dm.bigram, n, length, placement, t_train=t_train,
-                                                               n_prompts=self.n_prompts, seed=self.seed)
-                            except ValueError:
-                                continue  # n pairs do not fit at this length and placement
-                            prompts.tokens = prompts.tokens.to(pl_module.device)
-                            prompts.o, prompts.b = prompts.o.to(pl_module.device), prompts.b.to(pl_module.device)
-                            rows[n] = hijack_prompts.measure(net, prompts)
+                        for n, prompts in prompt_sets.items():
+                            traced = traced_forward(net, prompts.tokens)  # one pass for both
+                            rows[n] = hijack_prompts.measure(net, prompts, traced)
                             # where logit(o) - logit(b) comes from: embedding path, each attention, each FF
-                            split = logit_split(net, prompts.tokens, prompts.o, prompts.b)
+                            split = logit_split(net, prompts.tokens, prompts.o, prompts.b, traced=traced)
                             rows[n]["logit_split"] = {k: float(v.mean()) for k, v in split.items()}
                             for k, v in rows[n].items():
                                 if k != "logit_split":
@@ -141,6 +136,19 @@ class HijackProbe(L.Callback):
         print("\nHijack theory (lightning_modules/hijack_theory.py): logit(o) - logit(b) = w_ic * a(n, T) - w_g, "
               "fitted over n and T per setting:")
         print(self.format_fit())
+
+    def _prompts(self, bigram, length: int, placement: str, t_train: int, device) -> dict[int, hijack_prompts.HijackPrompts]:
+        """{n: prompts} on ``device`` for each n of ``n_pairs`` that fits at this length and placement."""
+        sets = {}
+        for n in self.n_pairs:
+            try:
+                prompts = hijack_prompts.build(bigram, n, length, placement, t_train=t_train, n_prompts=self.n_prompts,
+                                               seed=self.seed)
+            except ValueError:
+                continue  # n pairs do not fit at this length and placement
+            prompts.tokens, prompts.o, prompts.b = (x.to(device) for x in (prompts.tokens, prompts.o, prompts.b))
+            sets[n] = prompts
+        return sets
 
     def _fit_theory(self) -> dict[str, dict[str, dict[str, Any]]]:
         """Per placement and FF variant: the fitted form, and per length the predicted vs measured boundary and gaps."""

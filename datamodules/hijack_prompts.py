@@ -13,7 +13,7 @@ import torch
 
 from datamodules.bigram import BigramModel
 from datamodules.generator import NoisyRecallGenerator
-from lightning_modules.attribution import forward_with_attention
+from lightning_modules.attribution import Traced, traced_forward
 
 PLACEMENTS = ("early", "late", "beyond")
 
@@ -68,15 +68,16 @@ def build(bigram: BigramModel, n_pairs: int, length: int, placement: str = "late
 
 
 @torch.no_grad()
-def measure(net: torch.nn.Module, prompts: HijackPrompts) -> dict[str, float]:
+def measure(net: torch.nn.Module, prompts: HijackPrompts, traced: Traced | None = None) -> dict[str, float]:
     """P(o), P(b) after the final q, the fraction of prompts where o / b / another token is the argmax, and layer 2's
-    (last layer's) attention from the final q to the positions right after earlier q's."""
-    logits, patterns = forward_with_attention(net, prompts.tokens)
+    (last layer's) attention from the final q to the positions right after earlier q's. ``traced``: a
+    ``traced_forward(net, prompts.tokens)`` already run (the probe splits the logit gap from the same pass)."""
+    logits, _, inputs = traced if traced is not None else traced_forward(net, prompts.tokens)
     logits = logits[:, -1]
     p = logits.float().softmax(-1)
     rows = torch.arange(len(prompts.q))
     top = logits.argmax(-1)
-    pattern = patterns[-1][:, -1]  # (P, L): the last layer's attention from the final q
+    pattern = net.layers[-1].attn.probabilities(inputs[-1], query=-1).mean(1)[:, 0]  # (P, L): from the final q
     after_q = torch.zeros_like(pattern, dtype=torch.bool)
     for i, starts in enumerate(prompts.pair_starts):
         after_q[i, [s + 1 for s in starts]] = True

@@ -130,14 +130,18 @@ class Attention(nn.Module):
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask.to(q.dtype))
         return F.linear(y.transpose(1, 2).flatten(2), self.wo)
 
-    def probabilities(self, x: torch.Tensor) -> torch.Tensor:
-        """The (B, H, T_query, T_key) causal attention pattern that ``forward`` applies (for probes; SDPA hides it)."""
+    def probabilities(self, x: torch.Tensor, query: int | None = None) -> torch.Tensor:
+        """The (B, H, T_query, T_key) causal attention pattern that ``forward`` applies (for probes; SDPA hides it);
+        with ``query``, only that query position's row: (B, H, 1, T_key)."""
         q, k, _ = self.qkv(x)
         t = q.shape[-2]
-        scores = q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1])
         mask = self.score_mask(t, x.device)
         if mask is None:
             mask = torch.full((t, t), float("-inf"), device=x.device).triu(1)
+        if query is not None:
+            rows = slice(query, query + 1 or None)  # -1: the last row
+            q, mask = q[..., rows, :], mask[..., rows, :]
+        scores = q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1])
         return (scores + mask).softmax(-1)
 
 

@@ -63,6 +63,18 @@ def test_attention_probabilities_are_the_pattern_forward_applies(positional):
     torch.testing.assert_close(by_hand, attn(x), rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("positional", ["absolute", "rope", "relative", "alibi"])
+def test_one_query_row_of_the_pattern_is_that_row_of_the_whole_pattern(positional):
+    # the hijack probe reads only the final query's row (its prompts are up to 4x the training length)
+    attn = build(positional=positional, n_heads=2).layers[0].attn
+    x = torch.randn(3, 9, 16)
+    whole = attn.probabilities(x)
+    for query in (-1, 0, 4):
+        row = attn.probabilities(x, query=query)
+        assert row.shape == (3, 2, 1, 9)
+        torch.testing.assert_close(row[:, :, 0], whole[:, :, query], rtol=1e-5, atol=1e-7)
+
+
 def test_reference_init_matches_the_reference_codes_formulas():
     """leichen2018/ATTN_vs_MLP: nn.Embedding and torch.randn positions, N(0, 1); nn.Linear's U(+-1/sqrt(fan_in))."""
     torch.manual_seed(0)
