@@ -14,6 +14,8 @@ and every process gets at most the time left, so the whole run ends inside ``--b
   paper_fastest  configs/paper/noisy.yaml, 5000 steps with its evaluations, at the fastest setting that passed
   packing      one task of configs/sweeps/hijack_pe.yaml alone, then 10 of them packed on the GPU (pipeline/packing.py),
                GPU utilisation sampled (nvidia-smi); the GPU time per task of each
+  gradient_noise  one GradientNoise measurement (256 sequences, per-sequence gradients in one vmapped pass) on the
+               paper config's model: the paper config takes 5 in its 5000 steps
   stacking     the same config's training step as 1, 10 and 20 seeds stacked in one model (benchmarks/stacking.py):
                what stacking replicas would save on the steps, against packing's whole runs as processes
   paper_fp32   the same 5000 steps at fp32 (today's path), side by side with paper_fastest
@@ -50,7 +52,7 @@ PLANS = {  # per mode: each step's sizes and its time estimate on that machine (
     "cuda": dict(accelerator="gpu", shapes="paper", repeats=5, precision_config="paper", parallel=4,
                  fidelity=["--trainer.max_steps", "1000", "--trainer.val_check_interval", "500"], paper=[],
                  settings=list(precision.SETTINGS), pack=10, hijack=[], noisy=[], stack=dict(replicas=[1, 10, 20], steps=100),
-                 estimate=dict(throughput=90, fidelity=200, paper_fastest=70, packing=150, stacking=30, paper_fp32=230,
+                 estimate=dict(throughput=90, fidelity=200, paper_fastest=70, packing=150, gradient_noise=20, stacking=30, paper_fp32=230,
                                noisy_default=60)),
     "smoke": dict(accelerator="cpu", shapes="cpu", repeats=1, precision_config="small", parallel=1,
                   fidelity=["--trainer.max_steps", "40", "--trainer.val_check_interval", "20"],
@@ -59,7 +61,7 @@ PLANS = {  # per mode: each step's sizes and its time estimate on that machine (
                   hijack=["trainer.max_steps: [20]", "trainer.val_check_interval: [10]", "data.init_args.n_test: [32]"],
                   noisy=["--trainer.max_steps", "20", "--trainer.val_check_interval", "10", "--model.init_args.early_eval_steps", "[]"],
                   stack=dict(replicas=[1, 2], steps=5),
-                  estimate=dict(throughput=30, fidelity=150, paper_fastest=60, packing=150, stacking=20, paper_fp32=60,
+                  estimate=dict(throughput=30, fidelity=150, paper_fastest=60, packing=150, gradient_noise=30, stacking=20, paper_fp32=60,
                                 noisy_default=60)),
 }
 
@@ -216,6 +218,28 @@ class Bench:
                 "gpu_seconds_per_task_alone": alone["wall_s"], "gpu_seconds_per_task_packed": round(packed["wall_s"] / pack, 1),
                 "gpu_time_ratio_alone_over_packed": ratio and round(ratio, 2)}
 
+    def gradient_noise(self) -> dict:
+        import torch
+
+        from callbacks.gradient_noise import GradientNoise, projected_gradients
+
+        config = "configs/paper/noisy.yaml"
+        dm, (module,), _ = stacking.build(config, [0])
+        device = torch.device(self.device)
+        module = module.to(device)
+        batch = {k: v.to(device) for k, v in dm.gen.sample(256, torch.Generator().manual_seed(0)).items()}
+        groups = GradientNoise().groups(module)
+        times = []
+        for _ in range(2):  # the first call includes the kernels' first launch
+            throughput.sync(device)
+            t = time.perf_counter()
+            proj = projected_gradients(module, batch, groups, dm.noise_id)
+            throughput.sync(device)
+            times.append(time.perf_counter() - t)
+        snr = {g: float(v.mean() / v.std()) for g, v in proj.items()}
+        return {"config": config, "sequences": 256, "call_s": [round(t, 3) for t in times], "calls_per_paper_run": 5,
+                "snr_at_init": snr}
+
     def stacking(self) -> dict:
         stack = self.plan["stack"]
         return stacking.main(["--config", "configs/hijack.yaml", "--device", self.device, "--steps", str(stack["steps"]),
@@ -230,6 +254,7 @@ class Bench:
         fastest = self.fastest_passing()
         self.step("paper_fastest", lambda: self.paper(fastest))
         self.step("packing", self.packing)
+        self.step("gradient_noise", self.gradient_noise)
         self.step("stacking", self.stacking)
         self.step("paper_fp32", lambda: self.paper("fp32"))
         self.step("noisy_default", self.noisy_default)

@@ -21,14 +21,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import re
+import sys
 import time
 import warnings
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 import yaml
 from torch.func import functional_call, stack_module_state, vmap
 
@@ -37,35 +36,31 @@ sys.path.insert(0, str(REPO))
 from datamodules.bigram import SyntheticBigram  # noqa: E402
 from datamodules.generator import DeviceStream  # noqa: E402
 from datamodules.noisy_recall import NoisyRecallDataModule  # noqa: E402
-from lightning_modules.noisy_recall import NoisyRecallModule  # noqa: E402
+from lightning_modules.noisy_recall import NoisyRecallModule, sequence_loss  # noqa: E402
 from lightning_modules.transformer import TransformerConfig  # noqa: E402
 
 
-def build(config: str, seeds: list[int]) -> tuple[NoisyRecallDataModule, list[NoisyRecallModule], float]:
-    """The config's datamodule and one module per seed, as the CLI builds them (a SyntheticBigram config)."""
+def build(config: str, seeds: list[int]) -> tuple[NoisyRecallDataModule, list[NoisyRecallModule], dict]:
+    """The config's datamodule (its generator; no worker processes) and one module per seed, as the CLI builds them
+    (a SyntheticBigram config), and the config's optimizer entry."""
     spec = yaml.safe_load((REPO / config).read_text())
     data, model = dict(spec["data"]["init_args"]), spec["model"]["init_args"]
     bigram = data.pop("bigram")
     if bigram["class_path"].rsplit(".", 1)[-1] != "SyntheticBigram":
         raise SystemExit(f"{config}: data.bigram must be a SyntheticBigram here, got {bigram['class_path']}")
-    dm = NoisyRecallDataModule(bigram=SyntheticBigram(**bigram.get("init_args", {})), **data)
+    dm = NoisyRecallDataModule(bigram=SyntheticBigram(**bigram.get("init_args", {})), **(data | {"num_workers": 0}))
     modules = []
     for seed in seeds:
         torch.manual_seed(seed)
         modules.append(NoisyRecallModule(model=TransformerConfig(**model["model"]), vocab_size=dm.vocab_size,
                                          noise_id=dm.noise_id))
-    optimizer = model.get("optimizer", {})
+    return dm, modules, model.get("optimizer", {})
+
+
+def adam_lr(config: str, optimizer: dict) -> float:
     if optimizer.get("class_path", "torch.optim.Adam").rsplit(".", 1)[-1] != "Adam":
         raise SystemExit(f"{config}: the stacked step uses Adam (elementwise, so exact per replica); the config names {optimizer['class_path']}")
-    return dm, modules, float(optimizer.get("init_args", {}).get("lr", 1e-3))
-
-
-def masked_loss(logits: torch.Tensor, tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """NoisyRecallModule.loss without boolean indexing (vmap needs fixed shapes): the mean cross-entropy over the
-    scored positions. ``--check`` compares it with the module's own loss."""
-    ce = F.cross_entropy(logits.flatten(0, 1), tokens[:, 1:].flatten(), reduction="none")
-    m = mask.flatten().to(ce.dtype)
-    return (ce * m).sum() / m.sum().clamp_min(1)
+    return float(optimizer.get("init_args", {}).get("lr", 1e-3))
 
 
 class Stacked:
@@ -79,7 +74,8 @@ class Stacked:
         base = nets[0]
 
         def one(params, buffers, tokens, mask):
-            return masked_loss(functional_call(base, (params, buffers), (tokens[:, :-1],)), tokens, mask)
+            # the vmappable form of the module's loss (--check compares the two)
+            return sequence_loss(functional_call(base, (params, buffers), (tokens[:, :-1],)), tokens, mask)
 
         self.losses = vmap(one)
 
@@ -104,8 +100,8 @@ def sync(device: torch.device) -> None:
 
 
 def time_steps(config: str, k: int, steps: int, warmup: int, device: torch.device) -> dict:
-    dm, modules, lr = build(config, list(range(k)))
-    stacked, stream = Stacked(modules, lr, device), batches(dm, k, device)
+    dm, modules, optimizer = build(config, list(range(k)))
+    stacked, stream = Stacked(modules, adam_lr(config, optimizer), device), batches(dm, k, device)
     with warnings.catch_warnings(record=True) as caught:  # ops vmap runs one replica at a time (no batching rule)
         warnings.simplefilter("always")
         for _ in range(max(1, warmup)):
@@ -126,8 +122,9 @@ def time_steps(config: str, k: int, steps: int, warmup: int, device: torch.devic
 def check(config: str, steps: int) -> dict:
     """2 replicas stacked against each trained alone by its own module's loss and Adam: the largest loss gap."""
     device = torch.device("cpu")
-    dm, modules, lr = build(config, [0, 1])
+    dm, modules, optimizer = build(config, [0, 1])
     _, alone, _ = build(config, [0, 1])
+    lr = adam_lr(config, optimizer)
     optimizers = [torch.optim.Adam([p for p in m.net.parameters() if p.requires_grad], lr=lr) for m in alone]
     stacked, stream, gap = Stacked(modules, lr, device), batches(dm, 2, device), 0.0
     for _ in range(steps):

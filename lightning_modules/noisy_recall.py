@@ -20,6 +20,15 @@ def _default_optimizer(params) -> torch.optim.Optimizer:
     return torch.optim.AdamW(params, lr=1e-3)
 
 
+def sequence_loss(logits: torch.Tensor, tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """``NoisyRecallModule.loss`` of a one-sequence batch, written without boolean indexing so that torch.func can
+    vmap it over sequences (per-sequence gradients: GradientNoise; stacked replicas: benchmarks/stacking.py): the
+    mean cross-entropy of the next token over the scored positions. logits (B, T-1, V), tokens (B, T), mask (B, T-1)."""
+    ce = F.cross_entropy(logits.flatten(0, 1), tokens[:, 1:].flatten(), reduction="none")
+    scored = mask.flatten().to(ce.dtype)
+    return (ce * scored).sum() / scored.sum().clamp_min(1)
+
+
 class NoisyRecallModule(L.LightningModule):
     # settings that only change what is evaluated: a checkpoint may be evaluated with other values (pipeline/checkpoints.py)
     # settings that do not change the model (what is evaluated, how fast it is computed): a checkpoint may be
@@ -134,12 +143,10 @@ class NoisyRecallModule(L.LightningModule):
                 "of the absolute position table; raise max_seq_len or use positional: rope | sinusoidal"
             )
 
-    def loss(self, batch: dict[str, torch.Tensor], eager: bool = False) -> torch.Tensor:
-        """Cross-entropy of the next token at the scored positions (``batch["mask"]``): the training objective.
-        ``eager``: never the compiled forward (a callback's one-sequence batches would make it compile again)."""
+    def loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Cross-entropy of the next token at the scored positions (``batch["mask"]``): the training objective."""
         tokens, mask = batch["tokens"], batch["mask"]
-        forward = self._train_forward if self.training and not eager else self.net
-        logits = forward(tokens[:, :-1])
+        logits = self._train_forward(tokens[:, :-1]) if self.training else self.net(tokens[:, :-1])
         if not mask.any():  # a batch with no repeated trigger (short sequences): nothing to learn, not a NaN
             return logits.sum() * 0.0
         return F.cross_entropy(logits[mask], tokens[:, 1:][mask])

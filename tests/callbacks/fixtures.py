@@ -12,10 +12,11 @@ from lightning_modules import NoisyRecallModule
 from lightning_modules.transformer import TransformerConfig
 
 
-def tiny_model_and_data(seed: int = 0) -> tuple[NoisyRecallModule, NoisyRecallDataModule]:
+def tiny_model_and_data(seed: int = 0, positional: str = "absolute") -> tuple[NoisyRecallModule, NoisyRecallDataModule]:
     dm = NoisyRecallDataModule(SyntheticBigram(vocab_size=16), seq_len=16, batch_size=8, n_test=16, seed=seed)
     torch.manual_seed(seed)
-    model = NoisyRecallModule(TransformerConfig(dim=16, max_seq_len=16), vocab_size=dm.vocab_size, noise_id=dm.noise_id)
+    model = NoisyRecallModule(TransformerConfig(dim=16, max_seq_len=16, positional=positional), vocab_size=dm.vocab_size,
+                              noise_id=dm.noise_id)
     return model, dm
 
 

@@ -6,7 +6,7 @@ import json
 import pytest
 import torch
 
-from callbacks.gradient_noise import GradientNoise, default_groups, projected_gradients
+from callbacks.gradient_noise import GradientNoise, default_groups, noise_margin, projected_gradients
 from main import main
 from tests.callbacks.fixtures import tiny_model_and_data
 from tests.pipeline.test_cli import only_run_dir
@@ -46,6 +46,32 @@ def test_without_noise_in_the_data_the_feed_forward_is_not_pushed_towards_it():
     with_noise = projected_gradients(model, noisy, groups, dm.noise_id)["layers.1.ff"].mean()
     without = projected_gradients(model, clean, groups, dm.noise_id)["layers.1.ff"].mean()
     assert with_noise > 0 and without < 0.1 * with_noise
+
+
+@pytest.mark.parametrize("positional", ["absolute", "relative"])
+def test_the_vmapped_projections_are_each_sequences_own_backward_pass(positional):
+    """One vmapped pass per chunk against the definition: a backward pass of the module's own training loss per
+    sequence, projected by hand on the noise direction."""
+    model, dm = tiny_model_and_data(positional=positional)
+    groups = GradientNoise().groups(model)
+    batch = dm.gen.sample(24, torch.Generator().manual_seed(3))
+    params = [p for ps in groups.values() for p in ps]
+    examples = batch["mask"].any(1).nonzero().flatten().tolist()
+    with torch.enable_grad():
+        margin = noise_margin(model.net(batch["tokens"][examples, :-1]), batch["mask"][examples], dm.noise_id)
+        direction = dict(zip(params, torch.autograd.grad(margin, params)))
+        expected = {g: [] for g in groups}
+        for e in examples:
+            grads = dict(zip(params, torch.autograd.grad(model.loss({k: v[e : e + 1] for k, v in batch.items()}), params)))
+            for g, ps in groups.items():
+                norm = sum(float((direction[p].double() ** 2).sum()) for p in ps) ** 0.5
+                expected[g].append(-sum(float((grads[p].double() * direction[p].double()).sum()) for p in ps) / norm)
+    one_pass = projected_gradients(model, batch, groups, dm.noise_id)
+    chunked = projected_gradients(model, batch, groups, dm.noise_id, max_floats=1)  # one sequence per chunk
+    assert len(examples) >= 15
+    for g in groups:
+        torch.testing.assert_close(one_pass[g], torch.tensor(expected[g], dtype=torch.float64), rtol=1e-4, atol=1e-6)
+        torch.testing.assert_close(chunked[g], one_pass[g], rtol=1e-6, atol=1e-9)
 
 
 def test_default_groups_merge_each_feed_forward_and_skip_frozen_matrices():
