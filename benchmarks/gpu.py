@@ -14,7 +14,7 @@ and every process gets at most the time left, so the whole run ends inside ``--b
   paper_fastest  configs/paper/noisy.yaml, 5000 steps with its evaluations, at the fastest setting that passed
   packing      one task of configs/sweeps/hijack_pe.yaml alone, then 10 of them packed on the GPU (pipeline/packing.py),
                GPU utilisation sampled (nvidia-smi); the GPU time per task of each
-  gradient_noise  one GradientNoise measurement (256 sequences, per-sequence gradients in one vmapped pass) on the
+  gradient_noise  one GradientNoise measurement (256 sequences, per-sequence gradients in vmapped passes) on the
                paper config's model: the paper config takes 5 in its 5000 steps
   stacking     the same config's training step as 1, 10 and 20 seeds stacked in one model (benchmarks/stacking.py):
                what stacking replicas would save on the steps, against packing's whole runs as processes

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
 import sys
 import time
@@ -38,6 +37,7 @@ from datamodules.generator import DeviceStream  # noqa: E402
 from datamodules.noisy_recall import NoisyRecallDataModule  # noqa: E402
 from lightning_modules.noisy_recall import NoisyRecallModule, sequence_loss  # noqa: E402
 from lightning_modules.transformer import TransformerConfig  # noqa: E402
+from throughput import sync  # noqa: E402  (benchmarks/ is on the path: run as a script, or by gpu.py and the tests)
 
 
 def build(config: str, seeds: list[int]) -> tuple[NoisyRecallDataModule, list[NoisyRecallModule], dict]:
@@ -92,11 +92,6 @@ def batches(dm: NoisyRecallDataModule, k: int, device: torch.device):
     """One (K, B, T) batch per step, sampled on the device in one call (K x B rows of the config's stream)."""
     for batch in DeviceStream(dm.gen, k * dm.batch_size, dm.seed, device=device, chunk=dm.chunk):
         yield {key: v.view(k, dm.batch_size, *v.shape[1:]) for key, v in batch.items() if key in ("tokens", "mask")}
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
 
 
 def time_steps(config: str, k: int, steps: int, warmup: int, device: torch.device) -> dict:
@@ -166,5 +161,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    os.environ.setdefault("WANDB_MODE", "disabled")
     main()

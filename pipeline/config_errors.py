@@ -96,10 +96,12 @@ def _check_logger_packages(path: str, content: dict) -> None:
     on the command line (the file is checked first)."""
     import importlib.util
 
+    from run_record.wandb import is_wandb_path
+
     loggers = (content.get("trainer") or {}).get("logger") if isinstance(content.get("trainer"), dict) else None
     for logger in loggers if isinstance(loggers, list) else [loggers]:
         name = logger.get("class_path", "") if isinstance(logger, dict) else ""
-        if name.endswith("WandbLogger") and importlib.util.find_spec("wandb") is None:
+        if is_wandb_path(name) and importlib.util.find_spec("wandb") is None:
             fail(f"--config {path}: trainer.logger is {name}, which needs the wandb package: pip install wandb "
                  "(or pip install -e .), or set trainer.logger: false in a copy of the config to run without W&B")
 
