@@ -3,7 +3,6 @@ from callbacks.attention_probe import AttentionProbe
 from callbacks.gradient_noise import GradientNoise
 from callbacks.hijack_probe import HijackProbe
 from callbacks.laser_truncation import LaserTruncation
-from callbacks.run_summary import RunSummary
 from callbacks.weight_spectrum import WeightSpectrumLogger
 
-__all__ = ["AttentionProbe", "GradientNoise", "HijackProbe", "LaserTruncation", "RunSummary", "WeightSpectrumLogger"]
+__all__ = ["AttentionProbe", "GradientNoise", "HijackProbe", "LaserTruncation", "WeightSpectrumLogger"]

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from callbacks.common import log_scalars, network, probe_batch, require_generator
 from lightning_modules.attribution import attention_patterns
 from run_record.names import probe_key
+from run_record.contract import RecordedCallback, ATTENTION_PROBE
 
 
 def induction_mass(pattern: torch.Tensor, tokens: torch.Tensor, answer: torch.Tensor, mask: torch.Tensor, noise_id: int) -> dict[str, float]:
@@ -42,7 +43,7 @@ def ff_noise_margins(net: torch.nn.Module, triggers: torch.Tensor, noise_id: int
     return margins
 
 
-class AttentionProbe(L.Callback):
+class AttentionProbe(RecordedCallback, L.Callback):
     """Every ``every_n_steps`` optimizer steps (and at step 0), on a fixed batch of *noisy* training sequences:
 
     - ``probe/layers.<i>.attn/prev_token``: attention of each position to the previous one, and
@@ -59,6 +60,8 @@ class AttentionProbe(L.Callback):
 
     For the toy transformer (``lightning_modules.transformer``) on ``NoisyRecallDataModule``.
     """
+
+    record_name = ATTENTION_PROBE  # its section of summary.json callbacks
 
     def __init__(self, every_n_steps: int = 50, n_sequences: int = 64, seed: int = 0, early_steps: list[int] | None = None):
         if every_n_steps < 1 or n_sequences < 1:

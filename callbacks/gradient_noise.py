@@ -22,6 +22,7 @@ from callbacks.common import log_scalars, network, probe_batch, require_generato
 from lightning_modules.laser import select_parameters
 from lightning_modules.noisy_recall import sequence_loss
 from run_record.names import gradnoise_key
+from run_record.contract import RecordedCallback, GRADIENT_NOISE
 
 
 def default_groups(net: nn.Module) -> dict[str, list[str]]:
@@ -83,7 +84,7 @@ def projected_gradients(
     return {g: torch.cat(v).cpu() for g, v in proj.items()}
 
 
-class GradientNoise(L.Callback):
+class GradientNoise(RecordedCallback, L.Callback):
     """At the given optimizer steps (default: 0, initialisation), logs per parameter group
     ``gradnoise/<group>/{mean,std,snr}`` of the per-example gradients projected on the noise direction
     (see ``projected_gradients``); snr = mean / std.
@@ -101,6 +102,8 @@ class GradientNoise(L.Callback):
 
     Needs a LightningModule with ``loss(batch)`` and ``hparams.noise_id`` (``NoisyRecallModule``).
     """
+
+    record_name = GRADIENT_NOISE  # its section of summary.json callbacks
 
     def __init__(
         self, at_steps: list[int] | None = None, groups: dict[str, list[str]] | None = None, n_sequences: int = 256,

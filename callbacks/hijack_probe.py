@@ -15,6 +15,7 @@ from lightning_modules.attribution import attention_patterns, logit_split, trace
 from lightning_modules.laser import rank_for, select_parameters, truncated
 from run_record.kinds import KNOWLEDGE_HIJACK
 from run_record.names import FULL, hijack_key, laser_variant, prev_token_key
+from run_record.contract import RecordedCallback, HIJACK_PROBE
 
 
 @torch.no_grad()
@@ -32,7 +33,7 @@ def prev_token_attention(net: torch.nn.Module, tokens: torch.Tensor, t_train: in
     return out
 
 
-class HijackProbe(L.Callback):
+class HijackProbe(RecordedCallback, L.Callback):
     """On designed prompts (``datamodules/hijack_prompts.py``), for each number n of in-context pairs (q, o), test
     length and placement, and with the global-bigram FF (``ff_target``) kept at each rank fraction in ``ff_rhos``:
     P(o), P(b), which one is the argmax (``o_wins``, ``b_wins``), and the split of logit(o) - logit(b) into the
@@ -47,6 +48,8 @@ class HijackProbe(L.Callback):
     ``prev_token``: layer 1's previous-token attention inside and beyond the training length, on clean sequences of
     each probed length: the mechanism the positional encoding decides (``prev_token_attention``).
     """
+
+    record_name = HIJACK_PROBE  # its section of summary.json callbacks
 
     def __init__(self, n_pairs: list[int] | None = None, length_factors: list[int] | None = None,
                  placements: list[str] | None = None, ff_target: str = "layers.1.ff.w2", ff_rhos: list[float] | None = None,
@@ -84,6 +87,17 @@ class HijackProbe(L.Callback):
         max_len = network(model).cfg.max_len
         if max_len is not None and longest > max_len:
             raise ValueError(f"HijackProbe: prompts of {longest} tokens exceed model.max_seq_len ({max_len})")
+        # every probed setting builds some prompt: a setting none of n_pairs fits would leave a hole in every figure
+        for placement in self.placements:
+            settings = [(f, len(hijack_prompts.pair_slots(t * f, placement, t))) for f in self.length_factors
+                        if not (placement == "beyond" and t * f <= t + 2)]
+            if not settings:
+                raise ValueError(f"HijackProbe.placements: 'beyond' needs a length factor > 1 (length_factors "
+                                 f"{self.length_factors}: no prompt is longer than the training length {t})")
+            for factor, room in settings:
+                if min(self.n_pairs) > room:
+                    raise ValueError(f"HijackProbe.n_pairs {self.n_pairs}: at most {room} pairs fit a {t * factor}-token "
+                                     f"prompt ({placement}, length factor {factor}); include some n <= {room}")
 
     @torch.no_grad()
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:

@@ -10,9 +10,10 @@ from lightning.pytorch.utilities import rank_zero_warn
 from callbacks.common import log_scalars, network
 from lightning_modules.laser import rank_for, select_parameters, truncate_
 from run_record.names import LASER_COUNT, laser_key
+from run_record.contract import RecordedCallback, LASER_TRUNCATION
 
 
-class LaserTruncation(L.Callback):
+class LaserTruncation(RecordedCallback, L.Callback):
     """At the given optimizer steps (or epoch starts), truncate the matrices matching ``targets`` in place.
 
     The parameters stay the same objects, so the optimizer (and its state) keeps working on them.
@@ -31,6 +32,8 @@ class LaserTruncation(L.Callback):
     Under DDP every rank truncates and then takes rank 0's result, so all ranks hold identical weights. Which
     truncations are done is part of the checkpoint: a resumed run neither repeats nor skips one.
     """
+
+    record_name = LASER_TRUNCATION  # its section of summary.json callbacks
 
     def __init__(
         self,

@@ -11,9 +11,10 @@ from lightning.pytorch.utilities import rank_zero_info
 
 from callbacks.common import log_scalars
 from run_record.names import ESTIMATED_SECONDS, STEP_SECONDS
+from run_record.contract import RecordedCallback
 
 
-class StepProgressBar(TQDMProgressBar):
+class StepProgressBar(RecordedCallback, TQDMProgressBar):
     """Training progress as optimizer steps against ``trainer.max_steps`` (tqdm shows the time left).
 
     Lightning's default bar counts batches of the current epoch; on the endless noisy-recall stream it read
@@ -56,7 +57,7 @@ def format_duration(seconds: float) -> str:
     return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s" if m else f"{s}s"
 
 
-class TrainingTimeEstimate(L.Callback):
+class TrainingTimeEstimate(RecordedCallback, L.Callback):
     """After the first optimizer steps, prints the measured time per step and the estimated time for ``max_steps``,
     and after the first validation the same with the validations included (their measured time times their number),
     so the total covers training, callbacks and evaluation. Logs ``time/step_seconds`` and

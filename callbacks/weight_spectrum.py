@@ -14,6 +14,7 @@ from run_record.wandb import wandb_run
 from lightning_modules.laser import select_parameters, singular_values
 from run_record.names import STEP, spectrum_key
 from run_record.files import SPECTRA_FILE, atomic_path
+from run_record.contract import RecordedCallback, WEIGHT_SPECTRUM
 
 
 def spectrum_summary(s: torch.Tensor) -> dict[str, float]:
@@ -32,7 +33,7 @@ def spectrum_summary(s: torch.Tensor) -> dict[str, float]:
     }
 
 
-class WeightSpectrumLogger(L.Callback):
+class WeightSpectrumLogger(RecordedCallback, L.Callback):
     """Every ``every_n_steps`` optimizer steps (and at step 0), the singular values of the chosen matrices.
 
     Logged per matrix ``<name>``:
@@ -54,6 +55,8 @@ class WeightSpectrumLogger(L.Callback):
     Order matters where callbacks act on the same step: list ``LaserTruncation`` before this one so that the
     spectrum of step s is the truncated one.
     """
+
+    record_name = WEIGHT_SPECTRUM  # its section of summary.json callbacks
 
     def __init__(
         self, every_n_steps: int = 100, targets: list[str] | None = None, chart_every_n_steps: int | None = None,

@@ -27,12 +27,16 @@ import yaml
 from torch.utils.data import DataLoader
 
 from run_record import files
+from run_record.contract import RecordedData
 
 TEMPLATE = Path(__file__).resolve().parents[1] / "configs" / "lm_eval" / "gsm8k_cot_local.yaml"
 HUB_TASK, LOCAL_TASK, SELECTION_TASK = "gsm8k_cot", "gsm8k_cot_local", "gsm8k_cot_selection"
 TASK_DIR, SELECTION_FILE = "lm_eval_tasks", "gsm8k_selection.jsonl"
 MAX_SHOTS = 8  # gsm8k_cot's fixed exemplars (first_n sampler)
-FINAL_ANSWER = re.compile(r"####\s*-?\$?[\d,]*\.?\d+\s*$")  # the answer's last line: "#### 1,234" (the target)
+# the answer's last line: "#### 1,234" (the target), in ASCII digits: the harness's extraction regexes read [0-9] only,
+# so "#### ７２" or "#### ٧٢" could never be matched (exact match 0 for every model)
+FINAL_ANSWER = re.compile(r"####\s*-?\$?[0-9,]*\.?[0-9]+\s*$", re.ASCII)
+GSM8K_TRAIN_DOCS = 7473  # openai/gsm8k main, train split: the selection pool when no data_dir is given
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
@@ -50,21 +54,46 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
             raise ValueError(f"{path}:{i} is not JSON ({e})") from e
         if not isinstance(rec, dict) or not isinstance(rec.get("question"), str) or not isinstance(rec.get("answer"), str):
             raise ValueError(f"{path}:{i}: a GSM8K record needs string fields 'question' and 'answer'")
+        for field in ("question", "answer"):
+            try:  # valid JSON can still hold text no file or tokenizer can encode (a lone surrogate escape)
+                rec[field].encode("utf-8")
+            except UnicodeEncodeError as e:
+                raise ValueError(f"{path}:{i}: the {field} is not encodable text ({e.reason} at character {e.start}: "
+                                 f"{rec[field][max(0, e.start - 20):e.start]!r}...)") from None
         if not FINAL_ANSWER.search(rec["answer"]):
             # gsm8k_cot's target is the text after '####': without it the target is the whole rationale, and exact
             # match is 0 whatever the model says
-            raise ValueError(f"{path}:{i}: the answer has no final '#### <number>' line (GSM8K's format: the rationale, "
-                             f"then '#### 72'); got {rec['answer'][-60:]!r}")
+            raise ValueError(f"{path}:{i}: the answer has no final '#### <number>' line in ASCII digits (GSM8K's format: "
+                             f"the rationale, then '#### 72'; the harness extracts [0-9] only); got {rec['answer'][-60:]!r}")
         out.append(rec)
     if not out:
         raise ValueError(f"{path} holds no GSM8K records")
     return out
 
 
+def exemplars() -> list[dict[str, str]]:
+    """gsm8k_cot's fixed few-shot exemplars, in order ({"question", "target"}; the harness's own task file)."""
+    return yaml.safe_load(harness_task_file().read_text())["fewshot_config"]["samples"]
+
+
 def exemplar_questions() -> set[str]:
-    """The questions of gsm8k_cot's fixed few-shot exemplars (read from the harness's own task file)."""
-    cfg = yaml.safe_load(harness_task_file().read_text())
-    return {s["question"].strip() for s in cfg["fewshot_config"]["samples"]}
+    """The questions of gsm8k_cot's fixed few-shot exemplars."""
+    return {s["question"].strip() for s in exemplars()}
+
+
+def selection_pool_size(data_dir: str | None) -> int:
+    """How many train documents a selection split can be drawn from (train minus the exemplar questions)."""
+    if data_dir is None:
+        return GSM8K_TRAIN_DOCS - len(exemplar_questions())
+    shots = exemplar_questions()
+    return sum(r["question"].strip() not in shots for r in read_jsonl(Path(data_dir) / "train.jsonl"))
+
+
+def prompt_text(question: str, shots: int) -> str:
+    """gsm8k_cot's prompt at ``shots`` exemplars (doc_to_text "Q: ...\\nA:", target delimiter " ", fewshot
+    delimiter "\\n\\n"), for the length check before the model loads."""
+    head = "".join(f"Q: {s['question']}\nA: {s['target']}\n\n" for s in exemplars()[:shots])
+    return f"{head}Q: {question}\nA:"
 
 
 def harness_task_file() -> Path:
@@ -80,7 +109,27 @@ def render_task(directory: Path, name: str, data_files: dict[str, str]) -> Path:
     return files.write_text(directory / f"{name}.yaml", yaml.safe_dump(cfg, sort_keys=False))
 
 
-class GSM8KDataModule(L.LightningDataModule):
+def check_arguments(num_fewshot: list[int], limit: int | None, selection_size: int, selection_limit: int | None) -> None:
+    bad = [k for k in num_fewshot if not 0 <= k <= MAX_SHOTS]
+    if bad or not num_fewshot:
+        raise ValueError(f"data.num_fewshot: each in 0..{MAX_SHOTS} (gsm8k_cot has {MAX_SHOTS} exemplars), got {num_fewshot}")
+    for name, value in (("limit", limit), ("selection_limit", selection_limit)):
+        if value is not None and value < 1:
+            raise ValueError(f"data.{name} must be >= 1 or null, got {value}")
+    if selection_size < 0:
+        raise ValueError(f"data.selection_size must be >= 0, got {selection_size}")
+
+
+def check_data_args(data: dict) -> None:
+    """What GSM8KDataModule's constructor checks, from its config arguments (before any model loads)."""
+    check_arguments(data.get("num_fewshot") or [8], data.get("limit"), data.get("selection_size") or 0,
+                    data.get("selection_limit"))
+    if data.get("data_dir"):
+        for split in ("train", "test"):
+            read_jsonl(Path(data["data_dir"]) / f"{split}.jsonl")
+
+
+class GSM8KDataModule(RecordedData, L.LightningDataModule):
     """Args:
         num_fewshot: shot counts, each in 0..8 (gsm8k_cot's exemplars, the first k of its fixed list).
         data_dir: a folder with ``train.jsonl`` and ``test.jsonl``; None reads openai/gsm8k through the harness.
@@ -94,14 +143,7 @@ class GSM8KDataModule(L.LightningDataModule):
                  selection_size: int = 0, selection_seed: int = 0, selection_limit: int | None = None):
         super().__init__()
         self.num_fewshot = num_fewshot if num_fewshot is not None else [8]
-        bad = [k for k in self.num_fewshot if not 0 <= k <= MAX_SHOTS]
-        if bad or not self.num_fewshot:
-            raise ValueError(f"data.num_fewshot: each in 0..{MAX_SHOTS} (gsm8k_cot has {MAX_SHOTS} exemplars), got {self.num_fewshot}")
-        for name, value in (("limit", limit), ("selection_limit", selection_limit)):
-            if value is not None and value < 1:
-                raise ValueError(f"data.{name} must be >= 1 or null, got {value}")
-        if selection_size < 0:
-            raise ValueError(f"data.selection_size must be >= 0, got {selection_size}")
+        check_arguments(self.num_fewshot, limit, selection_size, selection_limit)
         self.data_dir = Path(data_dir) if data_dir else None
         self.limit, self.selection_limit = limit, selection_limit
         self.selection_size, self.selection_seed = selection_size, selection_seed
@@ -135,7 +177,7 @@ class GSM8KDataModule(L.LightningDataModule):
             train = self._train_documents()
             shots = exemplar_questions()
             pool = [r for r in train if r["question"].strip() not in shots]
-            if len(pool) < self.selection_size:
+            if len(pool) < self.selection_size:  # (checked before the model loads too: GSM8KModule.check_before_build)
                 raise ValueError(f"data.selection_size {self.selection_size} > the {len(pool)} train documents available")
             self.selection_docs = random.Random(self.selection_seed).sample(pool, self.selection_size)
             path = files.write_jsonl(run_dir / SELECTION_FILE, self.selection_docs)

@@ -27,18 +27,24 @@ class HijackPrompts:
     pair_starts: list[list[int]]  # per prompt, the positions of the pairs' q (in-context pairs first)
 
 
+def pair_slots(length: int, placement: str, t_train: int | None = None) -> range:
+    """The positions a pair (q, answer) may start at in a ``length``-token prompt: how many pairs fit."""
+    if placement not in PLACEMENTS:
+        raise ValueError(f"placement must be one of {PLACEMENTS}, got {placement!r}")
+    if placement == "beyond" and t_train is None:
+        raise ValueError("placement 'beyond' needs t_train")
+    lo, hi = {"early": (0, (length - 1) // 2), "late": ((length - 1) // 2, length - 2),
+              "beyond": (t_train or 0, length - 2)}[placement]
+    return range(lo, hi, 2)  # a pair takes positions (p, p + 1); even offsets never overlap
+
+
 def build(bigram: BigramModel, n_pairs: int, length: int, placement: str = "late", n_global: int = 0,
           t_train: int | None = None, n_prompts: int = 64, seed: int = 0) -> HijackPrompts:
     """``n_prompts`` prompts of ``length`` tokens with exactly ``n_pairs`` (q, o) and ``n_global`` (q, b) pairs."""
-    if placement not in PLACEMENTS:
-        raise ValueError(f"placement must be one of {PLACEMENTS}, got {placement!r}")
-    lo, hi = {"early": (0, (length - 1) // 2), "late": ((length - 1) // 2, length - 2),
-              "beyond": (t_train if t_train is not None else 0, length - 2)}[placement]
-    slots = list(range(lo, hi, 2))  # a pair takes positions (p, p + 1); even offsets never overlap
-    if placement == "beyond" and t_train is None:
-        raise ValueError("placement 'beyond' needs t_train")
+    slots = list(pair_slots(length, placement, t_train))
     if n_pairs + n_global > len(slots):
-        raise ValueError(f"{n_pairs + n_global} pairs do not fit in positions {lo}..{hi} of a {length}-token prompt")
+        raise ValueError(f"{n_pairs + n_global} pairs do not fit in the {len(slots)} pair slots ({placement}) of a "
+                         f"{length}-token prompt")
     g = torch.Generator().manual_seed(seed)
     v = bigram.vocab_size
     best = bigram.transitions.argmax(-1)

@@ -12,6 +12,7 @@ from datamodules.bigram import BigramSource, SyntheticBigram
 from datamodules.generator import DeviceStream, LossOn, NoisyRecallGenerator, NoisyRecallStream
 from run_record.kinds import KNOWLEDGE_HIJACK, NOISY_RECALL
 from run_record.names import length_set
+from run_record.contract import RecordedData
 
 
 class _Sequences(Dataset):
@@ -27,7 +28,7 @@ class _Sequences(Dataset):
         return {k: v[i] for k, v in self.batch.items()}
 
 
-class NoisyRecallDataModule(L.LightningDataModule):
+class NoisyRecallDataModule(RecordedData, L.LightningDataModule):
     """Noisy in-context recall (Chen, Bruna & Bietti 2406.03068).
 
     Args:

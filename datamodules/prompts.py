@@ -10,6 +10,7 @@ from torch.utils.data import DataLoader
 
 from datamodules.prompt_sources import IOI_TEMPLATES, NAMES, OBJECTS, PLACES, builtin_facts, fill
 from lightning_modules.pretrained import check_revision, load_tokenizer
+from run_record.contract import RecordedData
 
 if TYPE_CHECKING:  # datasets is imported where prompts are built, so toy-model runs never load it (about 1 s of
     from datasets import Dataset  # import, and missing from some GPU images)
@@ -64,7 +65,7 @@ def counterfact_prompts(source: str, split: str) -> list[dict[str, str]]:
     return rows
 
 
-class PromptDataModule(L.LightningDataModule):
+class PromptDataModule(RecordedData, L.LightningDataModule):
     """Prompts whose next token is either the answer (in context for IOI, a fact for facts) or a generic token.
 
     Args:

@@ -28,7 +28,7 @@ class Estimate:
     attention_flops: float = 0.0
 
 
-def _get(d: dict | None, *keys, default=None):
+def _lookup(d: dict | None, *keys, default=None):
     for k in keys:
         if not isinstance(d, dict):
             return default
@@ -38,17 +38,17 @@ def _get(d: dict | None, *keys, default=None):
 
 def vocab_size(data: dict) -> int:
     """The bigram's vocabulary from the config (the synthetic source states it; corpus characters are few)."""
-    bigram = _get(data, "bigram") or {}
+    bigram = _lookup(data, "bigram") or {}
     if "SyntheticBigram" in str(bigram.get("class_path", "SyntheticBigram")):
-        v = int(_get(bigram, "init_args", "vocab_size", default=64))
+        v = int(_lookup(bigram, "init_args", "vocab_size", default=64))
     else:
         v = 256  # CorpusBigram: the corpus's characters; SavedBigram: checked against its file when built
-    return v + (_get(data, "noise_token") is None)
+    return v + (_lookup(data, "noise_token") is None)
 
 
 def estimate(model: dict, data: dict) -> Estimate:
     """``model``: NoisyRecallModule's init_args; ``data``: NoisyRecallDataModule's init_args (plain dicts)."""
-    net = _get(model, "model") or {}
+    net = _lookup(model, "model") or {}
     dim, heads = int(net.get("dim", 64)), int(net.get("n_heads", 1))
     ffs = list(net.get("ff") or ["mlp", "mlp"])
     mult = int(net.get("ff_hidden_mult", 4))
@@ -64,7 +64,7 @@ def estimate(model: dict, data: dict) -> Estimate:
     e = Estimate()
 
     # transitions and marginal, the alias tables (float64 accept, int64 alias) and the Python lists that build them
-    e.host[f"data.init_args.bigram.init_args.vocab_size ({v - (_get(data, 'noise_token') is None)})"] = v * v * (2 * FLOAT + 2 * LONG + 32)
+    e.host[f"data.init_args.bigram.init_args.vocab_size ({v - (_lookup(data, 'noise_token') is None)})"] = v * v * (2 * FLOAT + 2 * LONG + 32)
     # every test set is sampled whole: tokens, mask, answer kept (17 bytes per token), ~40 more while sampling
     n_sets = 1 + 2 * len(data.get("test_lengths") or [])
     e.host[f"data.init_args.n_test ({n_test})"] = n_test * (max(lengths) + 1) * (17 * n_sets + 40 + 17 * n_triggers)

@@ -15,13 +15,47 @@ import torch
 
 from lightning_modules import lm_eval_results as lmr
 from lightning_modules.laser import factorise, truncated
-from lightning_modules.pretrained import FULL, LaserGrid, LaserSpec, check_source, laser_variants, load_causal_lm, load_tokenizer, PretrainedRecord
+from lightning_modules.pretrained import (FULL, LaserGrid, LaserSpec, PretrainedRecord, check_source, laser_variants, load_causal_lm,
+                                          load_config, load_tokenizer)
 from run_record import files
 from run_record.files import GENERATIONS_FILE
 from run_record.kinds import GSM8K
 from run_record.names import eval_key, evaluation_set
 from run_record.wandb import wandb_logger
 
+
+
+def check_prompts_fit(model: dict, data: dict) -> None:
+    """From the tokenizer and config files alone (no weights): the tokenizer has a chat template when one is asked
+    for, and the longest prompt (the largest shot count, the longest question of the first ``limit`` documents of each
+    local split) plus ``max_gen_toks`` fits the model's context as the harness resolves it."""
+    from lm_eval.models.huggingface import HFLM
+    from lm_eval.models.utils import resolve_max_length
+
+    from datamodules.gsm8k import prompt_text, read_jsonl
+
+    name, revision = model["model_name"], model.get("revision", "main")
+    tokenizer = load_tokenizer(name, revision, model.get("cache_dir"), model.get("gguf_file"))
+    if model.get("apply_chat_template") and not getattr(tokenizer, "chat_template", None):
+        raise ValueError(f"model.init_args.apply_chat_template: the tokenizer of {name} has no chat template "
+                         "(a base model, not an instruct one): set apply_chat_template: false")
+    context = resolve_max_length(load_config(name, revision, model.get("cache_dir"), model.get("gguf_file")), tokenizer,
+                                 default=HFLM._DEFAULT_MAX_LENGTH)
+    shots = max(data.get("num_fewshot") or [8])
+    questions = [("the few-shot exemplars alone", "")]
+    if data.get("data_dir"):
+        from pathlib import Path
+
+        for split, limit in (("test", data.get("limit")),):
+            recs = read_jsonl(Path(data["data_dir"]) / f"{split}.jsonl")[:limit]
+            questions += [(f"{data['data_dir']}/{split}.jsonl:{i}", r["question"]) for i, r in enumerate(recs, 1)]
+    lengths = [(len(tokenizer(prompt_text(q, shots), add_special_tokens=False)["input_ids"]), where) for where, q in questions]
+    longest, where = max(lengths)
+    budget = model.get("max_gen_toks", 256)
+    if longest + budget > context:
+        raise ValueError(f"model.init_args.max_gen_toks {budget} + the longest prompt ({longest} tokens at {shots} shots, "
+                         f"{where}) > the model's context of {context} tokens: the harness would cut the prompt's first "
+                         "tokens. Lower max_gen_toks or data.init_args.num_fewshot")
 
 
 class GSM8KModule(PretrainedRecord, L.LightningModule):
@@ -47,12 +81,24 @@ class GSM8KModule(PretrainedRecord, L.LightningModule):
     def check_before_build(model: dict, data: dict, context: dict) -> None:
         """Before the model loads: the model source exists (a GGUF file is named), and a LASER search has a selection
         split, or it would choose on the test split."""
+        from datamodules.gsm8k import check_data_args
+
+        check_data_args(data)  # the data's own errors first: they need no model files
         if model.get("model_name"):
             check_source(model["model_name"], model.get("gguf_file"))
         if model.get("search") and not data.get("selection_size"):
             raise ValueError("model.init_args.search scores its grid on a selection split, and data.init_args.selection_size "
                              "is 0: the grid would be searched on the test split. Set data.init_args.selection_size "
                              "(e.g. 200 train documents), or list the variants to test in model.init_args.laser")
+        from datamodules.gsm8k import selection_pool_size
+
+        size = data.get("selection_size") or 0
+        if size and size > (pool := selection_pool_size(data.get("data_dir"))):
+            where = f"{data['data_dir']}/train.jsonl" if data.get("data_dir") else "openai/gsm8k train"
+            raise ValueError(f"data.init_args.selection_size {size} > the {pool} documents of {where} that are not "
+                             "few-shot exemplars")
+        if model.get("model_name"):
+            check_prompts_fit(model, data)
 
     def __init__(self, model_name: str, revision: str = "main", dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto",
                  laser: dict[str, list[LaserSpec]] | None = None, search: LaserGrid | None = None,

@@ -14,6 +14,7 @@ from lightning_modules.laser import SVDFactors, factorise, rank_for, select_para
 from lightning_modules.metrics import TriggerRecallMetrics
 from lightning_modules.transformer import Transformer, TransformerConfig
 from run_record.names import FULL, TRAIN_LOSS, eval_key, laser_variant
+from run_record.contract import RecordedModule
 
 
 def _default_optimizer(params) -> torch.optim.Optimizer:
@@ -29,11 +30,12 @@ def sequence_loss(logits: torch.Tensor, tokens: torch.Tensor, mask: torch.Tensor
     return (ce * scored).sum() / scored.sum().clamp_min(1)
 
 
-class NoisyRecallModule(L.LightningModule):
+class NoisyRecallModule(RecordedModule, L.LightningModule):
     # settings that only change what is evaluated: a checkpoint may be evaluated with other values (pipeline/checkpoints.py)
     # settings that do not change the model (what is evaluated, how fast it is computed): a checkpoint may be
     # evaluated or resumed with other values (pipeline/checkpoints.py)
     EVALUATION_HPARAMS = ("laser_targets", "laser_rhos", "early_eval_steps", "matmul_precision", "compile")
+    results_title = "Results on the clean test set at trigger positions"
     trained_by_fit = True  # `validate` / `test` without a checkpoint evaluate an untrained model: the CLI says so
 
     """Toy transformer on noisy in-context recall.
@@ -206,6 +208,13 @@ class NoisyRecallModule(L.LightningModule):
     on_test_epoch_start = on_validation_epoch_start
     on_test_epoch_end = on_validation_epoch_end
 
+    def attached_datamodule(self):
+        """The trainer's datamodule, None when the module is used without a trainer."""
+        try:
+            return self.trainer.datamodule
+        except RuntimeError:  # Lightning: "not attached to a Trainer"
+            return None
+
     def variant_specs(self) -> dict[str, dict]:
         """For summary.json: what each variant is (its matrices' ranks), so no reader parses a variant's name."""
         return {v: {"ranks": ranks} for v, ranks in self.variants.items()}
@@ -213,7 +222,7 @@ class NoisyRecallModule(L.LightningModule):
     def results_summary(self) -> dict:
         """For summary.json: the LASER grid, each (target, rho) with the variant that holds its numbers, and the test
         sets (the main one, and each length-generalisation set with its length and placement)."""
-        dm = self.trainer.datamodule if self._trainer is not None else None
+        dm = self.attached_datamodule()
         sets = [{"name": None, "length": getattr(dm, "test_seq_len", None), "placement": "main"}]
         sets += [{"name": n, "length": length, "placement": p} for n, length, p in getattr(dm, "eval_sets", [])]
         return {"laser_grid": self.laser_grid, "test_sets": sets, "t_train": getattr(getattr(dm, "gen", None), "seq_len", None)}

@@ -10,6 +10,7 @@ from torch import nn
 
 from lightning_modules.laser import rank_for
 from run_record.names import FULL, grid_variant
+from run_record.contract import RecordedModule
 
 # Pythia's published checkpoints (Biderman et al. 2023): step0, powers of two up to 512, then every 1000 steps.
 PYTHIA_STEPS = frozenset([0] + [2**i for i in range(10)] + list(range(1000, 143001, 1000)))
@@ -103,6 +104,18 @@ def load_causal_lm(model_name: str, revision: str, dtype, cache_dir: str | None 
     except OSError as e:  # transformers reports missing files, cache misses and connection errors as OSError
         raise offline_help("model.model_name", model_name, revision, e) from e
     return model.eval()
+
+
+def load_config(name: str, revision: str, cache_dir: str | None = None, gguf_file: str | None = None):
+    """The model's config (context length, architecture) without its weights."""
+    from transformers import AutoConfig
+
+    name = os.path.expanduser(name)
+    try:
+        return AutoConfig.from_pretrained(name, revision=revision, cache_dir=cache_dir, local_files_only=hub_offline(name),
+                                          **({"gguf_file": gguf_file} if gguf_file else {}))
+    except OSError as e:
+        raise offline_help("model.model_name", name, revision, e) from e
 
 
 def load_tokenizer(name: str, revision: str, cache_dir: str | None = None, gguf_file: str | None = None):
@@ -210,7 +223,7 @@ def model_info(model: nn.Module, model_name: str, revision: str, variants: dict[
     return out
 
 
-class PretrainedRecord:
+class PretrainedRecord(RecordedModule):
     """What summary.json records of a pretrained model and its LASER variants; for LightningModules holding the model as
     self.net, the variants' ranks as self.variants and model_name/revision/gguf_file hyperparameters."""
 

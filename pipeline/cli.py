@@ -20,18 +20,21 @@ from jsonargparse import Namespace
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.callbacks import ProgressBar
-from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
+from lightning.pytorch.cli import SaveConfigCallback
 from lightning.fabric.plugins import CheckpointIO
 from lightning.pytorch.plugins.environments import ClusterEnvironment, SLURMEnvironment
 
 from callbacks.final_validation import FinalValidation
 from callbacks.progress import StepProgressBar, TrainingTimeEstimate
-from callbacks.run_summary import RunSummary
-from pipeline import checkpoints, console, hub_mode, preflight, run_dir, wandb_mode
+from run_record.summary import RunSummary
+from pipeline import console, hub_mode, preflight
+from run_record import checkpoints, lock, run_dir, wandb_mode
 from pipeline.config_errors import check_config_files, fail, report_parser_exit, summarize
-from pipeline.history import HistoryResume, RunHistory
+from run_record.history import HistoryResume, RunHistory
 from pipeline.preemption import SlurmRequeue
 from run_record import files
+from run_record.contract import RecordedCallback, RecordedData, RecordedModule
+from run_record.lightning_private import CLIHooks
 from run_record.wandb import finish_wandb, is_wandb_path
 
 # What constructors raise for bad values, missing files or unloadable datasets: shown as one line naming the field
@@ -45,7 +48,7 @@ def _as_list(value) -> list:
     return list(value) if isinstance(value, list) else [value]
 
 
-class SaveAndLogConfig(SaveConfigCallback):
+class SaveAndLogConfig(RecordedCallback, SaveConfigCallback):
     """Saves config.yaml in the run directory, whole (Lightning's own save writes it in place), and logs the whole
     resolved config to the loggers, so W&B runs can be filtered by any field (``data.init_args.alpha``...)."""
 
@@ -60,9 +63,17 @@ class SaveAndLogConfig(SaveConfigCallback):
             logger.log_hyperparams(json.loads(config))
 
 
-class ExperimentCLI(LightningCLI):
+class ExperimentCLI(CLIHooks):
     def __init__(self, args: list[str] | None = None, **kwargs):
         console.quiet()
+        self.run_lock: lock.RunLock | None = None
+        try:
+            self._start(args, **kwargs)
+        finally:  # the run directory is free for the next process (a resume) as soon as this one is done with it
+            if self.run_lock is not None:
+                self.run_lock.release()
+
+    def _start(self, args, **kwargs) -> None:
         super().__init__(
             subclass_mode_model=True,
             subclass_mode_data=True,
@@ -87,7 +98,7 @@ class ExperimentCLI(LightningCLI):
         parser.link_arguments("model.init_args.model_name", "data.init_args.tokenizer", apply_on="parse")
         parser.link_arguments("model.init_args.revision", "data.init_args.revision", apply_on="parse")
         parser.link_arguments("model.init_args.gguf_file", "data.init_args.gguf_file", apply_on="parse")
-        if any(getattr(a, "dest", None) == "verbose" for a in parser._actions):  # test / validate
+        with contextlib.suppress(KeyError):  # test / validate have it (fit does not)
             parser.set_defaults(verbose=False)  # Lightning's table of every logged key: the results table says it better
         parser.add_argument("--report", type=bool, default=True,
                             help="write the run's report (<run>/report/index.html) when it ends (python -m reports later)")
@@ -102,7 +113,7 @@ class ExperimentCLI(LightningCLI):
             report_parser_exit(stderr.getvalue(), e)
         sys.stderr.write(stderr.getvalue())  # warnings stay visible
 
-    def _parse_ckpt_path(self) -> None:
+    def read_checkpoint_argument(self) -> None:
         """Lightning would load the checkpoint's hyperparameters over the config here. Instead: read the checkpoint
         (a clear error if it is missing or corrupt), and compare it with the model once that is built."""
         self.checkpoint = None
@@ -130,9 +141,11 @@ class ExperimentCLI(LightningCLI):
         name = next((lg.init_args.get("name") for lg in loggers if lg.init_args.get("name")), None)
         name = name or (Path(str(cfg.config[0])).stem if cfg.get("config") else "run")
         resumed = self._resumed_run(cfg)
-        if resumed is not None:
-            files.remove_partials(resumed)  # what a killed earlier part of this run was writing
         self.run_dir = resumed or run_dir.run_dir(cfg.trainer.default_root_dir or "runs", name)
+        if self.run_dir.exists():  # an existing run (a resume, a requeue): held before anything is touched in it
+            self._lock_run_dir()
+        if resumed is not None:
+            files.remove_partials(resumed)  # what a killed earlier part of this run was writing (it holds no lock)
         os.environ[run_dir.PARENT_RUN_DIR] = str(self.run_dir)  # inherited by DDP worker processes
         self._restore: list[tuple[Namespace, str, object]] = []
         # Point the trainer and loggers at the run directory, but save the config as the user wrote it, so that
@@ -170,6 +183,19 @@ class ExperimentCLI(LightningCLI):
             return None
         return previous if strip(saved) == strip(now) else None
 
+    def config_value(self, config: Namespace, key: str, default=None):
+        """A config value, inside the subcommand's namespace when there is one."""
+        return config.get(str(self.subcommand), config).get(key, default)
+
+    def _lock_run_dir(self) -> None:
+        """One process per run directory (run_record/lock.py): taken before anything is written into it; a new
+        directory is locked once the config has passed every check, so bad input leaves no directory behind."""
+        if self.run_lock is None and lock.is_launcher():
+            try:
+                self.run_lock = lock.RunLock(self.run_dir).acquire()
+            except lock.RunDirectoryBusy as e:
+                fail(str(e))
+
     def _override(self, ns: Namespace, key: str, value) -> None:
         self._restore.append((ns, key, ns.get(key)))
         ns[key] = value
@@ -178,13 +204,14 @@ class ExperimentCLI(LightningCLI):
         try:
             super().instantiate_classes()
             self._check_before_compute()
+            self._lock_run_dir()
         except CONFIG_ERRORS as e:
             # constructors validate their arguments and name the field; nothing has run or been written yet
             if os.environ.get("FFVA_TRACEBACK"):
                 raise
             message = str(e)
             if isinstance(e, MisconfigurationException):  # raised by the Trainer: accelerator, devices, strategy...
-                t = self._get(self.config, "trainer")
+                t = self.config_value(self.config, "trainer")
                 message = f"trainer (accelerator={t.get('accelerator')!r}, devices={t.get('devices')!r}, strategy={t.get('strategy')!r}): {e}"
                 if t.get("accelerator") in ("gpu", "cuda") and not torch.cuda.is_available():
                     message += " This machine has no usable GPU: use --trainer.accelerator cpu (or auto)."
@@ -193,18 +220,18 @@ class ExperimentCLI(LightningCLI):
 
     def _check_before_compute(self) -> None:
         model, data, trainer = self.model, self.datamodule, self.trainer
-        if data is not None and hasattr(model, "check_data"):
+        if data is not None and isinstance(model, RecordedModule):
             model.check_data(data)
-        if data is not None and hasattr(data, "check_trainer"):
+        if isinstance(data, RecordedData):
             data.check_trainer(trainer, self.subcommand)
         for callback in trainer.callbacks:  # e.g. parameter patterns that match nothing, steps that never come
-            if hasattr(callback, "check_config"):
+            if isinstance(callback, RecordedCallback):
                 callback.check_config(model, data)
-            if self.subcommand == "fit" and hasattr(callback, "check_trainer"):
-                callback.check_trainer(trainer)
+                if self.subcommand == "fit":
+                    callback.check_trainer(trainer)
         if self.checkpoint is not None:
-            checkpoints.check_fits(self._get(self.config, "ckpt_path"), self.checkpoint, model)
-        elif self.subcommand in ("validate", "test") and getattr(model, "trained_by_fit", False):
+            checkpoints.check_fits(self.config_value(self.config, "ckpt_path"), self.checkpoint, model)
+        elif self.subcommand in ("validate", "test") and isinstance(model, RecordedModule) and model.trained_by_fit:
             model.evaluated_untrained = True
             print(f"warning: no --ckpt_path: `{self.subcommand}` evaluates the model at its random initialisation "
                   "(untrained); summary.json records untrained: true", file=sys.stderr)
@@ -218,10 +245,10 @@ class ExperimentCLI(LightningCLI):
         if SLURMEnvironment.detect():
             # SlurmRequeue checkpoints at a step boundary instead of Lightning's handler. Added here rather than
             # as a config default, so the saved config.yaml stays loadable (the plugin has no YAML form).
-            plugins = _as_list(kwargs.get("plugins", self._get(self.config_init, "trainer").get("plugins")))
+            plugins = _as_list(kwargs.get("plugins", self.config_value(self.config_init, "trainer").get("plugins")))
             if not any(isinstance(p, ClusterEnvironment) for p in plugins):
                 kwargs["plugins"] = [*plugins, SLURMEnvironment(auto_requeue=False)]
-        trainer_cfg = self._get(self.config_init, "trainer")
+        trainer_cfg = self.config_value(self.config_init, "trainer")
         plugins = _as_list(kwargs.get("plugins", trainer_cfg.get("plugins")))
         if not any(isinstance(p, CheckpointIO) for p in plugins):  # checkpoints written whole
             kwargs["plugins"] = [*plugins, checkpoints.AtomicCheckpointIO()]
@@ -241,9 +268,9 @@ class ExperimentCLI(LightningCLI):
         for ns, key, value in reversed(self._restore):
             ns[key] = value
 
-    def _run_subcommand(self, subcommand: str) -> None:
+    def run_subcommand_guarded(self, run) -> None:
         try:
-            super()._run_subcommand(subcommand)
+            run()
         except FloatingPointError as e:  # a diverged run: summary.json already says failed, with this error
             fail(f"{e} (run directory: {self.run_dir})", code=1)
         except SIGTERMException:  # Lightning's exits with code 0; a terminated run must not look like a finished one
@@ -260,6 +287,6 @@ class ExperimentCLI(LightningCLI):
         finish_wandb()
         if self.trainer.is_global_zero:
             summary = next((cb for cb in self.trainer.callbacks if isinstance(cb, RunSummary)), None)
-            console.finish(summary, self.run_dir, bool(self._get(self.config, "report", True)))
+            console.finish(summary, self.run_dir, bool(self.config_value(self.config, "report", True)))
 
     after_fit = after_validate = after_test = after_predict = _finish

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import sys
 
-from pipeline import network
+from run_record import network
 
 TRUE = ("1", "true", "yes", "on")
 

@@ -21,13 +21,15 @@ import lightning as L
 from lightning.pytorch.plugins.environments import SLURMEnvironment
 from lightning.pytorch.utilities import rank_zero_info
 
-from callbacks.run_summary import RunSummary
+from run_record.lightning_private import accumulating, hpc_checkpoint_path
+from run_record.summary import RunSummary
 
 PACKED = "FFVA_PACKED"  # set by pipeline/packing.py for the runs it starts: they leave the requeue to it
 from run_record.wandb import finish_wandb
+from run_record.contract import RecordedCallback
 
 
-class SlurmRequeue(L.Callback):
+class SlurmRequeue(RecordedCallback, L.Callback):
     def __init__(self, signum: int = signal.SIGUSR1, wait_seconds: float = 300.0):
         self.signum, self.wait_seconds = signum, wait_seconds
         self.requested = False
@@ -46,17 +48,21 @@ class SlurmRequeue(L.Callback):
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
         self.teardown(trainer, pl_module, "fit")  # Lightning skips callbacks' teardown after an exception
 
+    @property
+    def stops_for_requeue(self) -> bool:
+        return self.requeued
+
     def _on_signal(self, signum, frame) -> None:
         self.requested = True
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx: int) -> None:
         # between optimizer steps (gradient accumulation) a checkpoint would drop the accumulated gradients
-        if not SLURMEnvironment.detect() or trainer.fit_loop.epoch_loop._should_accumulate():
+        if not SLURMEnvironment.detect() or accumulating(trainer):
             return
         # every rank must take the same branch (saving a checkpoint is collective)
         if not trainer.strategy.reduce_boolean_decision(self.requested, all=False):
             return
-        path = trainer._checkpoint_connector.hpc_save_path(trainer.default_root_dir)
+        path = hpc_checkpoint_path(trainer)
         trainer.save_checkpoint(path)
         self.checkpoint, self.requeued = path, True
         trainer.should_stop = True  # the loop ends cleanly after this step; the requeue happens in on_fit_end

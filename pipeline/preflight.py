@@ -15,15 +15,19 @@ import sys
 
 from jsonargparse import Namespace
 
+from run_record.contract import RecordedData, RecordedModule
+
 
 def _class(class_path: str | None):
+    """The config's module class if it declares the record contract (run_record/contract.py), else None."""
     if not class_path:
         return None
     module, _, name = class_path.rpartition(".")
     try:
-        return getattr(importlib.import_module(module), name)
+        cls = getattr(importlib.import_module(module), name)
     except (ImportError, AttributeError):
         return None  # the parser has already refused an unknown class
+    return cls if isinstance(cls, type) and issubclass(cls, (RecordedModule, RecordedData)) else None
 
 
 def _args(ns) -> dict:
@@ -43,22 +47,21 @@ def device(trainer: Namespace) -> str:
 def uses_hub(cfg: Namespace) -> bool:
     """A class of the config loads from the Hugging Face hub (declares ``USES_HUB = True``)."""
     parts = [cfg.get("model"), cfg.get("data")]
-    return any(getattr(_class(p.get("class_path")), "USES_HUB", False) for p in parts if isinstance(p, Namespace))
+    classes = [_class(p.get("class_path")) for p in parts if isinstance(p, Namespace)]
+    return any(issubclass(c, RecordedModule) and c.USES_HUB for c in classes if c is not None)
 
 
 def check(subcommand: str | None, cfg: Namespace, quiet: bool = False) -> None:
     model = cfg.get("model")
     cls = _class(model.get("class_path") if isinstance(model, Namespace) else None)
-    if cls is None:
+    if cls is None or not issubclass(cls, RecordedModule):
         return
-    allowed = getattr(cls, "SUBCOMMANDS", None)
+    allowed = cls.SUBCOMMANDS
     if subcommand and allowed and subcommand not in allowed:
         config = next((str(c) for c in (cfg.get("config") or [])), "<config>")
         raise ValueError(f"{cls.__name__} only evaluates ({' | '.join(allowed)}): run `python main.py {allowed[0]} "
                          f"--config {config}`; `{subcommand}` does not apply to it")
-    hook = getattr(cls, "check_before_build", None)
-    if hook is None:
-        return
+    hook = cls.check_before_build
     context = {"subcommand": subcommand, "device": device(cfg.trainer), "max_steps": cfg.trainer.get("max_steps")}
     note = hook(_args(model), _args(cfg.get("data")), context)
     if note and not quiet:

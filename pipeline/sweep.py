@@ -30,7 +30,7 @@ from typing import Any
 
 import yaml
 
-from pipeline import run_dir
+from run_record import run_dir
 from run_record import files
 from run_record.files import ATTEMPT_FILE, TASK_ERROR_FILE, TASKS_FILE
 

@@ -37,6 +37,12 @@ class RunRecord:
         return f"{self.path.parent.name}/{self.path.name}"
 
 
+def unless_unread(run: RunRecord, name: str, reason: str) -> str:
+    """Why a figure is not drawn: ``name`` was not read (damaged, changed) when that is the case, never "logged
+    nothing" for a file that was skipped."""
+    return f"{name} was not read ({run.damaged[name]})" if name in run.damaged else reason
+
+
 def read_history(path: Path) -> History:
     """Lightning's CSVLogger file: a ``step`` column and one column per metric, empty where not logged that row."""
     history: History = {}

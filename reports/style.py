@@ -7,17 +7,13 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from run_record.names import FULL  # noqa: E402
+from run_record.names import FULL, METRICS  # noqa: E402
 
 plt.rcParams.update({"font.size": 10, "axes.titlesize": 10, "axes.labelsize": 10, "legend.fontsize": 9,
                      "xtick.labelsize": 9, "ytick.labelsize": 9, "figure.dpi": 110})
 PAGE_WIDTH_IN = 10.4  # 1150 px at 110 dpi: a figure this wide is shown at its own size
 
-METRIC_LABELS = {"p_noise": "P(noise token)", "p_correct": "P(in-context token)", "acc": "accuracy (argmax = in-context)",
-                 "loss": "cross-entropy", "p_answer": "P(answer)", "p_generic": 'P(" the")',
-                 "log_ratio": 'log P(answer) / P(" the")', "logit_diff": "logit(IO) - logit(S)",
-                 "p_global": "P(global bigram answer)", "em_strict": "exact match (strict)",
-                 "em_flexible": "exact match (flexible)"}
+METRIC_LABELS = {name: m.label for name, m in METRICS.items()}  # one label per metric (run_record/names.py)
 
 
 def variant_style(variant: str, i: int) -> dict:

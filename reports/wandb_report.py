@@ -96,7 +96,7 @@ def load(path: str | Path):
 
 def save(s: dict) -> str:
     """Save the report to W&B (needs the network and credentials; checked first, within seconds)."""
-    from pipeline import wandb_mode
+    from run_record import wandb_mode
 
     if wandb_mode.credentials_source() is None:
         raise ReportError(f"no W&B credentials for {wandb_mode.base_url()}: run `wandb login` (or set WANDB_API_KEY) on a "

@@ -5,7 +5,8 @@ collects them). Readers dispatch on them (reports/kinds/), never on metric names
 """
 from __future__ import annotations
 
-SCHEMA_VERSION = 2  # 2: kinds, variant_specs, files, sweep_task, undefined_metrics
+SCHEMA_VERSION = 3  # 2: kinds, variant_specs, files, sweep_task, undefined_metrics; 3: callback sections by declared
+# name (run_record/contract.py), weights, machine (run_record/schema.py)
 
 NOISY_RECALL = "noisy_recall"  # Chen, Bruna & Bietti: the noise token after triggers, LASER on the toy model
 KNOWLEDGE_HIJACK = "knowledge_hijack"  # Wang & Sato: in-context vs global bigram, length generalisation

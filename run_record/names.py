@@ -4,7 +4,46 @@ callbacks log under, which the reports (local figures, the W&B report's panels) 
 a panel empty."""
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 FULL = "full"  # the model as trained / loaded, no truncation
+
+
+@dataclass(frozen=True)
+class Metric:
+    """One metric, as every writer and reader names it: its key, its label on tables and axes, its direction."""
+
+    name: str
+    label: str
+    higher_is_better: bool | None  # None: no better direction (a probability of the generic token...)
+
+
+METRICS = {m.name: m for m in (
+    Metric("p_correct", "P(in-context token)", True),
+    Metric("p_noise", "P(noise token)", None),  # the noise is what the study measures, neither good nor bad
+    Metric("acc", "accuracy (argmax = answer)", True),
+    Metric("loss", "cross-entropy", False),
+    Metric("p_global", "P(global bigram answer)", None),
+    Metric("p_answer", "P(answer)", True),
+    Metric("p_generic", 'P(" the")', None),
+    Metric("log_ratio", 'log P(answer) / P(" the")', True),
+    Metric("logit_diff", "logit(IO) - logit(S)", True),
+    Metric("em_strict", "exact match (strict)", True),
+    Metric("em_flexible", "exact match (flexible)", True),
+    Metric("p_o", "P(in-context o)", None),
+    Metric("p_b", "P(global b)", None),
+    Metric("logit_gap", "logit(o) - logit(b)", None),
+    Metric("o_wins", "in-context o wins", None),
+    Metric("b_wins", "global b wins", None),
+    Metric("other_wins", "another token wins", None),
+    Metric("attn_after_q", "attention to the token after q", None),
+)}
+
+
+def metric_label(name: str) -> str:
+    """The label of metric ``name`` (a key not declared here is shown as itself)."""
+    return METRICS[name].label if name in METRICS else name
+
 
 RECALL_METRICS = ("p_correct", "p_noise", "acc", "loss")  # per variant, at scored trigger positions
 RECALL_PLOTTED = ("p_noise", "p_correct", "acc")  # the three the noisy-recall figures draw, in this order

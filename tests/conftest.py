@@ -6,6 +6,8 @@ import torch
 # Tests never talk to W&B servers; the CLI's own fallback logic is tested separately with explicit envs.
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
+# a summary.json that drifts from run_record/schema.py fails the test that wrote it (users get a warning)
+os.environ["FFVA_STRICT_RECORD"] = "1"
 if os.environ.get("PYTEST_XDIST_WORKER"):
     # `pytest -n k` (make test): k workers share the cores, so each, and every run it starts, uses one thread;
     # two processes with two threads each on 2 cores slow each other down many times over

@@ -39,7 +39,7 @@ def tiny_config(arch: str, vocab_size: int):
     from transformers import GPTNeoXConfig, LlamaConfig, MistralConfig, Phi3Config, Qwen2Config
 
     common = dict(vocab_size=vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-                  max_position_embeddings=1024, bos_token_id=0, eos_token_id=0, pad_token_id=0)
+                  max_position_embeddings=2048, bos_token_id=0, eos_token_id=0, pad_token_id=0)
     if arch == "gpt_neox":
         return GPTNeoXConfig(**common)
     if arch == "llama":

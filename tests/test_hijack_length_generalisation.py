@@ -31,11 +31,11 @@ def test_relative_bias_generalises_beyond_the_training_length_and_ape_does_not(h
         assert relative[f"acc@{test_set}"] >= absolute[f"acc@{test_set}"] + 0.15, test_set
     assert relative["acc@T256:beyond"] >= 0.7
     # the logit-gap form, fitted over n and T (late placement, full FF): R^2 0.96 / 0.95 measured for relative
-    fit = summaries["relative"]["callbacks"]["HijackProbe"]["theory_fit"]["late"]["full"]
+    fit = summaries["relative"]["callbacks"]["hijack_probe"]["theory_fit"]["late"]["full"]
     assert fit["r2"] >= 0.85 and fit["w_ic"] > 0 and fit["w_g"] > 0
     t64 = fit["by_length"]["T64"]
     # the form's n* predicts where the mean gap turns positive
     assert t64["predicted_boundary"] is not None and abs(t64["predicted_boundary"] - (t64["gap_boundary"] or 99)) <= 2
     # the measured boundary (o wins on half the prompts) is HijackProbe's own
-    probe = summaries["relative"]["callbacks"]["HijackProbe"]["results"]["late"]["T64"]["full"]
+    probe = summaries["relative"]["callbacks"]["hijack_probe"]["results"]["late"]["T64"]["full"]
     assert t64["measured_boundary"] == probe["boundary"]

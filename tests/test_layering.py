@@ -11,6 +11,7 @@ RULES = {
     "datamodules": {"pipeline", "reports", "callbacks"},
     "callbacks": {"pipeline", "reports"},
     "run_record": {"pipeline", "reports", "callbacks", "lightning_modules", "datamodules"},
+    "reports": {"pipeline", "callbacks"},
 }
 
 

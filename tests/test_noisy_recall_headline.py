@@ -31,12 +31,12 @@ def test_default_config_shows_noise_in_ff2_and_in_context_answers_without_it(rep
     assert no_ff2["acc"] > full["acc"] + 0.3
 
     # the callbacks' curves tell how: the FF maps the trigger to the noise token ...
-    probe = summary["callbacks"]["AttentionProbe"]
+    probe = summary["callbacks"]["attention_probe"]
     assert probe["step"] == 1500
     assert probe["probe/layers.1.ff/noise_margin"] > 0
     # ... while layer 2's attention reads the in-context outputs after earlier triggers and skips the noise there
     assert probe["probe/layers.1.attn/to_output"] > 0.8 and probe["probe/layers.1.attn/to_noise"] < 0.1
     # at initialisation the gradient towards the noise token is most consistent for the FF
-    snr = {g: s["snr"] for g, s in summary["callbacks"]["GradientNoise"]["0"].items()}
+    snr = {g: s["snr"] for g, s in summary["callbacks"]["gradient_noise"]["0"].items()}
     assert snr["layers.1.ff"] == max(snr.values())
-    assert summary["callbacks"]["WeightSpectrumLogger"]["steps"] == 16  # steps 0, 100, ..., 1500
+    assert summary["callbacks"]["weight_spectrum"]["steps"] == 16  # steps 0, 100, ..., 1500

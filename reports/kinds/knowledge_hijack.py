@@ -17,6 +17,7 @@ from reports.page import Page
 from reports.run import RunRecord
 from reports.style import METRIC_LABELS, PAGE_WIDTH_IN, ordered, panel_grid, plt, variant_style
 from run_record.kinds import KNOWLEDGE_HIJACK
+from run_record.contract import HIJACK_PROBE, section
 from run_record.names import FULL, eval_key, prev_token_key
 
 ENCODING = "model.init_args.model.positional"  # the sweep's comparison
@@ -52,13 +53,14 @@ def by_length(summary: dict, metric: str = "acc") -> dict[str, dict[str, list[tu
 
 
 def probe(summary: dict) -> dict:
-    return (summary.get("callbacks") or {}).get("HijackProbe") or {}
+    return section(summary, HIJACK_PROBE)
 
 
 def win_rates(summary: dict, metric: str = "o_wins") -> dict[str, dict[str, list[tuple[int, float]]]]:
-    """{"<placement> T<L>": {ff variant: [(n pairs, metric)]}}."""
-    return {f"{p} {t}": {v: sorted((int(n), m[metric]) for n, m in r["by_n"].items()) for v, r in by_v.items()}
-            for p, by_t in (probe(summary).get("results") or {}).items() for t, by_v in by_t.items()}
+    """{"<placement> T<L>": {ff variant: [(n pairs, metric)]}}; a setting where no prompt was built is left out."""
+    out = {f"{p} {t}": {v: sorted((int(n), m[metric]) for n, m in r["by_n"].items()) for v, r in by_v.items() if r.get("by_n")}
+           for p, by_t in (probe(summary).get("results") or {}).items() for t, by_v in by_t.items()}
+    return {setting: lines for setting, lines in out.items() if lines}
 
 
 def theory_fits(summary: dict) -> dict[str, dict]:
@@ -106,7 +108,8 @@ def length_figure(page: Page, curves: dict[str, dict[str, list]], t_train: int |
 def hijack_rates(page: Page, run: RunRecord) -> None:
     wins = win_rates(run.summary)
     if not wins:
-        return page.skip("Knowledge hijack by n", "HijackProbe was off in this run")
+        why = "HijackProbe built no prompt (n_pairs fit none)" if probe(run.summary).get("results") else "HijackProbe was off in this run"
+        return page.skip("Knowledge hijack by n", why)
     p_o, p_b = win_rates(run.summary, "p_o"), win_rates(run.summary, "p_b")
     fig, axes = plt.subplots(2, len(wins), figsize=(PAGE_WIDTH_IN, 6.0), squeeze=False, sharex=True, sharey="row")
     for col, setting in enumerate(wins):

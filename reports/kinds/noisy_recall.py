@@ -12,9 +12,11 @@ import numpy as np
 from reports import series
 from reports.kinds import ReportKind, SweepRecord, register
 from reports.page import Page
-from reports.run import History, RunRecord
+from reports.run import History, RunRecord, unless_unread
+from run_record.files import METRICS_FILE, SPECTRA_FILE
 from reports.style import METRIC_LABELS, PAGE_WIDTH_IN, ordered, panel_grid, plt, variant_style
 from run_record.kinds import NOISY_RECALL
+from run_record.contract import GRADIENT_NOISE, LASER_TRUNCATION, section, sections
 from run_record.names import FULL, RECALL_METRICS, RECALL_PLOTTED, eval_key, probe_key
 
 
@@ -62,15 +64,14 @@ def spectrum_rank_curves(history: History) -> dict[str, dict[str, series.Curve]]
 
 def gradient_snr(summary: dict) -> dict[int, dict[str, float]]:
     """{step: {parameter group: SNR}} measured by GradientNoise (summary.json)."""
-    raw = (summary.get("callbacks") or {}).get("GradientNoise") or {}
+    raw = section(summary, GRADIENT_NOISE)
     return {int(step): {g: s["snr"] for g, s in groups.items()} for step, groups in sorted(raw.items(), key=lambda kv: int(kv[0]))}
 
 
 def truncations(summary: dict) -> list[dict]:
     """LaserTruncation events: {step, ranks, before: metrics, after: metrics} (from every LaserTruncation callback)."""
     events = [{"step": e["global_step"], "ranks": e["ranks"], "before": e["before"], "after": e["after"]}
-              for name, record in (summary.get("callbacks") or {}).items() if name.startswith("LaserTruncation")
-              for e in record.get("events", [])]
+              for record in sections(summary, LASER_TRUNCATION) for e in record.get("events", [])]
     return sorted(events, key=lambda e: e["step"])
 
 
@@ -93,7 +94,7 @@ def metrics_over_training(page: Page, run: RunRecord, marks: dict, events: list[
     title = "Clean-test metrics over training"
     panels = [(m, series.eval_curves(run.history, m)) for m in RECALL_PLOTTED]
     if not any(curves for _, curves in panels):
-        return page.skip(title, "the run logged no validation metrics")
+        return page.skip(title, unless_unread(run, METRICS_FILE, "the run logged no validation metrics"))
     fig, axes = plt.subplots(1, 3, figsize=(PAGE_WIDTH_IN, 3.6), sharex=True)
     for ax, (metric, curves) in zip(axes, panels):
         for i, variant in enumerate(ordered(curves)):
@@ -133,7 +134,7 @@ def probes(page: Page, run: RunRecord, marks: dict, events: list[dict]) -> None:
     title = "Attention probes and FF noise margins over training"
     curves = probe_curves(run.history)
     if not curves:
-        return page.skip(title, "AttentionProbe was off in this run")
+        return page.skip(title, unless_unread(run, METRICS_FILE, "AttentionProbe was off in this run"))
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(PAGE_WIDTH_IN, 3.8))
     layers = sorted({k.split("/")[1].rsplit(".", 1)[0] for k in curves})
     colour = {layer: plt.get_cmap("tab10")(i) for i, layer in enumerate(layers)}
@@ -160,7 +161,7 @@ def spectra(page: Page, run: RunRecord) -> None:
     title = "Singular-value spectra over training"
     matrices = [k for k in run.spectra if k != "steps"]
     if not matrices:
-        return page.skip(title, "WeightSpectrumLogger was off in this run") if "spectra.npz" not in run.damaged else None
+        return page.skip(title, unless_unread(run, SPECTRA_FILE, "WeightSpectrumLogger was off in this run"))
     steps = run.spectra["steps"]
     fig, axes = panel_grid(len(matrices), 4, 2.5)
     for ax, name in zip(axes, matrices):

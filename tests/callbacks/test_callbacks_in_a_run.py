@@ -73,11 +73,11 @@ def test_wandb_run_holds_spectrum_scalars_charts_snr_and_probes(run):
 
 def test_summary_json_collects_what_the_callbacks_measured(run):
     summary = json.loads((run / "summary.json").read_text())["callbacks"]
-    (event,) = summary["LaserTruncation"]["events"]
+    (event,) = summary["laser_truncation"]["events"]
     assert event["step"] == 4 and event["ranks"] == {"layers.1.ff.w2": 1}
-    assert summary["WeightSpectrumLogger"]["steps"] == 3 and summary["WeightSpectrumLogger"]["file"] == str(run / "spectra.npz")
-    assert set(summary["GradientNoise"]) == {"0", "3"}
-    assert summary["AttentionProbe"]["step"] == 6
+    assert summary["weight_spectrum"]["steps"] == 3 and summary["weight_spectrum"]["file"] == str(run / "spectra.npz")
+    assert set(summary["gradient_noise"]) == {"0", "3"}
+    assert summary["attention_probe"]["step"] == 6
 
 
 def test_measuring_does_not_change_the_experiment(tmp_path, monkeypatch):
@@ -92,7 +92,7 @@ def test_measuring_does_not_change_the_experiment(tmp_path, monkeypatch):
     main(["fit", *TINY, "--trainer.callbacks=[]", "--trainer.default_root_dir", str(tmp_path / "without")])
     with_cb = json.loads((only_run_dir(tmp_path / "with") / "summary.json").read_text())
     without = json.loads((only_run_dir(tmp_path / "without") / "summary.json").read_text())
-    assert {"WeightSpectrumLogger", "GradientNoise", "AttentionProbe"} <= set(with_cb["callbacks"]) and not without["callbacks"]
+    assert {"weight_spectrum", "gradient_noise", "attention_probe"} <= set(with_cb["callbacks"]) and not without["callbacks"]
     for key, value in without["metrics"].items():
         assert with_cb["metrics"][key] == pytest.approx(value, abs=1e-6), key
 

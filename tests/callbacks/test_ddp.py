@@ -40,4 +40,4 @@ def test_ddp_two_processes_truncate_to_identical_weights(repo, tmp_path):
     assert summary["status"] == "completed" and summary["global_step"] == 7 and summary["eval_step"] == 7
     assert [p.name for p in (run / "checkpoints").glob("*.ckpt")] == ["epoch=0-step=7.ckpt"]
     assert "Results on the clean test set" in out.stdout and "(from step" not in out.stdout
-    assert [e["step"] for e in summary["callbacks"]["LaserTruncation"]["events"]] == [3]
+    assert [e["step"] for e in summary["callbacks"]["laser_truncation"]["events"]] == [3]

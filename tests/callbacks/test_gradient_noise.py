@@ -27,7 +27,7 @@ def test_at_initialisation_the_feed_forward_snr_exceeds_every_attention_matrix(t
         "--trainer.max_steps", "1", "--trainer.limit_val_batches", "0", "--trainer.logger", "false",
         "--trainer.enable_progress_bar", "false", "--trainer.default_root_dir", str(tmp_path), "--report", "false",
     ])
-    stats = json.loads((only_run_dir(tmp_path) / "summary.json").read_text())["callbacks"]["GradientNoise"]["0"]
+    stats = json.loads((only_run_dir(tmp_path) / "summary.json").read_text())["callbacks"]["gradient_noise"]["0"]
     ff = {g: s["snr"] for g, s in stats.items() if ".ff" in g}
     attn = {g: s["snr"] for g, s in stats.items() if ".attn." in g}
     assert set(ff) == {"layers.1.ff"} and len(attn) == 8  # wq wk wv wo in both layers

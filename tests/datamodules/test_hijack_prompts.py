@@ -56,7 +56,7 @@ def test_the_hijack_probe_records_win_rates_and_boundaries_in_the_summary(tmp_pa
              '"placements": ["late", "beyond"], "ff_rhos": [1.0, 0.0], "n_prompts": 16}}]')
     main(["fit", *TINY, "--model.init_args.model.max_seq_len", "48", "--data.init_args.alpha", "0.0",
           "--trainer.callbacks", probe, "--trainer.default_root_dir", str(tmp_path)])
-    probe = json.loads((only_run_dir(tmp_path) / "summary.json").read_text())["callbacks"]["HijackProbe"]
+    probe = json.loads((only_run_dir(tmp_path) / "summary.json").read_text())["callbacks"]["hijack_probe"]
     result = probe["results"]
     assert set(result) == {"late", "beyond"} and set(result["late"]) == {"T24", "T48"} and set(result["beyond"]) == {"T48"}
     row = result["late"]["T24"]["full"]  # rho 1 keeps the FF's full rank: the full model
@@ -99,6 +99,10 @@ def test_the_hijack_probe_refuses_prompts_longer_than_the_position_table(tmp_pat
     ('{"ff_rhos": [1.0, 1.5]}', "HijackProbe.ff_rhos must be rank fractions in [0, 1], got [1.0, 1.5]"),
     ('{"ff_target": "layers.*.attn.wk"}', "HijackProbe.ff_target 'layers.*.attn.wk' must name one matrix"),
     ('{"n_prompts": 0}', "HijackProbe.n_prompts must be >= 1"),
+    # settings that build no prompt at all: training would complete, then the report had nothing to draw
+    ('{"n_pairs": [20, 30], "length_factors": [1]}',
+     "HijackProbe.n_pairs [20, 30]: at most 6 pairs fit a 24-token prompt (late, length factor 1); include some n <= 6"),
+    ('{"placements": ["beyond"], "length_factors": [1]}', "HijackProbe.placements: 'beyond' needs a length factor > 1"),
 ])
 def test_hijack_probe_settings_are_refused_before_the_first_step(tmp_path, monkeypatch, capsys, init_args, message):
     from main import main

@@ -8,7 +8,7 @@ import sys
 import pytest
 import torch
 
-from pipeline import checkpoints
+from run_record import checkpoints
 from run_record.files import PARTIAL, read_csv_rows
 from tests.pipeline.test_cli import TINY, only_run_dir
 

@@ -277,7 +277,7 @@ def test_evaluation_only_configs_refuse_fit_and_validate_in_one_line(tmp_path, c
     assert "Traceback" not in err and not (tmp_path / "runs").exists()
 
 
-def test_prompts_longer_than_the_context_are_counted_and_warned_about(tiny_hf, gsm8k_dir, tmp_path, capsys):
+def short_context_model(tiny_hf, tmp_path) -> Path:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     small = tmp_path / "short_context"
@@ -285,10 +285,84 @@ def test_prompts_longer_than_the_context_are_counted_and_warned_about(tiny_hf, g
     model.config.max_position_embeddings = 128  # the harness reads the context length from the config
     model.save_pretrained(small)
     AutoTokenizer.from_pretrained(tiny_hf["llama"]).save_pretrained(small)
-    run_dir = run(str(small), gsm8k_dir, tmp_path / "runs", "--model.init_args.laser", "{}", "--data.init_args.num_fewshot", "[0, 2]")
-    full = json.loads((run_dir / "summary.json").read_text())["variants"]["full"]
-    assert full["truncated_prompts@0shot"] == 0 and full["truncated_prompts@2shot"] == 3  # 2-shot prompts: ~340 tokens
-    assert "3 test prompt(s) at 2 shots are longer than the model's context (128 tokens)" in capsys.readouterr().err
+    return small
+
+
+@pytest.fixture
+def no_weights_load(monkeypatch):
+    import transformers
+
+    def must_not_load(*a, **k):
+        raise AssertionError("the model weights were loaded")
+
+    monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", must_not_load)
+
+
+def refused_before_load(capsys, root, *args) -> str:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["test", "--config", "configs/gsm8k.yaml", "--trainer.default_root_dir", str(root), *args])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and "Traceback" not in err and not Path(root).exists(), err
+    return next(line for line in err.splitlines() if line.startswith("error: "))
+
+
+def test_prompts_longer_than_the_context_are_refused_before_the_model_loads(tiny_hf, gsm8k_dir, tmp_path, capsys):
+    small = short_context_model(tiny_hf, tmp_path)
+    import transformers
+
+    real = transformers.AutoModelForCausalLM.from_pretrained
+    transformers.AutoModelForCausalLM.from_pretrained = lambda *a, **k: (_ for _ in ()).throw(AssertionError("loaded"))
+    try:
+        line = refused_before_load(capsys, tmp_path / "runs", "--model.init_args.model_name", str(small),
+                                   "--data.init_args.data_dir", str(gsm8k_dir), "--data.init_args.num_fewshot", "[0, 2]")
+    finally:
+        transformers.AutoModelForCausalLM.from_pretrained = real
+    # 2-shot prompts are ~340 tokens: beyond a context of 128 whatever max_gen_toks is
+    assert line.startswith("error: invalid configuration: model.init_args.max_gen_toks 256 + the longest prompt (")
+    assert "tokens at 2 shots" in line and "the model's context of 128 tokens" in line
+    # 0 shots fit (their prompts are short), with a small generation budget: the run goes ahead and cuts nothing
+    run_dir = run(str(small), gsm8k_dir, tmp_path / "ok", "--model.init_args.laser", "{}", "--data.init_args.num_fewshot", "[0]")
+    assert json.loads((run_dir / "summary.json").read_text())["variants"]["full"]["truncated_prompts@0shot"] == 0
+
+
+def test_a_chat_template_the_tokenizer_lacks_is_refused_before_the_model_loads(tiny_hf, gsm8k_dir, tmp_path, capsys,
+                                                                               no_weights_load):
+    from transformers import AutoTokenizer
+
+    assert not AutoTokenizer.from_pretrained(tiny_hf["llama"]).chat_template
+    line = refused_before_load(capsys, tmp_path / "runs", "--model.init_args.model_name", tiny_hf["llama"],
+                               "--model.init_args.apply_chat_template", "true", "--data.init_args.data_dir", str(gsm8k_dir))
+    assert line == (f"error: invalid configuration: model.init_args.apply_chat_template: the tokenizer of {tiny_hf['llama']} "
+                    "has no chat template (a base model, not an instruct one): set apply_chat_template: false")
+
+
+def test_a_selection_larger_than_the_train_pool_is_refused_before_the_model_loads(tiny_hf, gsm8k_dir, tmp_path, capsys,
+                                                                                  no_weights_load):
+    line = refused_before_load(capsys, tmp_path / "runs", "--model.init_args.model_name", tiny_hf["llama"],
+                               "--data.init_args.data_dir", str(gsm8k_dir), "--data.init_args.selection_size", "11")
+    assert line == (f"error: invalid configuration: data.init_args.selection_size 11 > the 10 documents of {gsm8k_dir}/train.jsonl "
+                    "that are not few-shot exemplars")
+
+
+@pytest.mark.parametrize("answer,why", [
+    ("2 + 70 = 72.\n#### \u0667\u0662", "no final '#### <number>' line in ASCII digits"),  # Arabic-Indic digits
+    ("2 + 70 = 72.\n#### \uff17\uff12", "no final '#### <number>' line in ASCII digits"),  # full-width digits
+])
+def test_answers_the_harness_can_never_match_are_refused(gsm8k_dir, answer, why):
+    from datamodules.gsm8k import read_jsonl
+
+    (gsm8k_dir / "test.jsonl").write_text(json.dumps(TEST[0]) + "\n" + json.dumps({"question": "q?", "answer": answer}) + "\n")
+    with pytest.raises(ValueError, match=f"test.jsonl:2: the answer has {why}"):
+        read_jsonl(gsm8k_dir / "test.jsonl")
+
+
+def test_text_that_is_not_encodable_is_refused_naming_file_and_line(gsm8k_dir):
+    from datamodules.gsm8k import read_jsonl
+
+    # valid JSON (a lone surrogate escape), but no UTF-8 text: datasets would fail deep inside the harness
+    (gsm8k_dir / "test.jsonl").write_text(json.dumps(TEST[0]) + "\n" + '{"question": "How many \\ud800?", "answer": "#### 4"}\n')
+    with pytest.raises(ValueError, match=r"test.jsonl:2: the question is not encodable text \(surrogates not allowed"):
+        read_jsonl(gsm8k_dir / "test.jsonl")
 
 
 # --- the selection protocol across a sweep's tasks -----------------------------------------------------------------

@@ -29,7 +29,7 @@ def test_bf16_mixed_precision_and_tf32_train_and_evaluate_every_variant(tmp_path
     assert bf16["status"] == "completed" and set(bf16["variants"]) == set(fp32["variants"])
     for variant, row in bf16["variants"].items():  # the same model within bf16's rounding after 6 steps
         assert row["loss"] == pytest.approx(fp32["variants"][variant]["loss"], abs=0.05), variant
-    probe = bf16["callbacks"]["AttentionProbe"]  # probes run outside autocast, on the float32 weights
+    probe = bf16["callbacks"]["attention_probe"]  # probes run outside autocast, on the float32 weights
     assert all(isinstance(v, float) for k, v in probe.items() if k != "step")
 
 
@@ -42,7 +42,7 @@ def test_a_compiled_training_forward_trains_the_same_model_as_eager(tmp_path):
     callbacks = PROBE[:-1] + ', {"class_path": "callbacks.GradientNoise", "init_args": {"at_steps": [0, 3], "n_sequences": 8}}]'
     compiled = fit(tmp_path, "compiled", "--model.init_args.compile", "true", "--trainer.callbacks", callbacks)
     assert counters["stats"]["unique_graphs"] == 1, dict(counters["stats"])
-    assert set(compiled["callbacks"]["GradientNoise"]) == {"0", "3"}
+    assert set(compiled["callbacks"]["gradient_noise"]) == {"0", "3"}
     for key, value in eager["metrics"].items():
         if key.startswith("val/"):
             assert compiled["metrics"][key] == pytest.approx(value, abs=1e-4), key

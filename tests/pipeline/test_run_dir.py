@@ -7,7 +7,7 @@ from pathlib import Path
 
 import yaml
 
-from pipeline.run_dir import PARENT_RUN_DIR, RUN_VERSION, run_dir, run_version
+from run_record.run_dir import PARENT_RUN_DIR, RUN_VERSION, run_dir, run_version
 
 TINY = ["--config", "configs/noisy.yaml", "--trainer.max_steps", "2", "--trainer.val_check_interval", "2",
         "--trainer.enable_progress_bar", "false", "--trainer.callbacks=[]", "--model.init_args.model.dim", "16",

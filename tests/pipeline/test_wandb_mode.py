@@ -4,7 +4,7 @@ import time
 
 import pytest
 
-from pipeline import wandb_mode
+from run_record import wandb_mode
 
 
 def closed_port() -> int:

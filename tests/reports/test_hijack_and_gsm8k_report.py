@@ -81,3 +81,31 @@ def test_the_hijack_sweep_page_compares_the_encodings(hijack_sweep, chromium, tm
     seen = open_page(str(page), str(tmp_path / "hijack_sweep.png"))
     assert "Hijack theory fit per task" in seen["text"] and "previous-token attention per task" in seen["text"]
     assert "P(noise" not in seen["text"] and all(w > 0 for w in seen["image_widths"])
+
+
+@pytest.mark.slow
+@pytest.mark.xdist_group("hijack")
+def test_the_hijack_page_renders_whatever_subset_of_callbacks_measured_something(hijack_sweep, tmp_path):
+    from tests.reports.nothing_measured import variants
+
+    row = next(r for r in table.rows(hijack_sweep) if r["task"] == 0)
+    labels = []
+    for label, copy in variants(row["run_dir"], tmp_path):
+        page = build.report(copy)
+        assert page.is_file() and "<h1>" in page.read_text(), label
+        labels.append(label)
+    assert labels == ["attention_probe measured nothing", "hijack_probe measured nothing", "hijack_probe built no prompt",
+                      "no callback measured anything, no metric logged"]
+
+
+@pytest.mark.parametrize("kind", ["gsm8k", "pretrained_prompts", "noisy_recall", "knowledge_hijack"])
+def test_a_page_renders_for_a_run_that_recorded_only_its_status(tmp_path, kind):
+    """A run that failed at its first step (or measured nothing at all) still has a page, saying so."""
+    import json
+
+    (tmp_path / "summary.json").write_text(json.dumps({"schema": 3, "kinds": [kind], "status": "failed", "global_step": 0,
+                                                       "error": "RuntimeError: boom", "results": None, "callbacks": {},
+                                                       "variants": {}, "metrics": {}}))
+    (tmp_path / "metrics.csv").write_text("step\n")
+    page = build.report(tmp_path)
+    assert "Error: RuntimeError: boom" in page.read_text()

@@ -8,14 +8,17 @@ import yaml
 
 from callbacks.common import log_scalars
 from reports import build, kinds, wandb_report
+from run_record.contract import RecordedCallback
 from reports.kinds import ReportKind
 from reports.style import plt
 from tests.pipeline.test_cli import TINY, only_run_dir
 from tests.pipeline.test_sweep import TINY_GRID
 
 
-class ToyMeasurement(L.Callback):
+class ToyMeasurement(RecordedCallback, L.Callback):
     """A new measurement: it declares its own kind and writes its own summary section."""
+
+    record_name = "toy_measurement"
 
     def record_kinds(self):
         return ["toy"]
@@ -28,14 +31,14 @@ class ToyMeasurement(L.Callback):
 
 
 def toy_run_page(page, run):
-    page.table("The toy result", [{"answer": run.summary["callbacks"]["ToyMeasurement"]["answer"]}])
+    page.table("The toy result", [{"answer": run.summary["callbacks"]["toy_measurement"]["answer"]}])
     fig, ax = plt.subplots(figsize=(4, 3))
-    ax.bar(["answer"], [run.summary["callbacks"]["ToyMeasurement"]["answer"]])
+    ax.bar(["answer"], [run.summary["callbacks"]["toy_measurement"]["answer"]])
     page.save(fig, "toy", "The toy figure", "Drawn by a kind registered in a test.")
 
 
 def toy_sweep_page(page, sweep):
-    page.table("Toy answers per task", [{"task": t, "answer": r.summary["callbacks"]["ToyMeasurement"]["answer"]}
+    page.table("Toy answers per task", [{"task": t, "answer": r.summary["callbacks"]["toy_measurement"]["answer"]}
                                         for t, r in sweep.runs.items()])
 
 

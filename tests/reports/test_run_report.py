@@ -126,3 +126,14 @@ def test_the_wandb_link_is_the_sync_command_only_where_offline_files_exist(run, 
     disabled = only_run_dir(tmp_path / "runs")
     assert not (disabled / "wandb").exists()
     assert "wandb sync" not in build.report(disabled).read_text()  # no directory to sync: no command pointing at one
+
+
+def test_the_page_renders_whatever_subset_of_callbacks_measured_something(run, tmp_path):
+    from tests.reports.nothing_measured import variants
+
+    seen = []
+    for label, copy in variants(run, tmp_path):
+        page = build.report(copy)  # raises on a crash: the case's label is in the traceback's locals
+        assert page.is_file() and "<h1>" in page.read_text(), label
+        seen.append(label)
+    assert len(seen) == 5  # AttentionProbe, GradientNoise, LaserTruncation, WeightSpectrumLogger alone, then all

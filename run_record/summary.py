@@ -16,9 +16,11 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from lightning.pytorch.utilities import rank_zero_only
 
 from run_record.names import TABLE_ORDER, split_metric
-from run_record import files
+from run_record import files, machine, schema
 from run_record.kinds import SCHEMA_VERSION
 from run_record.files import CHECKPOINT_DIR, CONFIG_FILE, SUMMARY_FILE, WriteError
+from run_record.contract import RecordedCallback, RecordedModule, RecordWriter
+from run_record.lightning_private import experiment_started
 from run_record.wandb import finish_wandb, wandb_logger
 
 TABLE_METRICS = TABLE_ORDER  # column order of the printed table; other metrics follow in the order they were logged
@@ -91,7 +93,7 @@ def latest_checkpoint(trainer: L.Trainer, run_dir: str) -> str | None:
     return max(files, key=os.path.getmtime) if files else None
 
 
-class RunSummary(L.Callback):
+class RunSummary(RecordedCallback, L.Callback):
     """Writes ``summary.json`` after every validation/test (status ``running``), and at the end ``completed``
     (or ``failed`` with the error, ``interrupted`` after Ctrl-C, or ``requeued`` by SLURM), so a run that stops
     early leaves its latest numbers."""
@@ -123,9 +125,9 @@ class RunSummary(L.Callback):
         """What the run directory holds right now, as its writers declare it (``record_files()``: the paths written,
         flushed first), with sizes and digests: a reader tells a damaged or changed file from the run's own."""
         paths = [os.path.join(self.run_dir, CONFIG_FILE)]
-        for owner in [*trainer.loggers, *trainer.callbacks, trainer.lightning_module]:
-            if hasattr(owner, "record_files"):
-                paths += owner.record_files()
+        for owner in [*trainer.loggers, *trainer.callbacks, trainer.lightning_module, trainer.datamodule]:
+            if isinstance(owner, RecordWriter):
+                paths += owner.record_files() or []
         out = {}
         for path in dict.fromkeys(paths):
             if os.path.isfile(path):
@@ -138,6 +140,7 @@ class RunSummary(L.Callback):
             return {}
         metrics, undefined = self._metrics(trainer)
         module = trainer.lightning_module
+        recorded = isinstance(module, RecordedModule)
         summary: dict[str, Any] = {
             "schema": SCHEMA_VERSION,
             # what experiment this is, as the writers declare it (reports/kinds/ dispatches on it)
@@ -150,26 +153,29 @@ class RunSummary(L.Callback):
             "ckpt_path": trainer.ckpt_path,  # the checkpoint a validate/test run evaluated
             "eval_step": self.eval_step,
             "wall_time_s": round(time.time() - self.start, 3),
-            "timing": next((cb.timing() for cb in trainer.callbacks if hasattr(cb, "timing")), None),
+            "timing": next((t for cb in trainer.callbacks if isinstance(cb, RecordedCallback) and (t := cb.timing())), None),
             # evaluated with no checkpoint: the model's random initialisation (set by the CLI)
-            "untrained": bool(getattr(trainer.lightning_module, "evaluated_untrained", False)),
+            "untrained": bool(recorded and module.evaluated_untrained),
+            "weights": self._weights(trainer),
+            "machine": machine.describe(trainer),  # what ran it: the digits of the metrics depend on it
             "metrics": metrics,
             # metrics that are null: a mean over no scored position (a test set without a repeated trigger)
             "undefined_metrics": {k: "no scored position (a mean over none)" for k in undefined},
             "variants": variants_table(metrics, stage),
             # what each variant is (its matrices' ranks): readers never parse a variant's name
-            "variant_specs": module.variant_specs() if hasattr(module, "variant_specs") else {},
+            "variant_specs": module.variant_specs() if recorded else {},
             "sweep_task": sweep_task(),
             "wandb": self._wandb_info(trainer),
             # what was evaluated, where the module says (e.g. a pretrained checkpoint's resolved commit)
-            "model": trainer.lightning_module.run_info() if hasattr(trainer.lightning_module, "run_info") else None,
+            "model": module.run_info() if recorded else None,
             # what the module measured beyond scalar metrics (e.g. GSM8K scores per setting and the selected variant)
-            "results": trainer.lightning_module.results_summary() if hasattr(trainer.lightning_module, "results_summary") else None,
-            # what callbacks measured (LaserTruncation events, GradientNoise SNRs, ...), by class name
+            "results": module.results_summary() if recorded else None,
+            # what callbacks measured (LaserTruncation events, GradientNoise SNRs, ...), by declared section name
             "callbacks": self._callback_summaries(trainer),
         }
         if error is not None:
             summary["error"] = error
+        self._check_schema(summary)
         path = os.path.join(self.run_dir, SUMMARY_FILE)
         try:
             summary["files"] = self._record_files(trainer)
@@ -190,26 +196,50 @@ class RunSummary(L.Callback):
         return summary
 
     @staticmethod
+    def _weights(trainer: L.Trainer) -> str:
+        """Which weights the numbers are of: ``trained`` (this fit), ``checkpoint`` (--ckpt_path), ``random
+        initialisation`` (validate/test of a trained-by-fit model without a checkpoint) or ``pretrained``."""
+        module = trainer.lightning_module
+        if isinstance(module, RecordedModule) and module.evaluated_untrained:
+            return "random initialisation"
+        if trainer.state.fn == "fit":
+            return "trained"
+        if trainer.ckpt_path:
+            return "checkpoint"
+        return "pretrained" if not (isinstance(module, RecordedModule) and module.trained_by_fit) else "trained"
+
+    def _check_schema(self, summary: dict) -> None:
+        problems = schema.check(finite(summary))
+        if not problems:
+            return
+        if os.environ.get("FFVA_STRICT_RECORD"):
+            raise AssertionError("summary.json does not match run_record/schema.py:\n" + "\n".join(problems))
+        if not getattr(self, "_schema_warned", False):
+            self._schema_warned = True
+            print(f"warning: summary.json differs from its schema (run_record/schema.py), written anyway: {problems[0]}",
+                  file=sys.stderr)
+
+    @staticmethod
     def _kinds(trainer: L.Trainer) -> list[str]:
         """The experiment kinds the module, the data and the callbacks declare (``record_kinds()``), in that order."""
         owners = [trainer.lightning_module, trainer.datamodule, *trainer.callbacks]
-        return list(dict.fromkeys(k for o in owners if hasattr(o, "record_kinds") for k in o.record_kinds()))
+        return list(dict.fromkeys(k for o in owners if isinstance(o, RecordWriter) for k in o.record_kinds()))
 
     @staticmethod
     def _callback_summaries(trainer: L.Trainer) -> dict[str, Any]:
         out: dict[str, Any] = {}
         for cb in trainer.callbacks:
-            if hasattr(cb, "summary"):
-                name, n = type(cb).__name__, 2
-                while name in out:  # two callbacks of one class: LaserTruncation, LaserTruncation#2
-                    name, n = f"{type(cb).__name__}#{n}", n + 1
+            if isinstance(cb, RecordedCallback) and cb.record_name:
+                name, n = cb.record_name, 2
+                while name in out:  # two callbacks of one kind: laser_truncation, laser_truncation#2
+                    name, n = f"{cb.record_name}#{n}", n + 1
                 out[name] = cb.summary()
         return out
 
     @staticmethod
     def _wandb_info(trainer: L.Trainer) -> dict[str, Any] | None:
         lg = wandb_logger(trainer.loggers)
-        if lg is not None and getattr(lg, "_experiment", None) is not None:
+        if lg is not None and experiment_started(lg):
             run = lg.experiment
             try:
                 url = run.url if os.environ.get("WANDB_MODE") == "online" else None  # the report links to it
@@ -233,7 +263,7 @@ class RunSummary(L.Callback):
         self._finish(trainer, "test")
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if any(getattr(cb, "requeued", False) for cb in trainer.callbacks):
+        if any(isinstance(cb, RecordedCallback) and cb.stops_for_requeue for cb in trainer.callbacks):
             return  # stopped for a SLURM requeue: the summary says "requeued" until the resumed task finishes
         self._finish(trainer, "val")
 
@@ -273,7 +303,8 @@ class RunSummary(L.Callback):
         summary = self.write(trainer, "completed", stage)
         if summary.get("variants"):
             stale = f" (from step {self.eval_step}, not the last step {trainer.global_step})" if stage == "val" and self.eval_step != trainer.global_step else ""
-            title = getattr(trainer.lightning_module, "results_title", "Results on the clean test set at trigger positions")
+            module = trainer.lightning_module
+            title = module.results_title if isinstance(module, RecordedModule) else "Results"
             # printed by the CLI at the very end, after W&B and the report, so that the console ends with it
             self.results_text = f"{title}{stale}:\n{format_table(summary['variants'])}"
         self.final = summary

@@ -20,7 +20,9 @@ from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from lightning.pytorch.loggers.logger import rank_zero_experiment
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
+from run_record.lightning_private import experiment_or_none, experiment_started, set_experiment
 from run_record.files import HPARAMS_FILE, METRICS_FILE, Damaged, WriteError, atomic_path, read_csv_rows, write_text
+from run_record.contract import RecordWriter, RecordedCallback
 
 
 class HistoryWriter(ExperimentWriter):
@@ -84,7 +86,7 @@ class HistoryWriter(ExperimentWriter):
         self.dirty = False
 
 
-class RunHistory(CSVLogger):
+class RunHistory(RecordWriter, CSVLogger):
     """``metrics.csv`` and ``hparams.yaml`` in the run directory (the CLI adds it to every run)."""
 
     def __init__(self, save_dir: str, flush_logs_every_n_steps: int = 100):
@@ -93,21 +95,21 @@ class RunHistory(CSVLogger):
     @property
     @rank_zero_experiment  # one writer, on global rank zero (other ranks get Lightning's no-op)
     def experiment(self) -> HistoryWriter:
-        if self._experiment is None:
-            self._experiment = HistoryWriter(self.log_dir)
-        return self._experiment
+        if not experiment_started(self):
+            set_experiment(self, HistoryWriter(self.log_dir))
+        return experiment_or_none(self)
 
     @rank_zero_only
     def record_files(self) -> list[str]:
         """Flushed now, for summary.json's file list (RunSummary): the history the summary was written with."""
-        if self._experiment is None:
+        if not experiment_started(self):
             return []
         self.save()
         return [self.experiment.metrics_file_path] if os.path.isfile(self.experiment.metrics_file_path) else []
 
     @rank_zero_only
     def finalize(self, status: str) -> None:
-        if self._experiment is None:
+        if not experiment_started(self):
             return
         try:
             self.save()
@@ -118,7 +120,7 @@ class RunHistory(CSVLogger):
             print(f"warning: {e}; metrics.csv keeps the rows of its last complete write", file=sys.stderr)
 
 
-class HistoryResume(L.Callback):
+class HistoryResume(RecordedCallback, L.Callback):
     """Tells the history at which step training (re)starts: the step restored from a checkpoint, or 0."""
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:

@@ -14,6 +14,7 @@ from typing import Any, Iterable
 import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 
+from run_record.contract import RecordedModule
 from run_record.files import atomic_writer, no_space
 
 
@@ -58,7 +59,7 @@ def conflicts(saved: dict[str, Any], configured: dict[str, Any], free: Iterable[
 
 
 def check_fits(path: str, ckpt: dict[str, Any], module: torch.nn.Module) -> None:
-    free = getattr(module, "EVALUATION_HPARAMS", ())
+    free = module.EVALUATION_HPARAMS if isinstance(module, RecordedModule) else ()
     found = conflicts(ckpt.get("hyper_parameters") or {}, dict(getattr(module, "hparams", {})), free)
     if found:
         raise CheckpointError(

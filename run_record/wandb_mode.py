@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 
-from pipeline import network
+from run_record import network
 
 
 def wandb_settings():
