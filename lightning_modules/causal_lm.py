@@ -10,7 +10,8 @@ import torch
 from torch import nn
 
 from lightning_modules.laser import factorise, truncated
-from lightning_modules.pretrained import FULL, LaserGrid, LaserSpec, check_source, laser_variants, load_causal_lm, PretrainedRecord
+from lightning_modules.pretrained import (FULL, LaserGrid, LaserSpec, PretrainedRecord, check_source, laser_variants, load_causal_lm,
+                                          require_packages)
 from lightning_modules.prompt_metrics import AnswerVsGenericMetrics, prompt_scores
 from run_record import files
 from run_record.files import PREDICTIONS_FILE
@@ -90,6 +91,7 @@ class CausalLMModule(PretrainedRecord, L.LightningModule):
     def check_before_build(model: dict, data: dict, context: dict) -> None:
         """Before the model loads (pipeline/preflight.py): the model source exists (a GGUF file is named), and
         logit_diff (IO - S) exists only for IOI prompts."""
+        require_packages(model.get("gguf_file"))
         if model.get("model_name"):
             check_source(model["model_name"], model.get("gguf_file"))
         if model.get("select_by") == "logit_diff" and data.get("task", "ioi") != "ioi" and data.get("selection_fraction"):

@@ -67,12 +67,17 @@ def estimate(model: dict, data: dict) -> Estimate:
     e.host[f"data.init_args.bigram.init_args.vocab_size ({v - (_lookup(data, 'noise_token') is None)})"] = v * v * (2 * FLOAT + 2 * LONG + 32)
     # every test set is sampled whole: tokens, mask, answer kept (17 bytes per token), ~40 more while sampling
     n_sets = 1 + 2 * len(data.get("test_lengths") or [])
-    e.host[f"data.init_args.n_test ({n_test})"] = n_test * (max(lengths) + 1) * (17 * n_sets + 40 + 17 * n_triggers)
+    e.host[f"data.init_args.n_test ({n_test})"] = n_test * (max(lengths) + 1) * (17 * n_sets + 40)
+    # each test token records every trigger's answer: the part that grows with n_triggers is blamed on it
+    e.host[f"data.init_args.n_triggers ({n_triggers})"] = n_test * (max(lengths) + 1) * 17 * n_triggers
 
     matrices = sum(4 * dim * dim for _ in ffs) + sum({"mlp": 2 * mult * dim * dim, "linear": dim * dim}.get(k, 0) for k in ffs)
-    embeddings = 2 * v * dim + (int(net.get("max_seq_len", 256)) * dim if positional == "absolute" else 0)
+    embeddings = 2 * v * dim
     # weights, gradients and two optimizer moments (Adam) for the matrices; the frozen embeddings once
     e.device[f"model.init_args.model.dim ({dim})"] = matrices * 4 * FLOAT + embeddings * 2 * FLOAT
+    if positional == "absolute":  # the position table: blamed on its own size, not on dim
+        max_len = int(net.get("max_seq_len", 256))
+        e.device[f"model.init_args.model.max_seq_len ({max_len})"] = max_len * dim * 2 * FLOAT
 
     def activations(batch: int, length: int, backward: bool) -> float:
         per_token = len(ffs) * dim * (6 + 2 * mult) + 3 * v  # residual, q, k, v, outputs, FF hidden; logits

@@ -16,13 +16,21 @@ import torch
 from lightning_modules import lm_eval_results as lmr
 from lightning_modules.laser import factorise, truncated
 from lightning_modules.pretrained import (FULL, LaserGrid, LaserSpec, PretrainedRecord, check_source, laser_variants, load_causal_lm,
-                                          load_config, load_tokenizer)
+                                          load_config, load_tokenizer, require_packages)
 from run_record import files
 from run_record.files import GENERATIONS_FILE
 from run_record.kinds import GSM8K
 from run_record.names import eval_key, evaluation_set
 from run_record.wandb import wandb_logger
 
+
+
+def require_harness() -> None:
+    import importlib.util
+
+    if importlib.util.find_spec("lm_eval") is None:
+        raise ModuleNotFoundError("GSM8K is scored by lm-evaluation-harness, which is not installed: "
+                                  "pip install -e '.[pretrained]' (or make test, which installs it)")
 
 
 def check_prompts_fit(model: dict, data: dict) -> None:
@@ -83,6 +91,8 @@ class GSM8KModule(PretrainedRecord, L.LightningModule):
         split, or it would choose on the test split."""
         from datamodules.gsm8k import check_data_args
 
+        require_harness()
+        require_packages(model.get("gguf_file"))
         check_data_args(data)  # the data's own errors first: they need no model files
         if model.get("model_name"):
             check_source(model["model_name"], model.get("gguf_file"))
@@ -107,11 +117,7 @@ class GSM8KModule(PretrainedRecord, L.LightningModule):
                  apply_chat_template: bool = False, fewshot_as_multiturn: bool = False, stop_each_row: bool = True,
                  gguf_file: str | None = None):
         super().__init__()
-        import importlib.util
-
-        if importlib.util.find_spec("lm_eval") is None:
-            raise ModuleNotFoundError("GSM8K is scored by lm-evaluation-harness, which is not installed: "
-                                      "pip install -e '.[gsm8k]' (or make test, which installs it)")
+        require_harness()
         if max_gen_toks < 1:
             raise ValueError(f"model.max_gen_toks must be >= 1, got {max_gen_toks}")
         if not (isinstance(batch_size, int) and batch_size >= 1) and not str(batch_size).startswith("auto"):

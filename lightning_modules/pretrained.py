@@ -68,6 +68,22 @@ def hub_offline(name: str) -> bool:
     return os.path.isdir(name) or os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
 
 
+PRETRAINED_EXTRA = "pip install -e '.[pretrained]'"
+
+
+def require_packages(gguf_file: str | None, field: str = "model.init_args") -> None:
+    """The optional packages a pretrained run needs are installed; else one line naming them and the install command
+    (a missing package is not a config error)."""
+    import importlib.util
+
+    if gguf_file is None:
+        return
+    missing = [p for p in ("gguf", "accelerate") if importlib.util.find_spec(p) is None]
+    if missing:  # transformers reads and dequantises GGUF with the pure-Python gguf, and loads it through accelerate
+        raise ModuleNotFoundError(f"{field}.gguf_file needs the packages {', '.join(missing)}, which are not installed: "
+                                  f"{PRETRAINED_EXTRA}")
+
+
 def check_source(model_name: str, gguf_file: str | None, field: str = "model.init_args") -> None:
     """Before anything loads: a local GGUF file exists, and a folder that holds only GGUF files names one of them
     (transformers would say 'Unrecognized model ... should have a model_type key')."""

@@ -52,6 +52,11 @@ class TransformerConfig:
     vocab_size: int | None = None  # normally linked from the datamodule
 
     def __post_init__(self) -> None:
+        for name in ("dim", "n_heads", "ff_hidden_mult", "max_seq_len"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"model.{name} must be >= 1, got {getattr(self, name)}")
+        if not self.ff:
+            raise ValueError("model.ff lists one FF kind per layer (none | linear | mlp): at least one layer")
         if self.dim % self.n_heads:
             raise ValueError(f"model.dim ({self.dim}) must be divisible by model.n_heads ({self.n_heads})")
         if self.positional not in ENCODINGS:

@@ -48,6 +48,18 @@ def _as_list(value) -> list:
     return list(value) if isinstance(value, list) else [value]
 
 
+def check_finite_hyperparameters(optimizers) -> None:
+    """An optimizer's numbers are finite (``lr inf`` passes torch's own check and trains to NaN)."""
+    import math
+
+    found = optimizers.get("optimizer") if isinstance(optimizers, dict) else optimizers
+    for opt in _as_list(found[0] if isinstance(found, tuple) else found):
+        for group in getattr(opt, "param_groups", []):
+            for key, value in group.items():
+                if isinstance(value, float) and not math.isfinite(value):
+                    raise ValueError(f"model.optimizer.init_args.{key} must be a finite number, got {value}")
+
+
 class SaveAndLogConfig(RecordedCallback, SaveConfigCallback):
     """Saves config.yaml in the run directory, whole (Lightning's own save writes it in place), and logs the whole
     resolved config to the loggers, so W&B runs can be filtered by any field (``data.init_args.alpha``...)."""
@@ -112,6 +124,11 @@ class ExperimentCLI(CLIHooks):
         except SystemExit as e:
             report_parser_exit(stderr.getvalue(), e)
         sys.stderr.write(stderr.getvalue())  # warnings stay visible
+        cfg = self.config[self.config.subcommand] if self.config.get("subcommand") else self.config
+        try:  # before Lightning seeds (numpy refuses a seed out of its range with a raw traceback)
+            preflight.check_trainer(cfg)
+        except ValueError as e:
+            fail(f"invalid configuration: {e}")
 
     def read_checkpoint_argument(self) -> None:
         """Lightning would load the checkpoint's hyperparameters over the config here. Instead: read the checkpoint
@@ -132,6 +149,8 @@ class ExperimentCLI(CLIHooks):
             for lg in _as_list(cfg.trainer.logger):
                 if is_wandb_path(lg.class_path):
                     wandb_mode.check_env()
+        except ModuleNotFoundError as e:  # an optional package: named with its install command, not a config error
+            fail(f"missing package: {e}")
         except (ValueError, FileNotFoundError) as e:
             fail(f"invalid configuration: {e}")
         if preflight.uses_hub(cfg):  # decided once, here, before anything loads (like the W&B mode)
@@ -205,6 +224,9 @@ class ExperimentCLI(CLIHooks):
             super().instantiate_classes()
             self._check_before_compute()
             self._lock_run_dir()
+        except ModuleNotFoundError as e:
+            fail(f"missing package: {e}" if "pip install" in str(e) else
+                 f"missing package {e.name}: pip install {e.name} (or pip install -e '.[pretrained]' for pretrained models)")
         except CONFIG_ERRORS as e:
             # constructors validate their arguments and name the field; nothing has run or been written yet
             if os.environ.get("FFVA_TRACEBACK"):
@@ -237,9 +259,10 @@ class ExperimentCLI(CLIHooks):
                   "(untrained); summary.json records untrained: true", file=sys.stderr)
         if self.subcommand == "fit":
             try:  # a bad optimizer setting (negative lr...) fails here, not after the run directory is written
-                model.configure_optimizers()
+                optimizers = model.configure_optimizers()
             except (ValueError, TypeError) as e:
                 raise ValueError(f"model.optimizer / model.scheduler: {e}") from e
+            check_finite_hyperparameters(optimizers)
 
     def instantiate_trainer(self, **kwargs):
         if SLURMEnvironment.detect():
@@ -271,10 +294,18 @@ class ExperimentCLI(CLIHooks):
     def run_subcommand_guarded(self, run) -> None:
         try:
             run()
-        except FloatingPointError as e:  # a diverged run: summary.json already says failed, with this error
-            fail(f"{e} (run directory: {self.run_dir})", code=1)
         except SIGTERMException:  # Lightning's exits with code 0; a terminated run must not look like a finished one
             raise SystemExit(128 + signal.SIGTERM) from None
+        except SystemExit as e:
+            summary = next((cb for cb in self.trainer.callbacks if isinstance(cb, RunSummary)), None)
+            if summary is not None and summary.stopped_by == "SIGINT":
+                # Lightning ends a Ctrl-C with exit(1), and leaves SIGINT ignored: the shell's convention is 130, and
+                # the next run in this process (a local sweep's next task) must be interruptible again
+                signal.signal(signal.SIGINT, signal.default_int_handler)
+                raise SystemExit(128 + signal.SIGINT) from None
+            raise e
+        except FloatingPointError as e:  # a diverged run: summary.json already says failed, with this error
+            fail(f"{e} (run directory: {self.run_dir})", code=1)
         except OSError as e:  # a full disk, a directory gone read-only: summary.json says failed, with this line
             if os.environ.get("FFVA_TRACEBACK"):
                 raise

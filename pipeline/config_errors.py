@@ -56,6 +56,9 @@ def summarize(message: str) -> str:
         close = difflib.get_close_matches(unknown.group(1), accepted, n=1)
         reason = f"unknown key {unknown.group(1)!r}" + (f" (did you mean {close[0]!r}?)" if close else "") + (
             f"; accepted: {', '.join(accepted)}" if accepted else "")
+    not_finite = re.match(r"Expected a dot import path string: (-?(nan|inf|infinity))$", reason, re.IGNORECASE)
+    if not_finite:  # jsonargparse refuses NaN and inf as floats, then tries the union's other types
+        reason = f"expected a finite number, got {not_finite.group(1)}"
     expected = re.match(r"Expected an? (.+?)\. Got value: (.*)$", reason)
     if expected:
         kind, value = expected.groups()

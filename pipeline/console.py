@@ -35,6 +35,8 @@ def finish(summary_callback, run_dir: Path, write_report: bool) -> None:
     if not summary:
         return
     lines = [line] if (line := wandb_line(summary)) else []
+    if summary.get("weights") == "random initialisation":  # the summary knows: the console says it, last
+        lines.append("Untrained: these numbers are of the model's random initialisation (no --ckpt_path was given).")
     if getattr(summary_callback, "results_text", None):
         lines.append(summary_callback.results_text)
     lines.append(f"Run directory: {run_dir}")

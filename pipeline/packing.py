@@ -71,7 +71,11 @@ def run_group(sweep_file: str, root: Path, tasks: list[int], array_job: str | No
         for s, handler in previous.items():
             signal.signal(s, handler)
     requeued = [t for t in procs if array_job and status_of(root, t, f"{array_job}_{t}") == "requeued"]
-    failed = {t: c for t, c in codes.items() if c != 0 and t not in requeued}
+    # a run stopped from outside (the SIGTERM passed on to it, Ctrl-C) is interrupted, not failed
+    interrupted = {t: c for t, c in codes.items() if c in (128 + signal.SIGTERM, 128 + signal.SIGINT) and t not in requeued}
+    failed = {t: c for t, c in codes.items() if c != 0 and t not in requeued and t not in interrupted}
+    for task, code in interrupted.items():
+        print(f"task {task} interrupted (exit code {code}): it resumes from its checkpoint when run again", flush=True)
     for task, code in failed.items():
         print(f"task {task} failed (exit code {code}); the other runs of this array task are not affected", flush=True)
     if requeued and array_job:
@@ -83,4 +87,6 @@ def run_group(sweep_file: str, root: Path, tasks: list[int], array_job: str | No
             return 0
         print(f"error: SLURM did not requeue {job} ({error}); runs {requeued} saved checkpoints to resume from", flush=True)
         return 1
-    return 1 if failed else 0
+    if failed:
+        return 1
+    return max(interrupted.values()) if interrupted else 0

@@ -51,7 +51,34 @@ def uses_hub(cfg: Namespace) -> bool:
     return any(issubclass(c, RecordedModule) and c.USES_HUB for c in classes if c is not None)
 
 
+SEED_RANGE = (0, 2**32 - 1)  # numpy's, which Lightning's seed_everything seeds too
+
+
+def _number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def check_trainer(cfg: Namespace) -> None:
+    """Values of the trainer and the seed that would reach compute and fail there with a raw traceback (a modulo by
+    zero at step 1, numpy's seed bounds): one line naming the field instead."""
+    seed = cfg.get("seed_everything")
+    if _number(seed) and not SEED_RANGE[0] <= seed <= SEED_RANGE[1]:
+        raise ValueError(f"seed_everything must be in {SEED_RANGE[0]}..{SEED_RANGE[1]} (numpy's seed range) or true "
+                         f"(a random seed), got {seed}")
+    trainer = cfg.get("trainer") or Namespace()
+    interval = trainer.get("val_check_interval")
+    if interval is not None and (not _number(interval) or interval <= 0 or (isinstance(interval, float) and
+                                                                           (interval > 1.0 or interval != interval))):
+        raise ValueError(f"trainer.val_check_interval must be a number of steps >= 1 or a fraction of an epoch in "
+                         f"(0, 1], got {interval}")
+    for key, low in (("log_every_n_steps", 1), ("check_val_every_n_epoch", 1), ("accumulate_grad_batches", 1)):
+        value = trainer.get(key)
+        if _number(value) and value < low:
+            raise ValueError(f"trainer.{key} must be >= {low}, got {value}")
+
+
 def check(subcommand: str | None, cfg: Namespace, quiet: bool = False) -> None:
+    check_trainer(cfg)
     model = cfg.get("model")
     cls = _class(model.get("class_path") if isinstance(model, Namespace) else None)
     if cls is None or not issubclass(cls, RecordedModule):

@@ -34,6 +34,8 @@ from run_record import run_dir
 from run_record import files
 from run_record.files import ATTEMPT_FILE, TASK_ERROR_FILE, TASKS_FILE
 
+INTERRUPTED, TERMINATED = 130, 143  # a run's exit code after Ctrl-C, after SIGTERM
+
 
 @dataclass
 class Sweep:
@@ -160,9 +162,13 @@ def run_task(sweep: Sweep, root: Path, task: int, attempt: str | None = None, re
     try:
         ExperimentCLI(args=sweep.task_args(task, root))
         return None
+    except KeyboardInterrupt:  # Ctrl-C outside training (building the model...): the sweep stops, nothing failed
+        raise SystemExit(INTERRUPTED) from None
     except SystemExit as e:  # one bad task does not stop the others; the table lists it
         if e.code in (0, None):
             return None
+        if e.code in (INTERRUPTED, TERMINATED):  # stopped from outside: the run says interrupted; the sweep stops
+            raise
         record_failure(root, task, getattr(e, "line", None) or f"exited with {e.code}")
         if reraise:
             raise
@@ -186,6 +192,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--attempt", help=argparse.SUPPRESS)  # set by the packer for the runs it starts
     parser.add_argument("--check", action="store_true", help="only check every task's config; run nothing")
     args = parser.parse_args(argv)
+    if args.pack < 1:
+        raise SystemExit(f"error: --pack {args.pack}: runs per array task must be >= 1")
     try:
         sweep = Sweep.load(args.sweep_file)
     except (ValueError, FileNotFoundError) as e:
@@ -193,6 +201,11 @@ def main(argv: list[str] | None = None) -> None:
     root = Path(args.root or f"runs/sweeps/{sweep.name}")
     sys.argv = sys.argv[:1]  # the task's arguments go to the CLI as `args`, not also through sys.argv
     n = len(sweep.points())
+    if args.task is not None and not (root / TASKS_FILE).is_file():  # a local --task / --pack run is a sweep too
+        try:
+            write_tasks(sweep, root)
+        except files.WriteError as e:
+            raise SystemExit(f"error: {e}") from None
     if args.task is not None and args.pack > 1:  # an array task running several grid points at once
         from pipeline import packing
 
@@ -228,7 +241,12 @@ def main(argv: list[str] | None = None) -> None:
     failed: dict[int, str] = {}
     for i, point in enumerate(sweep.points()):
         print(f"task {i}/{len(sweep.points())}: {point}", file=sys.stderr)
-        error = run_task(sweep, root, i)
+        try:
+            error = run_task(sweep, root, i)
+        except SystemExit as e:  # Ctrl-C or SIGTERM: the whole sweep stops here, the task is interrupted
+            print(f"\nsweep {sweep.name} stopped at task {i} (exit {e.code}); tasks {i + 1}..{n - 1} were not run. "
+                  f"Run them later: python -m pipeline.sweep {sweep.path} --task <i> --root {root}", file=sys.stderr)
+            raise
         if error is not None:
             failed[i] = error
             print(f"task {i} failed: {error}", file=sys.stderr)

@@ -61,6 +61,13 @@ def report_run(path: str | Path, run: RunRecord | None = None) -> Path:
     status = run.summary.get("status")
     page.intro = (f"<b>{' + '.join(k.title for k in kinds) or ', '.join(unknown)}</b>. Status <b>{status}</b> at step "
                   f"{run.summary.get('global_step')} (evaluated at step {run.summary.get('eval_step')}). {html.escape(context(run))}")
+    weights, precision = run.summary.get("weights"), (run.summary.get("machine") or {}).get("precision")
+    if weights == "random initialisation":
+        page.intro += ' <span class="failed">Untrained: the numbers are of the random initialisation (no --ckpt_path).</span>'
+    elif weights:
+        page.intro += f" Weights: {html.escape(weights)}."
+    if precision:
+        page.intro += f" Precision that ran: {html.escape(precision)}."
     if run.summary.get("error"):
         page.intro += f' <span class="failed">Error: {html.escape(str(run.summary["error"]))}</span>'
     if run.damaged:
@@ -116,8 +123,12 @@ def report_sweep(path: str | Path, progress=None, sweep: SweepRecord | None = No
     page = Page(f"Sweep {root.name}", root / REPORT_DIR / "figures",
                 f"Sweep {root.name}: {tasks} tasks over {', '.join(sweep.keys) or 'one setting'}.")
     failed = series.failed_tasks(rows)
-    page.intro = (f"<b>{' + '.join(k.title for k in kinds) or 'no completed task'}</b>. {tasks} tasks, {len(failed)} "
-                  "failed. Per-task rows: <code>results.csv</code>; per setting: <code>results_by_setting.csv</code>.")
+    counts = ", ".join(f"{n} {status}" for status, n in series.task_counts(rows).items())
+    page.intro = (f"<b>{' + '.join(k.title for k in kinds) or 'no completed task'}</b>. {tasks} tasks: {counts}. "
+                  "Per-task rows: <code>results.csv</code>; per setting: <code>results_by_setting.csv</code>.")
+    disagree = [r for r in rows if r.get("note")]
+    if disagree:
+        page.notes += list(dict.fromkeys(f"task {r['task']}: {r['note']}" for r in disagree))
     for kind in kinds:
         kind.sweep_page(page, sweep)
     _unknown(page, unknown)
@@ -127,7 +138,7 @@ def report_sweep(path: str | Path, progress=None, sweep: SweepRecord | None = No
              for r in by_setting]
     page.table("Every metric, mean ± std over seeds, per setting", shown, columns)
     if failed:
-        page.section("Failed tasks", '<div class="failed">' + table_html(failed) + "</div>")
+        page.section("Tasks that did not complete", '<div class="failed">' + table_html(failed) + "</div>")
     if sweep.damaged:
         page.section("Files not read (damaged)", '<div class="failed">' + table_html(sweep.damaged) + "</div>")
     return page.write(root / REPORT_DIR / "index.html")

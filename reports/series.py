@@ -49,14 +49,21 @@ def final_vs_key(rows: list[dict], key: str, metric: str) -> dict[str, list[tupl
 
 
 def failed_tasks(rows: list[dict]) -> list[dict]:
-    """One entry per task that did not complete: task, status, error (or the log's last line)."""
+    """One entry per task that did not complete and is not still running: task, status, error (or the log's last
+    line). A running task is counted as running (``task_counts``), never as failed."""
     seen, out = set(), []
     for r in rows:
-        if r.get("status") != "completed" and r["task"] not in seen:
+        if r.get("status") not in ("completed", "running") and r["task"] not in seen:
             seen.add(r["task"])
             error = r.get("error") or (r.get("log_tail") or "").strip().splitlines()[-1:] or ["no summary and no log"]
             out.append({"task": r["task"], "status": r.get("status"), "error": error if isinstance(error, str) else error[0]})
     return out
+
+
+def task_counts(rows: list[dict]) -> dict[str, int]:
+    """How many tasks are in each status (completed, running, failed, interrupted, missing, damaged...)."""
+    status = {r["task"]: r.get("status") for r in rows}
+    return {s: sum(v == s for v in status.values()) for s in dict.fromkeys(status.values())}
 
 
 def task_curves(runs: dict[int, RunRecord], metric: str, variant: str = FULL) -> dict[int, Curve]:

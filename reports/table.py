@@ -128,14 +128,24 @@ def read_sweep(root: str | Path) -> SweepTable:
     points = _task_points(root, damaged)
     out, protocols = [], {}
     for i, point in enumerate(points):
-        attempt = None
+        attempt, note = None, None
         if (root / str(i) / ATTEMPT_FILE).is_file():
             try:
                 attempt = files.read_json(root / str(i) / ATTEMPT_FILE)
             except files.Damaged as e:
                 damaged.append({"file": e.path, "error": e.reason, "task": i})
-            if attempt is not None and attempt.get("point") != point:
-                attempt = {"attempt": None}  # the newest attempt ran another grid point: nothing here is this task's
+                # which attempt is the newest is unknown: no run may stand for the task (an older one would pass
+                # for its result)
+                out.append({"task": i, **point, "status": "damaged", "error": f"{e.path}: {e.reason} (the newest "
+                            "attempt is unknown, so no run is counted for this task)", "log_tail": log_tail(root, i)})
+                continue
+            if attempt.get("point") != point:
+                # the sweep file changed after tasks.json was written, and this task was re-run (--task): its
+                # newest attempt is what it ran, and the table says that tasks.json disagrees
+                note = (f"{TASKS_FILE} has {json.dumps(point, sort_keys=True)}, its newest attempt ran "
+                        f"{json.dumps(attempt.get('point'), sort_keys=True)} (the sweep file changed since {TASKS_FILE} "
+                        "was written): the row is the attempt's")
+                point = attempt.get("point") or {}
         error_file = root / str(i) / TASK_ERROR_FILE
         error = error_file.read_text(errors="replace").strip() if error_file.is_file() else None
         runs = _task_runs(root, i, point, attempt, damaged)
@@ -146,13 +156,15 @@ def read_sweep(root: str | Path) -> SweepTable:
             else:
                 status = "failed" if error else "missing"
             row = {"task": i, **point, "status": status, "log_tail": log_tail(root, i)}
-            out.append(row | ({"error": error} if error else {}))
+            out.append(row | ({"error": error} if error else {}) | ({"note": note} if note else {}))
             continue
         summary = runs[-1]  # the newest run of the newest attempt
         protocol = (summary.get("results") or {}).get("selection_protocol")
         if protocol:
             protocols[i] = protocol
         base = {"task": i, **point, "status": summary["status"], "run_dir": summary.get("run_dir"), "eval_step": summary.get("eval_step")}
+        if note:
+            base["note"] = note
         if summary.get("error") or (error and summary["status"] != "completed"):
             base["error"] = summary.get("error") or error
         if summary["status"] != "completed":
@@ -286,7 +298,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     table, keys = read.rows, grid_keys(read.points)
     root = Path(args.sweep_dir)
     try:
-        columns = write_csv(root / RESULTS_FILE, table, skip=("log_tail", "error"))
+        columns = write_csv(root / RESULTS_FILE, table, skip=("log_tail", "error", "note"))
         write_csv(root / BY_SETTING_FILE, by_setting(table, keys))
     except files.WriteError as e:
         raise SystemExit(f"error: {e}") from None
@@ -301,6 +313,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
         if r.get("log_tail") or r.get("error"):
             error = f"\nerror: {r['error']}" if r.get("error") else ""
             print(f"\ntask {r['task']} {r['status']}:{error}\n{r.get('log_tail', '')}")
+    for note in dict.fromkeys(f"task {r['task']}: {r['note']}" for r in table if r.get("note")):
+        print(f"\nnote: {note}")
     if choice:
         try:
             write_csv(root / SELECTED_FILE, choice)

@@ -104,6 +104,7 @@ class RunSummary(RecordedCallback, L.Callback):
         self.start = time.time()
         self.eval_step: int | None = None
         self.run_dir: str | None = None
+        self.stopped_by: str | None = None  # "SIGINT" (Ctrl-C) or "SIGTERM": the run was interrupted from outside
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         self.start = time.time()
@@ -269,8 +270,10 @@ class RunSummary(RecordedCallback, L.Callback):
 
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
         if isinstance(exception, KeyboardInterrupt):
+            self.stopped_by = "SIGINT"
             self._interrupted(trainer)
         elif isinstance(exception, SIGTERMException):  # kill, scancel, a time limit: stopped from outside, not failed
+            self.stopped_by = "SIGTERM"
             self._interrupted(trainer, "terminated (SIGTERM)")
         else:
             self.write(trainer, "failed", error=f"{type(exception).__name__}: {exception}")

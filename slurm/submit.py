@@ -61,7 +61,15 @@ def settings(sweep: Sweep, cli: dict) -> dict:
     unknown = set(sweep.slurm) - set(DEFAULTS)
     if unknown:
         raise ValueError(f"slurm: unknown keys {sorted(unknown)}; known: {sorted(DEFAULTS)}")
-    return DEFAULTS | sweep.slurm | {k: v for k, v in cli.items() if v not in (None, [])}
+    opts = DEFAULTS | sweep.slurm | {k: v for k, v in cli.items() if v not in (None, [])}
+    for key, low in (("runs_per_gpu", 1), ("cpus_per_task", 1), ("gpus_per_node", 0), ("max_parallel", 1),
+                     ("signal_seconds", 0)):
+        value = opts[key]
+        if value is None and key == "max_parallel":
+            continue
+        if not isinstance(value, int) or isinstance(value, bool) or value < low:
+            raise ValueError(f"slurm.{key} must be a whole number >= {low}, got {value!r}")
+    return opts
 
 
 def _shell(lines: list[str], command: str, timeout: float = 600) -> subprocess.CompletedProcess:

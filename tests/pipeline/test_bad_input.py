@@ -36,6 +36,17 @@ def no_wandb(monkeypatch):
     (["--trainer.callbacks", '[{"class_path": "callbacks.LaserTruncation", "init_args": {"targets": ["layers.1.ff.w2"], "rho": 0.0, "at_steps": [10]}}]'],
      "LaserTruncation.at_steps [10] come after trainer.max_steps (6): they would never truncate"),
     (["--model.init_args.optimizer.init_args.lr", "-0.1"], "model.optimizer / model.scheduler: Invalid learning rate: -0.1"),
+    # values that reached compute with a raw traceback (issue 28.4)
+    (["--trainer.val_check_interval", "0"], "trainer.val_check_interval must be a number of steps >= 1 or a fraction of an epoch in (0, 1], got 0"),
+    (["--seed_everything", "-1"], "seed_everything must be in 0..4294967295 (numpy's seed range) or true (a random seed), got -1"),
+    (["--seed_everything", str(2**40)], f"seed_everything must be in 0..4294967295 (numpy's seed range) or true (a random seed), got {2**40}"),
+    (["--model.init_args.optimizer.init_args.lr", "nan"], "model.init_args.optimizer.init_args.lr: expected a finite number, got nan"),
+    (["--model.init_args.optimizer.init_args.lr", "inf"], "model.init_args.optimizer.init_args.lr: expected a finite number, got inf"),
+    (["--model.init_args.model.dim", "-4"], "model.dim must be >= 1, got -4"),
+    (["--model.init_args.model.n_heads", "0"], "model.n_heads must be >= 1, got 0"),
+    # a size refusal names the value that grew, not another field of the same tensor
+    (["--model.init_args.model.max_seq_len", "1000000000"], "model.init_args.model.max_seq_len (1000000000): this run would need"),
+    (["--data.init_args.n_triggers", "1000000000"], "data.init_args.n_triggers (1000000000): this run would need"),
 ])
 def test_runs_that_cannot_work_are_refused_before_any_step(tmp_path, capsys, args, message):
     assert message in refused(tmp_path, capsys, *args)

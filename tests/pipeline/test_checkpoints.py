@@ -81,11 +81,29 @@ def test_a_torch_file_that_is_no_lightning_checkpoint_is_refused(tmp_path, capsy
     assert "not a Lightning checkpoint (no state_dict)" in capsys.readouterr().err
 
 
-def test_test_without_a_checkpoint_says_the_model_is_untrained(tmp_path, capsys, monkeypatch):
+@pytest.mark.parametrize("subcommand", ["test", "validate"])
+def test_evaluation_without_a_checkpoint_says_the_model_is_untrained(tmp_path, capsys, monkeypatch, subcommand):
+    from reports import build
+
     monkeypatch.setenv("WANDB_MODE", "disabled")
-    main(["test", *TINY, "--trainer.default_root_dir", str(tmp_path)])
-    assert "evaluates the model at its random initialisation (untrained)" in capsys.readouterr().err
-    assert json.loads((only_run_dir(tmp_path) / "summary.json").read_text())["untrained"] is True
+    main([subcommand, *TINY, "--trainer.default_root_dir", str(tmp_path)])
+    out = capsys.readouterr()
+    assert "evaluates the model at its random initialisation (untrained)" in out.err
+    # and at the end, beside the results: not only a warning scrolled away at the start
+    assert "Untrained: these numbers are of the model's random initialisation (no --ckpt_path was given)." in out.out
+    summary = json.loads((only_run_dir(tmp_path) / "summary.json").read_text())
+    assert summary["untrained"] is True and summary["weights"] == "random initialisation"
+    assert "Untrained: the numbers are of the random initialisation" in build.report(only_run_dir(tmp_path)).read_text()
+
+
+def test_the_precision_that_ran_is_recorded_not_the_one_asked_for(tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    main(["fit", *TINY, "--trainer.precision", "16-mixed", "--trainer.accelerator", "cpu",
+          "--trainer.default_root_dir", str(tmp_path)])
+    summary = json.loads((only_run_dir(tmp_path) / "summary.json").read_text())
+    # Lightning runs fp16 autocast as bf16 on a CPU: the record says what ran
+    assert summary["machine"]["precision"] == "bf16-mixed" and summary["machine"]["device"] == "cpu"
+    assert summary["machine"]["torch"] == torch.__version__ and summary["machine"]["torch_threads"] == torch.get_num_threads()
 
 
 def test_fit_from_a_checkpoint_with_another_config_starts_a_new_run_and_keeps_the_old_one(trained, tmp_path, monkeypatch):

@@ -48,7 +48,8 @@ def test_fit_through_main_py_writes_config_summary_and_an_offline_wandb_run(repo
     assert summary["status"] == "completed" and summary["global_step"] == 6 and summary["eval_step"] == 6
     assert summary["ckpt_path"] is None
     assert summary["seed"] == 0
-    assert summary["schema"] == 2 and summary["kinds"] == ["noisy_recall"]  # the record declares itself
+    assert summary["schema"] == 3 and summary["kinds"] == ["noisy_recall"]  # the record declares itself
+    assert summary["weights"] == "trained" and summary["machine"]["precision"] == "32-true"
     # rho = 1 keeps the full rank: it is the full model, evaluated once as "full"
     assert set(summary["variants"]) == {"full"} | {f"layers.1.ff.w2@rho{r}" for r in ("0", "0.1", "0.2")}
     grid = {cell["rho"]: cell["variant"] for cell in summary["results"]["laser_grid"]}

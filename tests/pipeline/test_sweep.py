@@ -1,5 +1,6 @@
 """Sweep files: grid expansion, bad files, and a local run of a 2-point grid gathered into one table."""
 import csv
+from pathlib import Path
 
 import pytest
 import yaml
@@ -132,7 +133,7 @@ def test_a_rerun_sweep_counts_only_each_tasks_newest_attempt_at_its_own_grid_poi
     task0 = next(r for r in rows if r["task"] == 0 and r["variant"] == "full")
     assert task0["status"] == "completed" and task0["run_dir"] != first[0]["run_dir"]
     page = build.report(root).read_text()
-    assert "Failed tasks" in page and "got 1.5" in page
+    assert "Tasks that did not complete" in page and "got 1.5" in page
     # a run directory whose config is another grid point never counts for a task, with or without its attempt record
     stray = root / "1" / "noisy" / "stray"
     shutil.copytree(first[1]["run_dir"], stray)  # alpha 0.9's run, under task 1 (now alpha 1.5)
@@ -142,3 +143,44 @@ def test_a_rerun_sweep_counts_only_each_tasks_newest_attempt_at_its_own_grid_poi
     (root / "1" / "attempt.json").unlink()
     (root / "1" / "error.txt").unlink()
     assert [(r["status"], r.get("variant")) for r in collect.rows(root) if r["task"] == 1] == [("missing", None)]
+
+
+def test_a_task_rerun_after_the_grid_was_edited_counts_and_says_tasks_json_disagrees(tmp_path, monkeypatch, capsys):
+    import json
+
+    from reports import build
+
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    root = tmp_path / "sweep"
+    path = write_sweep(tmp_path, {"data.init_args.alpha": [0.5, 0.9]})
+    sweep.main([str(path), "--root", str(root)])
+    write_sweep(tmp_path, {"data.init_args.alpha": [0.5, 0.8]})  # the grid edited, one task re-run as an array task does
+    sweep.main([str(path), "--task", "1", "--root", str(root)])
+    task1 = [r for r in collect.rows(root) if r["task"] == 1]
+    assert {(r["status"], r["data.init_args.alpha"]) for r in task1} == {("completed", 0.8)}  # not "missing"
+    assert "tasks.json has" in task1[0]["note"] and '"data.init_args.alpha": 0.9' in task1[0]["note"]
+    collect.main([str(root)])
+    assert "note: task 1: tasks.json has" in capsys.readouterr().out
+    assert "its newest attempt ran" in build.report(root).read_text()
+    # a damaged newest attempt.json: which attempt is the newest is unknown, so no older run passes for the task
+    (root / "1" / "attempt.json").write_text('{"attempt": ')
+    task1 = [r for r in collect.rows(root) if r["task"] == 1]
+    assert [(r["status"], r.get("variant")) for r in task1] == [("damaged", None)]
+    assert "attempt.json" in task1[0]["error"] and "no run is counted" in task1[0]["error"]
+    # a task still running is counted as running, not failed
+    run0 = next(r for r in collect.rows(root) if r["task"] == 0)["run_dir"]
+    summary = json.loads((Path(run0) / "summary.json").read_text()) | {"status": "running"}
+    (Path(run0) / "summary.json").write_text(json.dumps(summary))
+    from reports import series
+
+    assert series.task_counts(collect.rows(root)) == {"running": 1, "damaged": 1}
+    assert [t["task"] for t in series.failed_tasks(collect.rows(root))] == [1]
+    assert "2 tasks: 1 running, 1 damaged" in build.report(root).read_text()
+
+
+def test_a_local_task_run_writes_tasks_json_so_collect_reads_it(tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    root = tmp_path / "sweep"
+    sweep.main([str(write_sweep(tmp_path, {"seed_everything": [0, 1]})), "--task", "0", "--root", str(root)])
+    rows = collect.rows(root)  # was: "not a sweep directory"
+    assert {(r["task"], r["status"]) for r in rows} == {(0, "completed"), (1, "missing")}

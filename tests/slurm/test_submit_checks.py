@@ -40,3 +40,26 @@ def test_an_explicit_python_must_exist_and_run_the_pipeline(tmp_path):
         submit.main([str(path), "--dry-run", "--python", "/no/such/python"])
     with pytest.raises(SystemExit, match=r"cannot run the pipeline \(ModuleNotFoundError: No module named '(torch|yaml|jsonargparse)'"):
         submit.main([str(path), "--dry-run", "--python", sys._base_executable])
+
+
+@pytest.mark.parametrize("value", [0, 1.5, "two", True])
+def test_runs_per_gpu_that_is_not_a_whole_number_is_refused_in_one_line(tmp_path, value):
+    import yaml
+
+    path = sweep_file(tmp_path, tiny_base(tmp_path / "base.yaml"), {"seed_everything": [0, 1]})
+    spec = yaml.safe_load(path.read_text()) | {"slurm": {"runs_per_gpu": value}}
+    path.write_text(yaml.safe_dump(spec))
+    with pytest.raises(SystemExit) as exit_info:
+        submit.main([str(path), "--dry-run", "--root", str(tmp_path / "sweeps")])
+    assert str(exit_info.value.code) == f"error: slurm.runs_per_gpu must be a whole number >= 1, got {value!r}"
+    assert not (tmp_path / "sweeps").exists()
+
+
+def test_pack_zero_is_refused_in_one_line(tmp_path):
+    from pipeline import sweep
+
+    path = sweep_file(tmp_path, tiny_base(tmp_path / "base.yaml"), {"seed_everything": [0, 1]})
+    with pytest.raises(SystemExit) as exit_info:
+        sweep.main([str(path), "--pack", "0", "--task", "0", "--root", str(tmp_path / "sweep")])
+    assert str(exit_info.value.code) == "error: --pack 0: runs per array task must be >= 1"
+    assert not (tmp_path / "sweep").exists()
