@@ -10,7 +10,7 @@ CONFIG ?= configs/noisy.yaml
 # (imports, Lightning's loop around tiny models), which one process leaves half the cores idle for.
 PYTEST_WORKERS ?= 2
 
-.PHONY: demo test bench clean-venv
+.PHONY: demo test test-fast bench clean-venv
 
 $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -23,11 +23,19 @@ $(BIN)/.installed-test: $(BIN)/.installed
 	$(BIN)/python -m pip install --quiet -e ".[test]"
 	touch $@
 
+# PORTABLE_CPU=1: the same digits on every x86-64 CPU (MKL's compatible code path, ATen's default kernels, one
+# thread; about 3.5x slower; README, "Which digits depend on the machine")
+PORTABLE_ENV := $(if $(PORTABLE_CPU),MKL_CBWR=COMPATIBLE ATEN_CPU_CAPABILITY=default OMP_NUM_THREADS=1,)
+
 demo: $(BIN)/.installed
-	$(BIN)/python main.py fit --config $(CONFIG)
+	$(PORTABLE_ENV) $(BIN)/python main.py fit --config $(CONFIG)
 
 test: $(BIN)/.installed-test
 	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
+
+# the inner loop: everything but the end-to-end training runs, the SLURM cluster and the real weights (< 5 min)
+test-fast: $(BIN)/.installed-test
+	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadgroup -m "not slow and not cluster and not real_weights" $(PYTEST_ARGS)
 
 bench: $(BIN)/.installed-test
 	$(BIN)/python benchmarks/throughput.py --config paper

@@ -126,14 +126,18 @@ class Attention(nn.Module):
         causal = torch.full((t, t), float("-inf"), device=device).triu(1)
         return self.pos(t) + causal
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def mix(self, x: torch.Tensor) -> torch.Tensor:
+        """The heads' outputs, concatenated (B, T, D): what ``wo`` maps into the residual stream."""
         q, k, v = self.qkv(x)
         mask = self.score_mask(x.shape[1], x.device)
         if mask is None:
             y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
         else:
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask.to(q.dtype))
-        return F.linear(y.transpose(1, 2).flatten(2), self.wo)
+        return y.transpose(1, 2).flatten(2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(self.mix(x), self.wo)
 
     def probabilities(self, x: torch.Tensor, query: int | None = None) -> torch.Tensor:
         """The (B, H, T_query, T_key) causal attention pattern that ``forward`` applies (for probes; SDPA hides it);

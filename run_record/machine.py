@@ -2,6 +2,7 @@
 kernels round differently (README, "Which digits depend on the machine"), so a record says which machine it is."""
 from __future__ import annotations
 
+import os
 import platform
 import sys
 from typing import Any
@@ -33,6 +34,9 @@ def describe(trainer: Any) -> dict[str, Any]:
         "device": device,
         "gpu": gpu,
         "torch_threads": torch.get_num_threads(),
+        # the kernels' instruction set, and the settings that pin it (README, "Which digits depend on the machine")
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "portable_cpu": os.environ.get("MKL_CBWR") == "COMPATIBLE" and os.environ.get("ATEN_CPU_CAPABILITY") == "default",
         "deterministic": torch.are_deterministic_algorithms_enabled(),
         # what ran: Lightning runs "16-mixed" as "bf16-mixed" on a CPU (with a warning), whatever the config says
         "precision": str(trainer.precision) if trainer is not None else None,

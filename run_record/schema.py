@@ -35,6 +35,8 @@ class Machine(TypedDict):
     device: str
     gpu: str | None
     torch_threads: int
+    cpu_capability: str
+    portable_cpu: bool
     deterministic: bool
     precision: str | None  # what ran: the trainer's precision plugin, not what the config asked for
 

@@ -40,3 +40,18 @@ def test_default_config_shows_noise_in_ff2_and_in_context_answers_without_it(rep
     snr = {g: s["snr"] for g, s in summary["callbacks"]["gradient_noise"]["0"].items()}
     assert snr["layers.1.ff"] == max(snr.values())
     assert summary["callbacks"]["weight_spectrum"]["steps"] == 16  # steps 0, 100, ..., 1500
+    # where the noise sits in w2: its top singular directions (keeping 10% of the rank keeps it), and the
+    # single-component removals predict the direction of every measured LASER point
+    w2 = summary["callbacks"]["singular_attribution"]["matrices"]["layers.1.ff.w2"]
+    assert w2["carried_by"] == "top" and w2["top_gap"] > 1.0 and w2["tail_gap"] < 0
+    assert_predicted_signs(w2)
+    assert (summary_path.parent / "report" / "figures" / "singular_attribution.png").is_file()
+
+
+def assert_predicted_signs(record: dict) -> None:
+    """For every measured LASER rank: the predicted change of the gap has the measured change's sign."""
+    assert record["measured"], "no LASER rank was measured"
+    for k, measured in record["measured"].items():
+        predicted = record["predicted_keep_top"][int(k)]
+        change, predicted_change = measured - record["gap"], predicted - record["gap"]
+        assert abs(change) < 1e-6 or change * predicted_change > 0, (k, measured, predicted, record["gap"])

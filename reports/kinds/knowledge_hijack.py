@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from reports import series
+from reports import attribution, series
 from reports.kinds import ReportKind, SweepRecord, register
 from reports.page import Page
 from reports.run import RunRecord
@@ -222,6 +222,7 @@ def run_page(page: Page, run: RunRecord) -> None:
                       "With absolute positions, the positions past T_train were never trained.")
     hijack_rates(page, run)
     logit_split(page, run)
+    attribution.figure(page, run)
     theory(page, run)
     prev_token(page, run)
 

@@ -12,6 +12,7 @@ import numpy as np
 from reports import series
 from reports.kinds import ReportKind, SweepRecord, register
 from reports.page import Page
+from reports import attribution
 from reports.run import History, RunRecord, unless_unread
 from run_record.files import METRICS_FILE, SPECTRA_FILE
 from reports.style import METRIC_LABELS, PAGE_WIDTH_IN, ordered, panel_grid, plt, variant_style
@@ -248,6 +249,7 @@ def run_page(page: Page, run: RunRecord) -> None:
     marks, events = marked_steps(run.history), truncations(run.summary)
     metrics_over_training(page, run, marks, events)
     laser_sweep(page, run)
+    attribution.figure(page, run)
     probes(page, run, marks, events)
     if marks:
         page.table("When things were learned", [{"event": k, "first step": v} for k, v in marks.items()])

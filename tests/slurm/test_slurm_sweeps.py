@@ -19,7 +19,8 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "slurm"))
 import submit  # noqa: E402
 
-pytestmark = pytest.mark.xdist_group("slurm")  # one test cluster: its tests share one worker under pytest -n
+# one test cluster: its tests share one worker under pytest -n
+pytestmark = [pytest.mark.xdist_group("slurm"), pytest.mark.cluster]
 
 
 def tiny_base(path: Path, **trainer) -> Path:
@@ -205,8 +206,10 @@ def test_submit_without_sbatch_says_so_and_writes_nothing(tmp_path, monkeypatch)
     assert not (tmp_path / "sweeps").exists()
 
 
-def test_runs_packed_on_one_gpu_keep_their_own_runs_and_a_failure_loses_no_other(slurm, tmp_path, capsys):
-    base = tiny_base(tmp_path / "base.yaml")
+def test_packed_runs_keep_their_own_runs_lose_nothing_to_a_failure_and_all_resume_after_a_requeue(slurm, tmp_path, capsys):
+    """Two runs share array task 0 (one of them fails at once), a third has array task 1; array task 0 is signalled
+    while its run trains, requeued, and its run resumes to the end. One sweep for both stories (it was two)."""
+    base = tiny_base(tmp_path / "base.yaml", max_steps=300, val_check_interval=30)
     path = sweep_file(tmp_path, base, {"data.init_args.alpha": [0.0, 7.0, 0.5]}, name="packed")  # 7.0 fails
     spec = yaml.safe_load(path.read_text())
     spec["slurm"]["runs_per_gpu"] = 2
@@ -215,30 +218,17 @@ def test_runs_packed_on_one_gpu_keep_their_own_runs_and_a_failure_loses_no_other
     out = capsys.readouterr().out
     assert "#SBATCH --array=0-1" in out and "--pack 2" in out and "3 tasks, 2 per array task sharing its GPU: 2 array tasks" in out
     job = submit.main([str(path), "--root", str(tmp_path / "sweeps")])
-    slurm.wait(job)
+    signal_when_training(slurm, f"{job}_0", tmp_path / "sweeps" / "packed" / "0")
+    slurm.start_requeued(f"{job}_0")
+    slurm.wait(job, timeout=600)
     rows = collect.rows(tmp_path / "sweeps" / "packed")  # collect is unchanged: one row per task and variant
     by_task = {t: {r["status"] for r in rows if r["task"] == t} for t in range(3)}
     assert by_task == {0: {"completed"}, 1: {"failed"}, 2: {"completed"}}, rows
     runs = {r["task"]: Path(r["run_dir"]) for r in rows if r.get("run_dir")}
     assert {t: p.name for t, p in runs.items()} == {0: f"{job}_0", 2: f"{job}_2"}  # each run its own directory
     assert "data.alpha must be in [0, 1], got 7.0" in next(r for r in rows if r["task"] == 1)["error"]
-
-
-def test_a_packed_array_task_requeued_resumes_every_run_it_holds(slurm, tmp_path):
-    base = tiny_base(tmp_path / "base.yaml", max_steps=300, val_check_interval=30)
-    path = sweep_file(tmp_path, base, {"seed_everything": [3, 4]}, name="packpre")
-    spec = yaml.safe_load(path.read_text())
-    spec["slurm"]["runs_per_gpu"] = 2
-    path.write_text(yaml.safe_dump(spec))
-    job = submit.main([str(path), "--root", str(tmp_path / "sweeps")])
-    signal_when_training(slurm, f"{job}_0", tmp_path / "sweeps" / "packpre" / "0")
-    slurm.start_requeued(f"{job}_0")
-    slurm.wait(job, timeout=600)
-    rows = [r for r in collect.rows(tmp_path / "sweeps" / "packpre") if r.get("variant") == "full"]
-    assert [(r["task"], r["status"]) for r in rows] == [(0, "completed"), (1, "completed")], rows
-    for r in rows:
-        run_dir = Path(r["run_dir"])
-        assert list(run_dir.glob("hpc_ckpt_*.ckpt")), f"task {r['task']} saved no checkpoint on the signal"
-        assert json.loads((run_dir / "summary.json").read_text())["global_step"] == 300
-    log = next((tmp_path / "sweeps" / "packpre" / "logs").glob(f"{job}_0.out")).read_text()
-    assert "scontrol requeue" in log and "2 runs continue" in log
+    assert list(runs[0].glob("hpc_ckpt_*.ckpt")), "task 0 saved no checkpoint on the signal"
+    for run in runs.values():
+        assert json.loads((run / "summary.json").read_text())["global_step"] == 300
+    log = next((tmp_path / "sweeps" / "packed" / "logs").glob(f"{job}_0.out")).read_text()
+    assert "scontrol requeue" in log and "1 runs continue" in log
