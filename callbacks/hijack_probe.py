@@ -12,7 +12,7 @@ from callbacks.common import log_scalars, network, require_generator
 from datamodules import hijack_prompts
 from lightning_modules import hijack_theory
 from lightning_modules.attribution import attention_patterns, logit_split, traced_forward
-from lightning_modules.laser import rank_for, select_parameters, truncated
+from lightning_modules.laser import rank_for, target_groups, target_shapes, truncated
 from run_record.kinds import KNOWLEDGE_HIJACK
 from run_record.names import FULL, hijack_key, laser_variant, prev_token_key
 from run_record.contract import RecordedCallback, HIJACK_PROBE
@@ -68,6 +68,7 @@ class HijackProbe(RecordedCallback, L.Callback):
         if n_prompts < 1:
             raise ValueError(f"HijackProbe.n_prompts must be >= 1, got {n_prompts}")
         self.ff_target = ff_target
+        self._ff_shapes: dict[str, tuple[int, int]] | None = None  # the matrices ff_target names (check_config)
         self.n_prompts, self.seed = n_prompts, seed
         self._t_train: int | None = None
         self.results: dict[str, Any] = {}
@@ -77,11 +78,12 @@ class HijackProbe(RecordedCallback, L.Callback):
 
     def check_config(self, model: torch.nn.Module, datamodule: Any) -> None:
         require_generator(self, datamodule)
-        hits = select_parameters(network(model), [self.ff_target])  # a typo fails before training
-        if len(hits) != 1:
-            raise ValueError(f"HijackProbe.ff_target {self.ff_target!r} must name one matrix (the global bigram's FF), "
-                             f"it matches {sorted(hits)}")
-        self.ff_target = next(iter(hits))  # a glob that matches one matrix: its name
+        groups = target_groups(network(model), [self.ff_target])  # a typo fails before training
+        if len(groups) != 1:
+            raise ValueError(f"HijackProbe.ff_target {self.ff_target!r} must name one matrix (the global bigram's FF) "
+                             f"or one group (a+b), it matches {[g for g, _ in groups]}")
+        self.ff_target, self._ff_matrices = groups[0]  # a glob that matches one matrix: its name
+        self._ff_shapes = target_shapes(network(model), self._ff_matrices)
         t = datamodule.gen.seq_len
         longest = t * max(self.length_factors)
         max_len = network(model).cfg.max_len
@@ -104,8 +106,9 @@ class HijackProbe(RecordedCallback, L.Callback):
         if not trainer.is_global_zero:
             return
         net, dm = network(pl_module), trainer.datamodule
+        if self._ff_shapes is None:
+            self.check_config(pl_module, dm)
         t_train = self._t_train = dm.gen.seq_len
-        weight = dict(net.named_parameters())[self.ff_target]
         was_training = net.training
         net.eval()
         scalars: dict[str, float] = {}
@@ -116,9 +119,10 @@ class HijackProbe(RecordedCallback, L.Callback):
                     continue  # no room beyond the training length
                 prompt_sets = self._prompts(dm.bigram, length, placement, t_train, pl_module.device)  # the same for every rank
                 for rho in self.ff_rhos:
-                    ranks = {self.ff_target: rank_for(tuple(weight.shape), rho)}
+                    ranks = {n: rank_for(shape, rho) for n, shape in self._ff_shapes.items()}
                     # rho 1 keeps the full rank: the full model, named so (run_record/names.py)
-                    variant = FULL if ranks[self.ff_target] == min(weight.shape) else laser_variant(self.ff_target, rho)
+                    full = all(k == min(self._ff_shapes[n]) for n, k in ranks.items())
+                    variant = FULL if full else laser_variant(self.ff_target, rho)
                     self.ff_variants[variant] = {"rho": rho, "ranks": ranks}
                     rows = {}
                     with truncated(net, ranks):

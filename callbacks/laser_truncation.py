@@ -8,7 +8,7 @@ import torch
 from lightning.pytorch.utilities import rank_zero_warn
 
 from callbacks.common import log_scalars, network
-from lightning_modules.laser import rank_for, select_parameters, truncate_
+from lightning_modules.laser import rank_for, target_shapes, touched, truncate_
 from run_record.names import LASER_COUNT, laser_key
 from run_record.contract import RecordedCallback, LASER_TRUNCATION
 
@@ -19,7 +19,8 @@ class LaserTruncation(RecordedCallback, L.Callback):
     The parameters stay the same objects, so the optimizer (and its state) keeps working on them.
 
     Args:
-        targets: parameter-name patterns (globs), e.g. ``[layers.1.ff.w2]``.
+        targets: parameter-name patterns (globs), e.g. ``[layers.1.ff.w2]``, all truncated at once; ``a+b`` and a
+            layer's output map ``layers.1.attn.ov`` (W_O W_V as one map) too (``lightning_modules/laser.py``).
         rho: keep rank floor(rho * min(m, n)); or give ``rank``, an absolute rank.
         at_steps: truncate when ``trainer.global_step`` reaches each of these (0 = before the first step), i.e.
             the weights of step s (and a checkpoint taken at s) have the requested rank.
@@ -67,12 +68,11 @@ class LaserTruncation(RecordedCallback, L.Callback):
 
     # --- configuration ---------------------------------------------------------------------------------------
     def ranks(self, pl_module: torch.nn.Module) -> dict[str, int]:
-        params = select_parameters(network(pl_module), self.targets)
         ranks = {}
-        for name, p in params.items():
-            k = rank_for(tuple(p.shape), self.rho) if self.rho is not None else self.rank
-            if k > min(p.shape):
-                raise ValueError(f"LaserTruncation.rank {k} exceeds the full rank {min(p.shape)} of {name}")
+        for name, shape in target_shapes(network(pl_module), self.targets).items():  # globs, a+b, <layer>.attn.ov
+            k = rank_for(shape, self.rho) if self.rho is not None else self.rank
+            if k > min(shape):
+                raise ValueError(f"LaserTruncation.rank {k} exceeds the full rank {min(shape)} of {name}")
             ranks[name] = k
         return ranks
 
@@ -140,7 +140,7 @@ class LaserTruncation(RecordedCallback, L.Callback):
         if trainer.world_size > 1 and torch.distributed.is_available() and torch.distributed.is_initialized():
             # SVD may differ in the last bits between devices; rank 0's result is the one every rank keeps
             params = dict(net.named_parameters())
-            for name in self._ranks:
+            for name in touched(self._ranks):
                 torch.distributed.broadcast(params[name].data, src=0)
 
     def _truncate(self, trainer: L.Trainer, pl_module: L.LightningModule, points: list[int]) -> None:

@@ -9,7 +9,7 @@ import torch
 
 from callbacks.common import log_scalars, network, require_generator
 from datamodules import hijack_prompts
-from lightning_modules.laser import rank_for, select_parameters
+from lightning_modules.laser import is_product, rank_for, target_shapes
 from lightning_modules.singular_attribution import attribute, last_position_gap, noise_gap_positions
 from run_record.contract import SINGULAR_ATTRIBUTION, RecordedCallback
 
@@ -60,7 +60,8 @@ class SingularAttribution(RecordedCallback, L.Callback):
         patterns = self.targets if self.targets is not None else list(getattr(model, "hparams", {}).get("laser_targets") or [])
         if not patterns:
             raise ValueError("SingularAttribution.targets: none given and the model has no laser_targets")
-        self.matrices = sorted(select_parameters(network(model), patterns))  # a typo fails before training
+        # a typo fails before training; a W_O W_V product target is truncated by LASER but not attributed here
+        self.matrices = sorted(n for n in target_shapes(network(model), patterns) if not is_product(n))
         if self.gap == "hijack":
             t = datamodule.gen.seq_len
             if self.hijack_pairs > len(hijack_prompts.pair_slots(t, "late", t)):
@@ -81,7 +82,8 @@ class SingularAttribution(RecordedCallback, L.Callback):
     def _ranks(self, pl_module: L.LightningModule, name: str, shape) -> list[int]:
         grid = getattr(pl_module, "laser_grid", []) or []
         ranks = [cell["rank"] for cell in grid if cell["target"] == name]
-        return sorted(set(ranks + [rank_for(tuple(shape), self.top_rho)]))
+        # the full rank is the full model (the figure's dashed line), measured already
+        return sorted(set(ranks + [rank_for(tuple(shape), self.top_rho)]) - {min(shape)})
 
     @torch.no_grad()
     def _attribute(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, Any]:

@@ -71,7 +71,9 @@ def estimate(model: dict, data: dict) -> Estimate:
     # each test token records every trigger's answer: the part that grows with n_triggers is blamed on it
     e.host[f"data.init_args.n_triggers ({n_triggers})"] = n_test * (max(lengths) + 1) * 17 * n_triggers
 
-    matrices = sum(4 * dim * dim for _ in ffs) + sum({"mlp": 2 * mult * dim * dim, "linear": dim * dim}.get(k, 0) for k in ffs)
+    width = net.get("ff_width")
+    widths = [int(width[i]) if isinstance(width, list) else int(width) if width is not None else mult * dim for i in range(len(ffs))]
+    matrices = sum(4 * dim * dim for _ in ffs) + sum({"mlp": 2 * w * dim, "linear": dim * dim}.get(k, 0) for k, w in zip(ffs, widths))
     embeddings = 2 * v * dim
     # weights, gradients and two optimizer moments (Adam) for the matrices; the frozen embeddings once
     e.device[f"model.init_args.model.dim ({dim})"] = matrices * 4 * FLOAT + embeddings * 2 * FLOAT
@@ -80,7 +82,7 @@ def estimate(model: dict, data: dict) -> Estimate:
         e.device[f"model.init_args.model.max_seq_len ({max_len})"] = max_len * dim * 2 * FLOAT
 
     def activations(batch: int, length: int, backward: bool) -> float:
-        per_token = len(ffs) * dim * (6 + 2 * mult) + 3 * v  # residual, q, k, v, outputs, FF hidden; logits
+        per_token = len(ffs) * dim * 6 + 2 * sum(widths) + 3 * v  # residual, q, k, v, outputs, FF hidden; logits
         scores = heads * length * length * (3 if positional in ("relative", "alibi") else 0)  # an explicit mask
         mask = heads * length * length if positional in ("relative", "alibi") else 0
         return (batch * length * per_token + batch * scores * len(ffs)) * FLOAT * (2 if backward else 1) + mask * FLOAT

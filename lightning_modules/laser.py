@@ -2,6 +2,8 @@
 
 This is the only module that calls an SVD. Everything else (the validation sweep, callbacks, pretrained-model
 evaluation) goes through `truncate`, `truncate_`, `SVDFactors`, `factorise`, `truncated` or `singular_values`.
+A target is a matrix, several matrices at once (``a+b``) or a layer's output map W_O W_V (``layers.<i>.attn.ov``):
+``target_groups`` reads that grammar, the one place that does.
 """
 from __future__ import annotations
 
@@ -70,6 +72,67 @@ def _svd_input(weight: torch.Tensor) -> torch.Tensor:
     return w.float() if w.dtype in (torch.float16, torch.bfloat16) else w
 
 
+# --- what a LASER target may name: a matrix, several at once, or a layer's output map W_O W_V ---------------------
+JOIN = "+"  # "layers.1.ff.w1+layers.1.ff.w2": both matrices of a variant, at the same rho
+OV = "attn.ov"  # "layers.1.attn.ov": the product W_O W_V of layer 1's attention, truncated as one map
+
+
+def is_product(name: str) -> bool:
+    return name.endswith("." + OV)
+
+
+def product_parts(name: str) -> tuple[str, str]:
+    """``layers.1.attn.ov`` -> (``layers.1.attn.wo``, ``layers.1.attn.wv``)."""
+    base = name[: -len("ov")]
+    return base + "wo", base + "wv"
+
+
+def _matrix(module: nn.Module, name: str) -> torch.Tensor:
+    """The matrix a name denotes: a 2-D parameter, or the product W_O W_V for ``...attn.ov``."""
+    params = dict(module.named_parameters())
+    if is_product(name):
+        wo, wv = product_parts(name)
+        return params[wo].detach() @ params[wv].detach()
+    return params[name]
+
+
+def target_shapes(module: nn.Module, patterns: str | list[str]) -> dict[str, tuple[int, int]]:
+    """Like ``select_parameters`` (globs, a pattern matching nothing is an error), plus ``<layer>.attn.ov`` names
+    (single-head attention: the product's rank is the model's width); {name: shape}."""
+    patterns = [patterns] if isinstance(patterns, str) else list(patterns)
+    patterns = [part.strip() for p in patterns for part in p.split(JOIN)]
+    out: dict[str, tuple[int, int]] = {}
+    plain = [p for p in patterns if not is_product(p)]
+    if plain:
+        out |= {n: tuple(p.shape) for n, p in select_parameters(module, plain).items()}
+    params = dict(module.named_parameters())
+    for pattern in (p for p in patterns if is_product(p)):
+        hits = [n[: -len("wo")] + "ov" for n in params if fnmatch.fnmatchcase(n[: -len("wo")] + "ov", pattern)
+                and n.endswith(".attn.wo") and n[: -len("wo")] + "wv" in params]
+        if not hits:
+            raise ValueError(f"LASER target {pattern!r} matches no attention layer's W_O W_V (e.g. layers.1.attn.ov)")
+        for name in hits:
+            attn = module.get_submodule(name[: -len(".ov")])
+            if getattr(attn, "n_heads", 1) != 1:
+                raise ValueError(f"LASER target {name}: the W_O W_V product is one map only with one head "
+                                 f"(model.n_heads is {attn.n_heads}); truncate attn.wv or attn.wo instead")
+            out[name] = tuple((params[name[: -len("ov")] + "wo"].shape[0], params[name[: -len("ov")] + "wv"].shape[1]))
+    return out
+
+
+def target_groups(module: nn.Module, targets: list[str]) -> list[tuple[str, list[str]]]:
+    """The variants' matrix groups a target list makes: each matrix a glob matches is its own group (one variant
+    each), a ``+``-joined target is one group (all its matrices in one variant). [(group label, [names])]."""
+    out = []
+    for target in targets:
+        if JOIN in target:
+            names = [n for part in target.split(JOIN) for n in target_shapes(module, part.strip())]
+            out.append((JOIN.join(names), list(dict.fromkeys(names))))
+        else:
+            out += [(n, [n]) for n in target_shapes(module, target)]
+    return out
+
+
 def factorise(module: nn.Module, variants: Iterable[Mapping[str, int]], randomized: bool = False) -> dict[str, SVDFactors]:
     """One factorisation per matrix that any variant ({name: rank}) truncates, so all the variants' ranks of a
     matrix share one SVD; ``randomized`` computes only the top directions the largest requested rank needs."""
@@ -77,8 +140,26 @@ def factorise(module: nn.Module, variants: Iterable[Mapping[str, int]], randomiz
     for ranks in variants:
         for name, k in ranks.items():
             top[name] = max(top.get(name, 0), k)
-    params = dict(module.named_parameters())
-    return {name: SVDFactors.of(params[name], top=k if randomized else None) for name, k in top.items()}
+    return {name: SVDFactors.of(_matrix(module, name), top=k if randomized else None) for name, k in top.items()}
+
+
+def _write(params: Mapping[str, nn.Parameter], name: str, f: SVDFactors, rank: int) -> None:
+    """Set matrix ``name`` to its rank-``rank`` approximation; for ``...attn.ov``: W_O = U_k and W_V = S_k V_k^T
+    (zero beyond k), so that W_O W_V is the product's best rank-k approximation."""
+    if not is_product(name):
+        params[name].copy_(f.reconstruct(rank))
+        return
+    wo, wv = (params[n] for n in product_parts(name))
+    new_o, new_v = torch.zeros_like(wo), torch.zeros_like(wv)
+    new_o[:, :rank] = f.u[:, :rank].to(wo.dtype)
+    new_v[:rank] = (f.s[:rank, None] * f.vh[:rank]).to(wv.dtype)
+    wo.copy_(new_o)
+    wv.copy_(new_v)
+
+
+def touched(ranks: Mapping[str, int]) -> list[str]:
+    """The parameters a variant's ranks change (both W_O and W_V for a product)."""
+    return [p for name in ranks for p in (product_parts(name) if is_product(name) else (name,))]
 
 
 def singular_values(weight: torch.Tensor) -> torch.Tensor:
@@ -113,10 +194,11 @@ def select_parameters(module: nn.Module, patterns: str | list[str]) -> dict[str,
 
 @torch.no_grad()
 def truncate_(module: nn.Module, ranks: Mapping[str, int]) -> None:
-    """In place: each named matrix becomes its best rank-k approximation (same Parameter object)."""
+    """In place: each named matrix (or W_O W_V product) becomes its best rank-k approximation (same Parameter
+    objects)."""
     params = dict(module.named_parameters())
     for name, k in ranks.items():
-        params[name].copy_(SVDFactors.of(params[name]).reconstruct(k))
+        _write(params, name, SVDFactors.of(_matrix(module, name)), k)
 
 
 @contextlib.contextmanager
@@ -129,11 +211,11 @@ def truncated(
     Pass precomputed `factors` to evaluate many ranks of one matrix with a single SVD.
     """
     params = dict(module.named_parameters())
-    saved = {name: params[name].detach().clone() for name in ranks}
+    saved = {name: params[name].detach().clone() for name in touched(ranks)}
     try:
         for name, k in ranks.items():
-            f = factors[name] if factors is not None and name in factors else SVDFactors.of(params[name])
-            params[name].copy_(f.reconstruct(k))
+            f = factors[name] if factors is not None and name in factors else SVDFactors.of(_matrix(module, name))
+            _write(params, name, f, k)
         yield module
     finally:
         for name, w in saved.items():

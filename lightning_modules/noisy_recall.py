@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import nn
 
-from lightning_modules.laser import SVDFactors, factorise, rank_for, select_parameters, truncated
+from lightning_modules.laser import SVDFactors, factorise, rank_for, target_groups, target_shapes, truncated
 from lightning_modules.metrics import TriggerRecallMetrics
 from lightning_modules.transformer import Transformer, TransformerConfig
 from run_record.names import FULL, TRAIN_LOSS, eval_key, laser_variant
@@ -84,7 +84,7 @@ class NoisyRecallModule(RecordedModule, L.LightningModule):
         cfg = replace(model or TransformerConfig(), vocab_size=vocab_size)
         self.net = Transformer(cfg)
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
-        targets = list(select_parameters(self.net, laser_targets if laser_targets is not None else ["layers.1.ff.w2"]))
+        groups = target_groups(self.net, laser_targets if laser_targets is not None else ["layers.1.ff.w2"])
         rhos = laser_rhos if laser_rhos is not None else [0.0, 0.1, 0.2, 1.0]
         for rho in rhos:
             if not 0.0 <= rho <= 1.0:
@@ -96,17 +96,20 @@ class NoisyRecallModule(RecordedModule, L.LightningModule):
         if any(s < 0 for s in early_eval_steps or []):
             raise ValueError(f"model.early_eval_steps must be >= 0, got {early_eval_steps}")
         self.early_eval_steps = sorted(set(early_eval_steps or []))
-        params = dict(self.net.named_parameters())
-        # variant -> {param: rank}; ``full`` truncates nothing. laser_grid: (target, rho) -> the variant evaluated
+        shapes = target_shapes(self.net, [n for _, names in groups for n in names])
+        # variant -> {matrix: rank}; ``full`` truncates nothing. laser_grid: (target, rho) -> the variant evaluated
+        # (a target of several matrices truncates them all at once; ``ranks`` says each one's rank)
         self.variants: dict[str, dict[str, int]] = {FULL: {}}
         self.laser_grid: list[dict] = []
-        for name in targets:
+        for target, names in groups:
             for rho in rhos:
-                rank, full_rank = rank_for(tuple(params[name].shape), rho), min(params[name].shape)
-                variant = FULL if rank == full_rank else laser_variant(name, rho)
+                ranks = {n: rank_for(shapes[n], rho) for n in names}
+                full_ranks = {n: min(shapes[n]) for n in names}
+                variant = FULL if ranks == full_ranks else laser_variant(target, rho)
                 if variant != FULL:
-                    self.variants[variant] = {name: rank}
-                self.laser_grid.append({"target": name, "rho": rho, "rank": rank, "full_rank": full_rank, "variant": variant})
+                    self.variants[variant] = ranks
+                self.laser_grid.append({"target": target, "rho": rho, "rank": min(ranks.values()),
+                                        "full_rank": min(full_ranks.values()), "ranks": ranks, "variant": variant})
         # ModuleDict keys may not contain '.', so metrics are keyed by position
         self.val_metrics = nn.ModuleList(TriggerRecallMetrics(noise_id) for _ in self.variants)
         # more validation sets (length generalisation, datamodule.eval_set_names): one metric list per set, in setup

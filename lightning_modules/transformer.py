@@ -32,6 +32,9 @@ class TransformerConfig:
     # one entry per layer; the number of layers is len(ff)
     ff: list[FFKind] = field(default_factory=lambda: ["mlp", "mlp"])
     ff_hidden_mult: int = 4
+    # the MLP's hidden width: one number for every layer, or one per layer (any width, below dim too: how parameters
+    # split between FF and attention); None: ff_hidden_mult * dim
+    ff_width: int | list[int] | None = None
     activation: Literal["relu", "gelu"] = "relu"
     learned_query: bool = True  # False: W_Q = identity (the paper's simplification)
     freeze_embeddings: bool = True  # token embeddings stay at their random init (unless `trainable` says otherwise)
@@ -57,6 +60,11 @@ class TransformerConfig:
                 raise ValueError(f"model.{name} must be >= 1, got {getattr(self, name)}")
         if not self.ff:
             raise ValueError("model.ff lists one FF kind per layer (none | linear | mlp): at least one layer")
+        widths = self.ff_width if isinstance(self.ff_width, list) else None
+        if widths is not None and len(widths) != len(self.ff):
+            raise ValueError(f"model.ff_width lists one width per layer ({len(self.ff)} layers), got {widths}")
+        if any(w < 1 for w in (widths or ([self.ff_width] if self.ff_width is not None else []))):
+            raise ValueError(f"model.ff_width must be >= 1, got {self.ff_width}")
         if self.dim % self.n_heads:
             raise ValueError(f"model.dim ({self.dim}) must be divisible by model.n_heads ({self.n_heads})")
         if self.positional not in ENCODINGS:
@@ -79,6 +87,12 @@ class TransformerConfig:
     def embedding_scale(self) -> float:
         """Standard deviation of token embeddings and positions (and the sinusoidal table's scale)."""
         return 1.0 if self.init == "reference" else 1.0 / math.sqrt(self.dim)
+
+    def hidden_width(self, layer: int) -> int:
+        """The MLP hidden width of ``layer``."""
+        if self.ff_width is None:
+            return self.ff_hidden_mult * self.dim
+        return self.ff_width[layer] if isinstance(self.ff_width, list) else self.ff_width
 
     @property
     def max_len(self) -> int | None:
@@ -155,9 +169,9 @@ class Attention(nn.Module):
 
 
 class FeedForward(nn.Module):
-    def __init__(self, cfg: TransformerConfig, kind: FFKind):
+    def __init__(self, cfg: TransformerConfig, kind: FFKind, layer: int = 0):
         super().__init__()
-        hidden = cfg.ff_hidden_mult * cfg.dim
+        hidden = cfg.hidden_width(layer)
         self.w1 = _matrix(hidden, cfg.dim, cfg.init) if kind == "mlp" else None
         self.w2 = _matrix(cfg.dim, hidden if kind == "mlp" else cfg.dim, cfg.init)
         self.act = F.relu if cfg.activation == "relu" else F.gelu
@@ -173,7 +187,7 @@ class Block(nn.Module):
         super().__init__()
         norm = (lambda: nn.LayerNorm(cfg.dim)) if cfg.layer_norm else nn.Identity
         self.norm1, self.attn = norm(), Attention(cfg, layer)
-        self.norm2, self.ff = (norm(), FeedForward(cfg, ff)) if ff != "none" else (None, None)
+        self.norm2, self.ff = (norm(), FeedForward(cfg, ff, layer)) if ff != "none" else (None, None)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x + self.attn(self.norm1(x))

@@ -54,4 +54,5 @@ def assert_predicted_signs(record: dict) -> None:
     for k, measured in record["measured"].items():
         predicted = record["predicted_keep_top"][int(k)]
         change, predicted_change = measured - record["gap"], predicted - record["gap"]
-        assert abs(change) < 1e-6 or change * predicted_change > 0, (k, measured, predicted, record["gap"])
+        # (a change within float rounding of the gap has no sign to predict)
+        assert abs(change) < 1e-4 * (1 + abs(record["gap"])) or change * predicted_change > 0, (k, measured, predicted, record["gap"])

@@ -308,9 +308,61 @@ def sweep_curves(page: Page, sweep: SweepRecord, metric: str = "p_noise") -> Non
     page.save(fig, f"curves_{metric}", title, f"One line per task, coloured by {key or 'task'}.")
 
 
+def probe_interval(history: History) -> int | None:
+    """The finest resolution an event can be dated to: the largest gap between consecutive probed steps."""
+    steps = sorted({s for key, curve in probe_curves(history).items() for s, _ in curve})
+    return max((b - a for a, b in zip(steps, steps[1:])), default=None)
+
+
+def event_steps(sweep: SweepRecord, key: str) -> dict[str, list[tuple]]:
+    """{event: [(value of ``key``, step, seed label)]}, one point per task whose run dated the event."""
+    out: dict[str, list[tuple]] = {}
+    for task, run in sweep.runs.items():
+        point = sweep.point(task)
+        seed = ", ".join(f"{k}={point.get(k)}" for k in sweep.keys if k not in sweep.swept) or f"task {task}"
+        for event, step in marked_steps(run.history).items():
+            if step is not None:
+                out.setdefault(event, []).append((point.get(key), step, seed))
+    return out
+
+
+def sweep_events(page: Page, sweep: SweepRecord, key: str) -> None:
+    """When things are learned, against a swept key: the step the FF's noise margin turns positive and the step the
+    induction attention passes 0.5, one point per seed, and the mean over seeds."""
+    title = f"When things are learned, against {key}"
+    events = event_steps(sweep, key)
+    if not events:
+        return page.skip(title, "no task recorded the probes (AttentionProbe was off)")
+    resolution = max((r for run in sweep.runs.values() if (r := probe_interval(run.history))), default=None)
+    values = sorted({v for pts in events.values() for v, _, _ in pts}, key=lambda v: (isinstance(v, str), v))
+    numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
+    pos = {v: (v if numeric else i) for i, v in enumerate(values)}
+    fig, ax = plt.subplots(figsize=(7.5, 3.8))
+    for i, (event, points) in enumerate(sorted(events.items())):
+        color = plt.get_cmap("tab10")(i % 10)
+        ax.plot([pos[v] for v, _, _ in points], [s for _, s, _ in points], "o", color=color, alpha=0.5, markersize=5)
+        means = [(pos[v], float(np.mean([s for w, s, _ in points if w == v]))) for v in values if any(w == v for w, _, _ in points)]
+        ax.plot(*zip(*means), "-", color=color, linewidth=1.6, label=event.replace(":", " "))
+    if numeric and len(values) > 1 and min(values) > 0 and max(values) / min(values) >= 8:
+        ax.set_xscale("log", base=2)
+    ax.set_xticks([pos[v] for v in values], [str(v) for v in values])
+    ax.minorticks_off()
+    ax.set_xlabel(key)
+    ax.set_ylabel("first probed step")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    note = (f" The probes ran every {resolution} steps at most, so an event is dated to within {resolution} steps."
+            if resolution else "")
+    page.save(fig, f"events_{key.rsplit('.', 1)[-1]}", title,
+              "Points: each task (seed) on its own; lines: the mean over seeds. ff_learns_noise: the first probed step "
+              "where the FF maps the trigger to the noise token (noise margin > 0); induction_head: the first where "
+              "layer attention to the in-context outputs passes 0.5." + note)
+
+
 def sweep_page(page: Page, sweep: SweepRecord) -> None:
     for key in sweep.swept:
         sweep_final(page, sweep, key)
+        sweep_events(page, sweep, key)
     sweep_curves(page, sweep)
 
 

@@ -81,3 +81,59 @@ def test_randomized_svd_matches_the_exact_top_k():
     assert SVDFactors.of(w, top=0).reconstruct(0).abs().max() == 0
     with pytest.raises(ValueError, match="the triplets computed"):
         SVDFactors.of(w, top=5).reconstruct(6)
+
+
+def _tiny_net(ff=("mlp", "mlp"), n_heads=1):
+    torch.manual_seed(0)
+    return Transformer(TransformerConfig(dim=8, n_heads=n_heads, ff=list(ff), vocab_size=11, max_seq_len=12)).double()
+
+
+def test_the_ov_product_is_truncated_as_one_map_and_restored_bit_for_bit():
+    from lightning_modules.laser import target_groups, target_shapes
+
+    net = _tiny_net()
+    wo, wv = net.layers[1].attn.wo, net.layers[1].attn.wv
+    before = {n: p.detach().clone() for n, p in net.named_parameters()}
+    product = (wo @ wv).detach()
+    assert target_shapes(net, "layers.1.attn.ov") == {"layers.1.attn.ov": (8, 8)}
+    assert target_groups(net, ["layers.*.attn.ov"]) == [("layers.0.attn.ov", ["layers.0.attn.ov"]),
+                                                       ("layers.1.attn.ov", ["layers.1.attn.ov"])]
+    for k in (0, 2, 5):
+        with truncated(net, {"layers.1.attn.ov": k}):
+            got = (wo @ wv).detach()
+            # the best rank-k approximation of the product itself, not the product of two truncations
+            assert torch.linalg.matrix_rank(got).item() == k
+            assert torch.allclose(got, truncate(product, rank=k), atol=1e-10)
+            changed = {n for n, p in net.named_parameters() if not torch.equal(p, before[n])}
+            assert changed <= {"layers.1.attn.wo", "layers.1.attn.wv"}
+        assert all(torch.equal(p, before[n]) for n, p in net.named_parameters())  # bit for bit
+    with pytest.raises(ValueError, match="W_O W_V product is one map only with one head"):
+        target_shapes(_tiny_net(n_heads=2), "layers.1.attn.ov")
+
+
+def test_several_matrices_form_one_variant_and_are_restored_bit_for_bit():
+    from lightning_modules.laser import target_groups
+
+    net = _tiny_net()
+    assert target_groups(net, ["layers.1.ff.w1+layers.1.ff.w2", "layers.*.ff.w2"]) == [
+        ("layers.1.ff.w1+layers.1.ff.w2", ["layers.1.ff.w1", "layers.1.ff.w2"]),
+        ("layers.0.ff.w2", ["layers.0.ff.w2"]), ("layers.1.ff.w2", ["layers.1.ff.w2"])]
+    before = {n: p.detach().clone() for n, p in net.named_parameters()}
+    ranks = {"layers.1.ff.w1": 1, "layers.1.ff.w2": 2, "layers.1.attn.ov": 3}
+    with truncated(net, ranks):
+        assert torch.linalg.matrix_rank(net.layers[1].ff.w1).item() == 1
+        assert torch.linalg.matrix_rank(net.layers[1].ff.w2).item() == 2
+        assert torch.linalg.matrix_rank(net.layers[1].attn.wo @ net.layers[1].attn.wv).item() == 3
+    assert all(torch.equal(p, before[n]) for n, p in net.named_parameters())
+
+
+def test_a_module_records_every_truncated_matrix_of_a_joint_variant():
+    from lightning_modules.noisy_recall import NoisyRecallModule
+
+    m = NoisyRecallModule(TransformerConfig(dim=8, ff=["mlp", "mlp"], max_seq_len=12), vocab_size=11, noise_id=10,
+                          laser_targets=["layers.*.ff.w2+layers.1.ff.w1", "layers.1.attn.ov"], laser_rhos=[0.0, 0.5, 1.0])
+    specs = m.variant_specs()
+    assert specs["layers.0.ff.w2+layers.1.ff.w2+layers.1.ff.w1@rho0.5"]["ranks"] == {
+        "layers.0.ff.w2": 4, "layers.1.ff.w2": 4, "layers.1.ff.w1": 4}
+    assert specs["layers.1.attn.ov@rho0"]["ranks"] == {"layers.1.attn.ov": 0}
+    assert "layers.1.attn.ov@rho1" not in specs  # rho 1 keeps every rank: the full model

@@ -101,3 +101,23 @@ def test_scaled_init_is_the_default_and_unchanged():
     assert float(w2.std()) == pytest.approx(w2.shape[1] ** -0.5, rel=0.05) and float(w2.abs().max()) > 3 * w2.shape[1] ** -0.5
     torch.manual_seed(0)  # the same draws as before model.init existed: N(0, 1) / sqrt(dim), in the same order
     assert torch.equal(net.tok_emb, torch.randn(65, 128) / 128**0.5)
+
+
+def test_ff_width_per_layer_and_below_dim():
+    from lightning_modules.transformer import Transformer, TransformerConfig
+
+    net = Transformer(TransformerConfig(dim=16, ff=["mlp", "mlp", "linear"], ff_width=[2, 64, 5], vocab_size=7))
+    assert net.layers[0].ff.w1.shape == (2, 16) and net.layers[0].ff.w2.shape == (16, 2)  # dim/8
+    assert net.layers[1].ff.w1.shape == (64, 16)  # 4 dim
+    assert net.layers[2].ff.w1 is None and net.layers[2].ff.w2.shape == (16, 16)  # a linear FF has no hidden width
+    one = Transformer(TransformerConfig(dim=16, ff=["none", "mlp"], ff_width=3, vocab_size=7))
+    assert one.layers[1].ff.w1.shape == (3, 16)
+    default = Transformer(TransformerConfig(dim=16, ff=["mlp"], ff_hidden_mult=2, vocab_size=7))
+    assert default.layers[0].ff.w1.shape == (32, 16)
+    for bad, message in (([4], "one width per layer"), (0, "ff_width must be >= 1")):
+        try:
+            TransformerConfig(dim=16, ff=["mlp", "mlp"], ff_width=bad)
+        except ValueError as e:
+            assert message in str(e)
+        else:
+            raise AssertionError(f"ff_width {bad} was accepted")

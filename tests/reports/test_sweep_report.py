@@ -108,3 +108,28 @@ def test_a_run_report_spec_uses_the_runs_logged_keys(swept):
     panels = wandb_report.panels_for_run(run)
     wandb_report.check_keys(panels, set(run.history))
     assert json.dumps(panels)
+
+
+def test_event_steps_across_a_sweep_per_seed_with_the_probe_resolution(tmp_path):
+    from reports.kinds import SweepRecord, noisy_recall
+    from reports.page import Page
+    from reports.run import RunRecord
+
+    def history(ff_step, induction_step):  # probes every 50 steps; the events at the given steps
+        steps = range(0, 501, 50)
+        return {"probe/layers.1.ff/noise_margin": [(s, 1.0 if s >= ff_step else -1.0) for s in steps],
+                "probe/layers.1.attn/to_output": [(s, 0.9 if s >= induction_step else 0.1) for s in steps]}
+
+    cases = [(16, 0, 100, 300), (16, 1, 150, 300), (512, 0, 50, 250), (512, 1, 50, 200)]
+    runs = {i: RunRecord(tmp_path, {"kinds": ["noisy_recall"]}, {}, history(f, a)) for i, (_, _, f, a) in enumerate(cases)}
+    points = [{"model.init_args.model.ff_width": w, "seed_everything": s} for w, s, _, _ in cases]
+    sweep = SweepRecord(tmp_path, [], points, ["model.init_args.model.ff_width", "seed_everything"],
+                        ["model.init_args.model.ff_width"], runs)
+    events = noisy_recall.event_steps(sweep, "model.init_args.model.ff_width")
+    assert sorted(events["ff_learns_noise:layers.1"]) == [(16, 100, "seed_everything=0"), (16, 150, "seed_everything=1"),
+                                                          (512, 50, "seed_everything=0"), (512, 50, "seed_everything=1")]
+    assert sorted(s for w, s, _ in events["induction_head:layers.1"] if w == 512) == [200, 250]
+    page = Page("t", tmp_path / "figures", "")
+    noisy_recall.sweep_events(page, sweep, "model.init_args.model.ff_width")
+    (figure,) = page.figures
+    assert figure.name == "events_ff_width" and "dated to within 50 steps" in figure.caption
