@@ -1,9 +1,9 @@
 """What the callbacks share: which module's parameter names configs refer to, and how they log.
 
-Two optional methods connect a callback to the rest of the pipeline:
-- ``check_config(model, datamodule)``: the CLI calls it right after building everything, so a typo in a parameter pattern
-  is reported as a configuration error before any step runs.
-- ``summary()``: ``RunSummary`` stores its JSON-able result under ``summary.json["callbacks"][<class name>]``.
+A callback connects to the rest of the pipeline through the hooks run_record/contract.py declares
+(``RecordedCallback``): ``check_config(model, datamodule)``, called by the CLI right after building everything (a typo in
+a parameter pattern is a configuration error before any step runs), and ``summary()``, which ``RunSummary`` stores
+under ``summary.json["callbacks"][<record_name>]``.
 """
 from __future__ import annotations
 

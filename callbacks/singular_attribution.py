@@ -2,6 +2,7 @@
 (and at chosen steps), recorded per component in summary.json (``callbacks.singular_attribution``)."""
 from __future__ import annotations
 
+import time
 from typing import Any, Literal
 
 import lightning as L
@@ -110,9 +111,12 @@ class SingularAttribution(RecordedCallback, L.Callback):
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.is_global_zero:
+            start = time.perf_counter()
             self.final = self._attribute(trainer, pl_module)
             self.final_step = trainer.global_step
+            self.seconds = round(time.perf_counter() - start, 3)  # its cost, beside the run's wall time
 
     def summary(self) -> dict[str, Any]:
         return {"gap": self.gap, "n_sequences": self.n_sequences, "top_rho": self.top_rho,
-                "step": getattr(self, "final_step", None), "matrices": self.final, "over_training": self.over_training}
+                "step": getattr(self, "final_step", None), "seconds": getattr(self, "seconds", None),
+                "matrices": self.final, "over_training": self.over_training}

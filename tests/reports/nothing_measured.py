@@ -49,6 +49,7 @@ def _rewrite(run: Path, summary: dict, drop_columns) -> None:
 
 def variants(run_dir: Path, into: Path):
     """(label, run directory copy) for each way of measuring nothing."""
+    run_dir = Path(run_dir)
     base = json.loads((run_dir / files.SUMMARY_FILE).read_text())
     cases = [(f"{name} measured nothing", {name}) for name in (base.get("callbacks") or {})]
     if HIJACK_PROBE in (base.get("callbacks") or {}):  # what the probe wrote when n_pairs fit no prompt (round 3)

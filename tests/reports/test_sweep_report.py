@@ -62,7 +62,7 @@ def test_sweep_figures_hold_one_line_per_variant_and_the_failure_is_listed(swept
     assert [f["task"] for f in failed] == [4, 5] and all("data.alpha must be in [0, 1], got 7.0" in f["error"] for f in failed)
     seen = open_page(str(page), str(tmp_path / "sweep.png"))
     assert all(u.startswith(("file://", "data:")) for u in seen["requests"]) and all(w > 0 for w in seen["image_widths"])
-    assert "Failed tasks" in seen["text"] and "data.alpha must be in [0, 1], got 7.0" in seen["text"]
+    assert "Tasks that did not complete" in seen["text"] and "data.alpha must be in [0, 1], got 7.0" in seen["text"]
 
 
 def test_the_wandb_report_is_built_offline_and_references_only_logged_keys(swept, monkeypatch, capsys):
