@@ -2,9 +2,12 @@
 precision fidelity check compares settings against fp32 and writes its verdicts; stacked replicas train as each alone."""
 import json
 
+import pytest
+
 from tests.pipeline.test_cli import TINY
 
 
+@pytest.mark.slow
 def test_the_precision_check_compares_each_setting_with_fp32_and_writes_a_verdict(tmp_path, monkeypatch):
     import sys
 

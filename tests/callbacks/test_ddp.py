@@ -1,6 +1,8 @@
 """Real DDP (2 CPU processes, gloo) through main.py: truncation leaves identical weights on both ranks, and the final
 weights are evaluated and checkpointed although max_steps is not a multiple of val_check_interval."""
 import json
+
+import pytest
 import os
 import subprocess
 import sys
@@ -20,6 +22,7 @@ trainer:
 """
 
 
+@pytest.mark.slow
 def test_ddp_two_processes_truncate_to_identical_weights(repo, tmp_path):
     (tmp_path / "callbacks.yaml").write_text(CALLBACKS)
     env = {**os.environ, "WANDB_MODE": "offline", "PYTHONPATH": repo}

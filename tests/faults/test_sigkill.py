@@ -1,4 +1,5 @@
 """SIGKILL in the middle of a checkpoint save (no handler runs): every file left is whole, and the run resumes."""
+import pytest
 import json
 import os
 import shlex
@@ -12,6 +13,9 @@ import torch
 from run_record import checkpoints
 from run_record.files import PARTIAL, read_csv_rows
 from tests.pipeline.test_cli import TINY, only_run_dir
+
+
+pytestmark = pytest.mark.slow  # end-to-end runs stopped and resumed: `make test`, not `make test-fast`
 
 
 def test_sigkill_during_a_checkpoint_save_leaves_only_whole_checkpoints_and_the_run_resumes(repo, tmp_path):

@@ -387,6 +387,7 @@ def test_the_collected_table_selects_by_the_selection_split_and_never_by_test():
     assert choice["m2"]["selected"] == "full"
 
 
+@pytest.mark.slow
 def test_a_gsm8k_sweep_runs_and_collects_the_selected_variant(tiny_hf, gsm8k_dir, tmp_path, capsys):
     from pipeline import sweep
 

@@ -121,6 +121,7 @@ def test_validate_subcommand_from_a_checkpoint_completes_its_summary(tmp_path, m
     assert summary["variants"]["full"]["p_noise"] == pytest.approx(fitted["variants"]["full"]["p_noise"], abs=1e-6)
 
 
+@pytest.mark.slow
 def test_paper_config_runs_a_step_with_its_shapes_and_sgd(tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "disabled")
     cli = main(["fit", "--config", "configs/paper/noisy.yaml", "--trainer.default_root_dir", str(tmp_path), "--report", "false",

@@ -1,5 +1,6 @@
 """Ctrl-C: the run is marked interrupted (not failed), says where it is and how to resume; the resume command
 continues the same run directory and the same W&B run."""
+import pytest
 import json
 import os
 import shlex
@@ -9,6 +10,9 @@ import sys
 import time
 
 from tests.pipeline.test_cli import TINY, only_run_dir
+
+
+pytestmark = pytest.mark.slow  # end-to-end runs stopped and resumed: `make test`, not `make test-fast`
 
 
 def start_and_wait_for_a_checkpoint(repo, tmp_path, env: dict, max_steps: int) -> subprocess.Popen:

@@ -1,5 +1,7 @@
 """Where a run writes: one directory per run (SLURM jobs included), stable only where a run must find itself again."""
 import json
+
+import pytest
 import os
 import subprocess
 import sys
@@ -42,6 +44,7 @@ def test_a_requeued_plain_slurm_job_continues_its_requeued_run(tmp_path):
     assert run_dir(tmp_path, "noisy", {"SLURM_JOB_ID": "80"}).name not in (done.name, stopped.name)  # not requeued
 
 
+@pytest.mark.slow
 def test_two_runs_with_the_same_slurm_job_id_keep_their_own_results(repo, tmp_path):
     """Two runs in one sbatch script (or salloc session) share SLURM_JOB_ID; neither overwrites the other."""
     env = {**os.environ, "WANDB_MODE": "offline", "SLURM_JOB_ID": "4242", "PYTHONPATH": repo}

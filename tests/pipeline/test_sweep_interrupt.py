@@ -1,6 +1,7 @@
 """A sweep stopped from outside: Ctrl-C in a local sweep stops the whole sweep (exit 130) with the task interrupted,
 not failed, and the next task not started; a packer that passes SIGTERM on reports its runs as interrupted (exit
 143), not failed."""
+import pytest
 import json
 import os
 import signal
@@ -14,6 +15,9 @@ from reports import table as collect
 from tests.pipeline.test_sweep import TINY_GRID
 
 LONG = TINY_GRID | {"trainer.max_steps": [5000], "trainer.val_check_interval": [20], "seed_everything": [0, 1]}
+
+
+pytestmark = pytest.mark.slow  # end-to-end runs stopped and resumed: `make test`, not `make test-fast`
 
 
 def start(repo, tmp_path, *extra) -> tuple[subprocess.Popen, object]:
