@@ -18,6 +18,8 @@ import tempfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+from run_record.contract import WEIGHT_SPECTRUM, section  # noqa: E402
 
 
 def run(callbacks_yaml: str, root: str) -> dict:
@@ -48,7 +50,7 @@ def main() -> None:
                 s = run(yaml, root)
             walls[label].append(s["wall_time_s"])
             if label == "spectrum":
-                inside.append(s["callbacks"]["WeightSpectrumLogger"]["seconds"] / s["wall_time_s"])
+                inside.append(section(s, WEIGHT_SPECTRUM)["seconds"] / s["wall_time_s"])
             print(f"{label:>8}: {s['wall_time_s']:.1f} s", flush=True)
     base, with_cb = min(walls["none"]), min(walls["spectrum"])
     pairs = sorted(100 * (w / b - 1) for b, w in zip(walls["none"], walls["spectrum"]))

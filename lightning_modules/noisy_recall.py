@@ -31,9 +31,9 @@ def sequence_loss(logits: torch.Tensor, tokens: torch.Tensor, mask: torch.Tensor
 
 
 class NoisyRecallModule(RecordedModule, L.LightningModule):
-    # settings that only change what is evaluated: a checkpoint may be evaluated with other values (pipeline/checkpoints.py)
+    # settings that only change what is evaluated: a checkpoint may be evaluated with other values (run_record/checkpoints.py)
     # settings that do not change the model (what is evaluated, how fast it is computed): a checkpoint may be
-    # evaluated or resumed with other values (pipeline/checkpoints.py)
+    # evaluated or resumed with other values (run_record/checkpoints.py)
     EVALUATION_HPARAMS = ("laser_targets", "laser_rhos", "early_eval_steps", "matmul_precision", "compile")
     results_title = "Results on the clean test set at trigger positions"
     trained_by_fit = True  # `validate` / `test` without a checkpoint evaluate an untrained model: the CLI says so

@@ -17,10 +17,10 @@ import os
 from pathlib import Path
 from typing import IO, Any, Iterator
 
-# --- a run directory: <root>/<run name>/<version>/ (pipeline/run_dir.py chooses it) ---------------------------------
+# --- a run directory: <root>/<run name>/<version>/ (run_record/run_dir.py chooses it) ---------------------------------
 CONFIG_FILE = "config.yaml"  # the config as the user wrote it (reproduces the run)
 SUMMARY_FILE = "summary.json"  # the run record: status, kinds, final metrics, what each callback measured
-METRICS_FILE = "metrics.csv"  # every logged scalar by step (the history; pipeline/history.py)
+METRICS_FILE = "metrics.csv"  # every logged scalar by step (the history; run_record/history.py)
 HPARAMS_FILE = "hparams.yaml"
 SPECTRA_FILE = "spectra.npz"  # WeightSpectrumLogger's singular values
 CHECKPOINT_DIR = "checkpoints"
