@@ -10,7 +10,7 @@ import torch
 
 from callbacks.common import log_scalars, network, require_generator
 from datamodules import hijack_prompts
-from lightning_modules.laser import is_product, rank_for, target_shapes
+from lightning_modules.laser import rank_for, target_shapes
 from lightning_modules.singular_attribution import attribute, last_position_gap, noise_gap_positions
 from run_record.contract import SINGULAR_ATTRIBUTION, RecordedCallback
 
@@ -53,6 +53,7 @@ class SingularAttribution(RecordedCallback, L.Callback):
         self.at_steps = sorted(set(at_steps or []))
         self.hijack_pairs, self.top_rho, self.seed, self.chunk = hijack_pairs, top_rho, seed, chunk
         self.matrices: list[str] = []
+        self.shapes: dict[str, tuple[int, int]] = {}
         self.final: dict[str, Any] = {}
         self.over_training: dict[str, dict[str, Any]] = {}
 
@@ -61,8 +62,9 @@ class SingularAttribution(RecordedCallback, L.Callback):
         patterns = self.targets if self.targets is not None else list(getattr(model, "hparams", {}).get("laser_targets") or [])
         if not patterns:
             raise ValueError("SingularAttribution.targets: none given and the model has no laser_targets")
-        # a typo fails before training; a W_O W_V product target is truncated by LASER but not attributed here
-        self.matrices = sorted(n for n in target_shapes(network(model), patterns) if not is_product(n))
+        # a typo fails before training; every matrix of a joint target (a+b) and a layer's W_O W_V (attn.ov) too
+        self.shapes = target_shapes(network(model), patterns)
+        self.matrices = sorted(self.shapes)
         if self.gap == "hijack":
             t = datamodule.gen.seq_len
             if self.hijack_pairs > len(hijack_prompts.pair_slots(t, "late", t)):
@@ -82,7 +84,8 @@ class SingularAttribution(RecordedCallback, L.Callback):
 
     def _ranks(self, pl_module: L.LightningModule, name: str, shape) -> list[int]:
         grid = getattr(pl_module, "laser_grid", []) or []
-        ranks = [cell["rank"] for cell in grid if cell["target"] == name]
+        ranks = [cell.get("ranks", {}).get(name, cell["rank"]) for cell in grid
+                 if cell["target"] == name or name in cell.get("ranks", {})]
         # the full rank is the full model (the figure's dashed line), measured already
         return sorted(set(ranks + [rank_for(tuple(shape), self.top_rho)]) - {min(shape)})
 
@@ -92,12 +95,11 @@ class SingularAttribution(RecordedCallback, L.Callback):
         was_training = net.training
         net.eval()
         where = self._where(trainer, pl_module)
-        params = dict(net.named_parameters())
         out = {}
         for name in self.matrices:
-            record = attribute(net, name, where, ranks=self._ranks(pl_module, name, params[name].shape),
-                               chunk=self.chunk).as_dict()
-            out[name] = record | split_at(record, rank_for(tuple(params[name].shape), self.top_rho))
+            shape = self.shapes[name]
+            record = attribute(net, name, where, ranks=self._ranks(pl_module, name, shape), chunk=self.chunk).as_dict()
+            out[name] = record | split_at(record, rank_for(tuple(shape), self.top_rho))
         net.train(was_training)
         return out
 

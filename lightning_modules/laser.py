@@ -87,7 +87,7 @@ def product_parts(name: str) -> tuple[str, str]:
     return base + "wo", base + "wv"
 
 
-def _matrix(module: nn.Module, name: str) -> torch.Tensor:
+def matrix_of(module: nn.Module, name: str) -> torch.Tensor:
     """The matrix a name denotes: a 2-D parameter, or the product W_O W_V for ``...attn.ov``."""
     params = dict(module.named_parameters())
     if is_product(name):
@@ -140,7 +140,7 @@ def factorise(module: nn.Module, variants: Iterable[Mapping[str, int]], randomiz
     for ranks in variants:
         for name, k in ranks.items():
             top[name] = max(top.get(name, 0), k)
-    return {name: SVDFactors.of(_matrix(module, name), top=k if randomized else None) for name, k in top.items()}
+    return {name: SVDFactors.of(matrix_of(module, name), top=k if randomized else None) for name, k in top.items()}
 
 
 def _write(params: Mapping[str, nn.Parameter], name: str, f: SVDFactors, rank: int) -> None:
@@ -198,7 +198,7 @@ def truncate_(module: nn.Module, ranks: Mapping[str, int]) -> None:
     objects)."""
     params = dict(module.named_parameters())
     for name, k in ranks.items():
-        _write(params, name, SVDFactors.of(_matrix(module, name)), k)
+        _write(params, name, SVDFactors.of(matrix_of(module, name)), k)
 
 
 @contextlib.contextmanager
@@ -214,7 +214,7 @@ def truncated(
     saved = {name: params[name].detach().clone() for name in touched(ranks)}
     try:
         for name, k in ranks.items():
-            f = factors[name] if factors is not None and name in factors else SVDFactors.of(_matrix(module, name))
+            f = factors[name] if factors is not None and name in factors else SVDFactors.of(matrix_of(module, name))
             _write(params, name, f, k)
         yield module
     finally:

@@ -7,10 +7,12 @@ prompts: logit(o) - logit(b) after the final q), each component i gets
 - ``removal[i]``: the change of the gap when component i alone is removed (W - s_i u_i v_i^T), the rest of the network
   run on; batched over components (``torch.func.vmap`` over the block that holds W and the blocks after it, from
   that block's input, which no component changes), never one forward per component;
-- ``direct[i]``: for a matrix that writes into the residual stream (``ff.w2``, ``attn.wo``) of a model without
+- ``direct[i]``: for a matrix that writes into the residual stream (``ff.w2``, ``attn.wo``, the output map
+  ``attn.ov`` = W_O W_V of a single-head layer, ``laser.py``'s grammar) of a model without
   LayerNorm, its exact contribution through the direct path to the unembedding, (d . u_i) s_i (v_i . a) with a the
   matrix's input and d = unemb[plus] - unemb[minus]. The direct parts sum to the logit split of that layer
-  (``attribution.logit_split``); for the last layer's FF output, removal = -direct exactly.
+  (``attribution.logit_split``); where the output reaches the logits only linearly (the last layer's FF output, or
+  its attention output when no FF follows), removal = -direct exactly.
 
 From the removals, the predicted gap when keeping the top k components (LASER at rank k): gap + sum_{i >= k}
 removal[i] (first order: the components' effects added), beside the measured gap at the LASER ranks of the run.
@@ -27,7 +29,7 @@ from torch import nn
 from torch.func import functional_call, vmap
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from lightning_modules.laser import SVDFactors, truncated
+from lightning_modules.laser import OV, SVDFactors, is_product, matrix_of, truncated
 
 
 @dataclass
@@ -93,9 +95,17 @@ def _block_input(net: nn.Module, layer: int, tokens: torch.Tensor) -> torch.Tens
     return seen[0]
 
 
+def _replacement(local: str, weight: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The block's parameters that stand for matrix ``local`` set to ``weight``: for the output map ``attn.ov``
+    (single head) W_V = the map and W_O = I, which gives the block the same output as W_O W_V = the map."""
+    if local == OV:
+        return {"attn.wv": weight, "attn.wo": torch.eye(weight.shape[0], dtype=weight.dtype, device=weight.device)}
+    return {local: weight}
+
+
 def _rest(net: nn.Module, layer: int, local: str, weight: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """The logits from block ``layer``'s input ``x`` with that block's matrix ``local`` replaced by ``weight``."""
-    x = functional_call(net.layers[layer], {local: weight}, (x,))
+    x = functional_call(net.layers[layer], _replacement(local, weight), (x,))
     for block in net.layers[layer + 1:]:
         x = block(x)
     return F.linear(net.norm_f(x), net.unemb)
@@ -110,7 +120,21 @@ def _stream_input(net: nn.Module, layer: int, local: str, x: torch.Tensor) -> to
         return block.ff.act(F.linear(h, block.ff.w1)) if block.ff.w1 is not None else h
     if local == "attn.wo":
         return block.attn.mix(block.norm1(x))
+    if local == OV:  # the map acts on the attention-weighted inputs themselves (W_V = I)
+        eye = torch.eye(x.shape[-1], dtype=x.dtype, device=x.device)
+        return _mix_with(block.attn, eye, block.norm1(x))
     return None
+
+
+def _mix_with(attn: nn.Module, wv: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    saved = attn.wv
+    try:
+        del attn.wv
+        attn.wv = wv  # a plain tensor for this call; the Parameter is put back below
+        return attn.mix(x)
+    finally:
+        del attn.wv
+        attn.wv = saved
 
 
 @torch.no_grad()
@@ -119,7 +143,7 @@ def attribute(net: nn.Module, name: str, where: GapPositions, ranks: list[int] =
     """The attribution of matrix ``name`` (a parameter of ``net``, e.g. ``layers.1.ff.w2``) to the gap at
     ``where``; ``ranks``: LASER ranks whose gap is measured too (each one forward)."""
     layer, local = _block_of(name)
-    weight = dict(net.named_parameters())[name]
+    weight = matrix_of(net, name).detach() if is_product(name) else dict(net.named_parameters())[name]
     f = factors or SVDFactors.of(weight)
     x = _block_input(net, layer, where.tokens)
     full = float(gap_of(_rest(net, layer, local, weight, x), where))

@@ -80,3 +80,44 @@ def test_measured_ranks_are_the_truncated_models_gap_and_the_prediction_is_exact
     record = got.as_dict()
     assert record["predicted_keep_top"][len(got.singular_values)] == pytest.approx(got.gap)
     assert set(record["measured"]) == {"0", "1", "3"}
+
+
+def test_the_ov_product_is_attributed_as_one_map_against_brute_force():
+    from lightning_modules.laser import truncate
+
+    torch.manual_seed(2)
+    net = Transformer(TransformerConfig(dim=6, n_heads=1, ff=["none", "mlp"], ff_hidden_mult=2, vocab_size=9,
+                                        max_seq_len=10)).double().eval()
+    g = torch.Generator().manual_seed(3)
+    tokens = torch.randint(0, 9, (4, 10), generator=g)
+    where = GapPositions(tokens, torch.rand(4, 10, generator=g) < 0.5, torch.full_like(tokens, 2),
+                         torch.randint(0, 9, (4, 10), generator=g))
+    for layer in (0, 1):
+        attn = net.layers[layer].attn
+        product = (attn.wo @ attn.wv).detach()
+        got = attribute(net, f"layers.{layer}.attn.ov", where, ranks=[1, 3], chunk=4)
+        u, s, vh = torch.linalg.svd(product)
+        full = float(gap_of(net(tokens), where))
+        saved = attn.wo.detach().clone(), attn.wv.detach().clone()
+        brute = []
+        with torch.no_grad():
+            attn.wo.copy_(torch.eye(6, dtype=torch.float64))
+            for i in range(6):  # W_O = I, W_V = the product without component i: the same block output as W_O W_V
+                attn.wv.copy_(product - s[i] * torch.outer(u[:, i], vh[i]))
+                brute.append(float(gap_of(net(tokens), where)) - full)
+            for k in (1, 3):
+                attn.wv.copy_(truncate(product, rank=k))
+                assert got.measured[k] == pytest.approx(float(gap_of(net(tokens), where)), abs=1e-10)
+            attn.wo.copy_(saved[0])
+            attn.wv.copy_(saved[1])
+        assert got.removal == pytest.approx(brute, abs=1e-10)
+        assert torch.equal(attn.wo @ attn.wv, product)  # restored
+    # an output map whose output reaches the logits only linearly (the last layer, no FF after it): its direct
+    # parts are minus its removals; with the FF after it, they are not
+    mixed = attribute(net, "layers.1.attn.ov", where)
+    assert mixed.removal != pytest.approx([-d for d in mixed.direct], abs=1e-6)
+    torch.manual_seed(2)
+    attention_only = Transformer(TransformerConfig(dim=6, n_heads=1, ff=["none", "none"], vocab_size=9,
+                                                   max_seq_len=10)).double().eval()
+    last = attribute(attention_only, "layers.1.attn.ov", where)
+    assert last.removal == pytest.approx([-d for d in last.direct], abs=1e-10)
