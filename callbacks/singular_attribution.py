@@ -98,8 +98,10 @@ class SingularAttribution(RecordedCallback, L.Callback):
         out = {}
         for name in self.matrices:
             shape = self.shapes[name]
-            record = attribute(net, name, where, ranks=self._ranks(pl_module, name, shape), chunk=self.chunk).as_dict()
-            out[name] = record | split_at(record, rank_for(tuple(shape), self.top_rho))
+            found = attribute(net, name, where, ranks=self._ranks(pl_module, name, shape), chunk=self.chunk)
+            record, k = found.as_dict(), rank_for(tuple(shape), self.top_rho)
+            # the split with its 95% interval, bootstrapped over the sequences (prompts) the gap averages
+            out[name] = record | split_at(record, k) | found.split_interval(k) | {"n_sequences": int((found.counts > 0).sum())}
         net.train(was_training)
         return out
 

@@ -47,12 +47,26 @@ class GapPositions:
         return int(self.mask.sum())
 
 
-def gap_of(logits: torch.Tensor, where: GapPositions) -> torch.Tensor:
-    """The mean of logit(plus) - logit(minus) over the scored positions; ``logits`` (..., B, T, V)."""
-    m = where.mask
+def gap_sums(logits: torch.Tensor, where: GapPositions) -> torch.Tensor:
+    """Per sequence, the sum of logit(plus) - logit(minus) over its scored positions; ``logits`` (..., B, T, V)."""
     up = logits.gather(-1, where.plus.expand(*logits.shape[:-1]).unsqueeze(-1)).squeeze(-1)
     down = logits.gather(-1, where.minus.expand(*logits.shape[:-1]).unsqueeze(-1)).squeeze(-1)
-    return ((up - down) * m).sum((-1, -2)) / m.sum()
+    return ((up - down) * where.mask).sum(-1)
+
+
+def gap_of(logits: torch.Tensor, where: GapPositions) -> torch.Tensor:
+    """The mean of logit(plus) - logit(minus) over the scored positions; ``logits`` (..., B, T, V)."""
+    return gap_sums(logits, where).sum(-1) / where.mask.sum()
+
+
+def bootstrap_ratio(sums: torch.Tensor, counts: torch.Tensor, n: int = 1000, seed: int = 0) -> tuple[float, float]:
+    """The 95% interval of sum(sums) / sum(counts) over sequences resampled with replacement (a mean over
+    positions, bootstrapped over the sequences that hold them)."""
+    g = torch.Generator().manual_seed(seed)
+    idx = torch.randint(len(sums), (n, len(sums)), generator=g)
+    stats = sums.double().cpu()[idx].sum(1) / counts.double().cpu()[idx].sum(1).clamp_min(1)
+    lo, hi = torch.quantile(stats, torch.tensor([0.025, 0.975], dtype=torch.float64)).tolist()
+    return lo, hi
 
 
 @dataclass
@@ -64,6 +78,16 @@ class ComponentAttribution:
     direct: list[float] | None  # exact direct-path contribution of component i (None: W does not write the stream)
     n_positions: int
     measured: dict[int, float] = field(default_factory=dict)  # rank kept -> the gap measured at that rank
+    # per sequence: the removals' gap sums (r, B), and how many scored positions each sequence holds (B,)
+    removal_sums: torch.Tensor | None = None
+    counts: torch.Tensor | None = None
+
+    def split_interval(self, k: int, n: int = 1000) -> dict[str, list[float]]:
+        """95% bootstrap intervals (over sequences) of what the top k components and the rest add to the gap."""
+        top = -self.removal_sums[:k].sum(0)
+        tail = -self.removal_sums[k:].sum(0)
+        return {"top_gap_ci": list(bootstrap_ratio(top, self.counts, n)),
+                "tail_gap_ci": list(bootstrap_ratio(tail, self.counts, n))}
 
     def predicted_keep_top(self, k: int) -> float:
         """The gap with the top k components kept, from the single-component removals (added)."""
@@ -146,16 +170,20 @@ def attribute(net: nn.Module, name: str, where: GapPositions, ranks: list[int] =
     weight = matrix_of(net, name).detach() if is_product(name) else dict(net.named_parameters())[name]
     f = factors or SVDFactors.of(weight)
     x = _block_input(net, layer, where.tokens)
-    full = float(gap_of(_rest(net, layer, local, weight, x), where))
+    counts = where.mask.sum(-1)
+    full_sums = gap_sums(_rest(net, layer, local, weight, x), where)
+    full = float(full_sums.sum() / counts.sum())
     r = f.full_rank
-    removal = []
     u, s, vh = f.u.to(weight.dtype), f.s.to(weight.dtype), f.vh.to(weight.dtype)
-    batched = vmap(lambda w: gap_of(_rest(net, layer, local, w, x), where))
+    batched = vmap(lambda w: gap_sums(_rest(net, layer, local, w, x), where))
+    parts = []
     with sdpa_kernel(SDPBackend.MATH):  # the fused kernels have no batching rule
         for start in range(0, r, chunk):
             idx = torch.arange(start, min(r, start + chunk), device=weight.device)
             deltas = (u[:, idx].T[:, :, None] * s[idx, None, None]) * vh[idx][:, None, :]  # (c, m, n)
-            removal += (batched(weight[None] - deltas) - full).tolist()
+            parts.append(batched(weight[None] - deltas) - full_sums)
+    removal_sums = torch.cat(parts) if parts else full_sums.new_zeros(0, len(full_sums))
+    removal = (removal_sums.sum(1) / counts.sum()).tolist()
     direct = None
     a = _stream_input(net, layer, local, x)
     if a is not None and not getattr(net.cfg, "layer_norm", False):
@@ -167,7 +195,8 @@ def attribute(net: nn.Module, name: str, where: GapPositions, ranks: list[int] =
     for k in sorted(set(ranks)):
         with truncated(net, {name: k}, {name: f}):
             measured[k] = float(gap_of(net(where.tokens), where))
-    return ComponentAttribution(name, f.s.tolist(), full, removal, direct, where.n, measured)
+    return ComponentAttribution(name, f.s.tolist(), full, removal, direct, where.n, measured, removal_sums.cpu(),
+                                counts.cpu())
 
 
 def noise_gap_positions(batch: dict[str, torch.Tensor], noise_id: int) -> GapPositions:

@@ -7,7 +7,7 @@ from reports.run import RunRecord
 from reports.style import PAGE_WIDTH_IN, plt
 from run_record.contract import SINGULAR_ATTRIBUTION, section
 
-GAP_LABEL = {"noise": "logit(noise) - logit(in-context answer)", "hijack": "logit(o) - logit(b)"}
+GAP_LABEL = {"noise": "logit(noise) - logit(answer)", "hijack": "logit(o) - logit(b)"}
 WHERE = {"noise": "scored triggers of {n} clean test sequences ({p} positions)",
          "hijack": "the final q of {n} hijack prompts at T_train"}
 
@@ -43,9 +43,10 @@ def figure(page: Page, run: RunRecord) -> None:
         ax1.axhline(0, color="gray", linewidth=0.6)
         ax1.set_xlabel(f"top singular components kept (of {r})")
         ax1.set_ylabel(GAP_LABEL.get(gap, gap))
-        ax1.set_title(f"{name}: the top {m.get('top_rank')} components add {m.get('top_gap', 0):+.2f} to the gap, the "
-                      f"other {r - m.get('top_rank', 0)} add {m.get('tail_gap', 0):+.2f}: the association sits in the "
-                      f"{m.get('carried_by')}", fontsize=9, loc="left")
+        ci = lambda key: "[{:+.2f}, {:+.2f}]".format(*m[key]) if m.get(key) else ""  # noqa: E731
+        ax1.set_title(f"{name}: the top {m.get('top_rank')} components add {m.get('top_gap', 0):+.2f} {ci('top_gap_ci')} "
+                      f"to the gap, the other {r - m.get('top_rank', 0)} {m.get('tail_gap', 0):+.2f} "
+                      f"{ci('tail_gap_ci')}: it sits in the {m.get('carried_by')}", fontsize=9, loc="left")
         ax1.grid(alpha=0.3)
         ax1.legend(fontsize=7)
         ax2.bar(range(r), m["removal"], color="tab:gray", width=1.0)
@@ -57,7 +58,8 @@ def figure(page: Page, run: RunRecord) -> None:
     positions = next(iter(matrices.values())).get("n_positions")
     where = WHERE.get(gap, "{n} sequences").format(n=n, p=positions)
     page.save(fig, "singular_attribution", "Which singular directions carry the association",
-              f"Mean {GAP_LABEL.get(gap, gap)} over {where}, at step {record.get('step')}. Left: the gap when only "
+              f"Mean {GAP_LABEL.get(gap, gap)} over {where}, at step {record.get('step')}; in brackets the 95% "
+              "interval of each part, bootstrapped over the sequences (1000 resamples). Left: the gap when only "
               "the top k components of the matrix are kept, predicted by adding the single-component removals "
               "(exact for a matrix whose output reaches the logits linearly), with the measured LASER ranks as red "
               "points. Right: each component's effect alone. Where the association sits in the top components, "

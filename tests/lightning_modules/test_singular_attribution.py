@@ -121,3 +121,15 @@ def test_the_ov_product_is_attributed_as_one_map_against_brute_force():
                                                    max_seq_len=10)).double().eval()
     last = attribute(attention_only, "layers.1.attn.ov", where)
     assert last.removal == pytest.approx([-d for d in last.direct], abs=1e-10)
+
+
+def test_the_split_has_a_bootstrap_interval_over_sequences_around_its_estimate(tiny):
+    net, where = tiny
+    got = attribute(net, "layers.1.ff.w2", where)
+    assert got.removal_sums.shape == (len(got.singular_values), where.tokens.shape[0])
+    assert (got.removal_sums.sum(1) / got.counts.sum()).tolist() == pytest.approx(got.removal, abs=1e-12)
+    k = 3
+    top, tail = got.predicted_keep_top(k) - got.predicted_keep_top(0), got.gap - got.predicted_keep_top(k)
+    ci = got.split_interval(k)
+    assert ci["top_gap_ci"][0] <= top <= ci["top_gap_ci"][1] and ci["tail_gap_ci"][0] <= tail <= ci["tail_gap_ci"][1]
+    assert ci["top_gap_ci"][0] < ci["top_gap_ci"][1]  # five sequences: a real spread
