@@ -15,11 +15,17 @@ from tests.pipeline.test_cli import TINY, only_run_dir
 pytestmark = pytest.mark.slow  # end-to-end runs stopped and resumed: `make test`, not `make test-fast`
 
 
+def sigint_as_in_a_terminal() -> None:
+    """For the child: Ctrl-C's default disposition. A test run started in the background (a CI job, ``cmd &``)
+    inherits SIGINT ignored, and Python then never raises KeyboardInterrupt: the run would not see the Ctrl-C."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def start_and_wait_for_a_checkpoint(repo, tmp_path, env: dict, max_steps: int) -> subprocess.Popen:
     args = [*TINY, "--trainer.max_steps", str(max_steps), "--trainer.val_check_interval", "20", "--trainer.callbacks=[]",
             "--trainer.default_root_dir", str(tmp_path)]
     proc = subprocess.Popen([sys.executable, "main.py", "fit", *args], cwd=repo, env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True, preexec_fn=sigint_as_in_a_terminal)
     deadline = time.monotonic() + 120
     while not list(tmp_path.glob("noisy/*/checkpoints/*.ckpt")) and time.monotonic() < deadline:
         time.sleep(0.2)

@@ -12,6 +12,7 @@ import time
 import yaml
 
 from reports import table as collect
+from tests.pipeline.test_interrupt import sigint_as_in_a_terminal
 from tests.pipeline.test_sweep import TINY_GRID
 
 LONG = TINY_GRID | {"trainer.max_steps": [5000], "trainer.val_check_interval": [20], "seed_everything": [0, 1]}
@@ -26,7 +27,8 @@ def start(repo, tmp_path, *extra) -> tuple[subprocess.Popen, object]:
     env = {**os.environ, "WANDB_MODE": "disabled", "PYTHONPATH": repo, "OMP_NUM_THREADS": "1"}
     root = tmp_path / "sweep"
     proc = subprocess.Popen([sys.executable, "-m", "pipeline.sweep", str(path), "--root", str(root), *extra], cwd=repo,
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=sigint_as_in_a_terminal)
     return proc, root
 
 
