@@ -59,6 +59,9 @@ def test_the_run_report_names_a_damaged_file_and_draws_nothing_from_it(damaged_c
     figures = {p.stem for p in (run / "report" / "figures").glob("*.png")}
     if name == "metrics.csv":
         assert "metrics_over_training" not in figures
+        # the figure says why it is missing: the file was skipped, not that the run logged nothing
+        assert "Clean-test metrics over training: not drawn, metrics.csv was not read (" in page
+        assert "the run logged no validation metrics" not in page
     if name == "spectra.npz":
         assert "spectra" not in figures
     assert "laser_sweep" in figures  # the rest of the run is still reported (from summary.json)
