@@ -42,6 +42,7 @@ bench: $(BIN)/.installed-test
 	$(BIN)/python benchmarks/throughput.py --config cpu
 	$(BIN)/python benchmarks/callback_overhead.py
 	$(BIN)/python benchmarks/report_cost.py
+	$(BIN)/python benchmarks/attribution_cost.py
 
 clean-venv:
 	rm -rf $(VENV)
