@@ -19,10 +19,12 @@ def split_at(record: dict, k: int) -> dict[str, Any]:
     """Where the gap sits, as the removals predict: what the top k components add to it (``top_gap``: the gap kept by
     LASER at rank k minus the gap with the matrix removed) and what the rest add (``tail_gap``: the full gap minus the
     gap kept at rank k). ``carried_by``: ``top`` when the top adds more to the gap than the tail (keeping the top
-    keeps the association), else ``tail`` (keeping the top removes it)."""
+    keeps the association), ``tail`` when the tail does (keeping the top removes it), ``neither`` when both push
+    against it (the matrix does not hold the association)."""
     curve = record["predicted_keep_top"]
     top, tail = curve[k] - curve[0], curve[-1] - curve[k]
-    return {"top_rank": k, "top_gap": top, "tail_gap": tail, "carried_by": "top" if top > tail else "tail"}
+    where = "neither" if max(top, tail) <= 0 else "top" if top > tail else "tail"
+    return {"top_rank": k, "top_gap": top, "tail_gap": tail, "carried_by": where}
 
 
 class SingularAttribution(RecordedCallback, L.Callback):

@@ -46,7 +46,8 @@ def figure(page: Page, run: RunRecord) -> None:
         ci = lambda key: "[{:+.2f}, {:+.2f}]".format(*m[key]) if m.get(key) else ""  # noqa: E731
         ax1.set_title(f"{name}: the top {m.get('top_rank')} components add {m.get('top_gap', 0):+.2f} {ci('top_gap_ci')} "
                       f"to the gap, the other {r - m.get('top_rank', 0)} {m.get('tail_gap', 0):+.2f} "
-                      f"{ci('tail_gap_ci')}: it sits in the {m.get('carried_by')}", fontsize=9, loc="left")
+                      f"{ci('tail_gap_ci')}: " + (f"it sits in the {m.get('carried_by')}" if m.get("carried_by") != "neither"
+                                      else "both parts push against it"), fontsize=9, loc="left")
         ax1.grid(alpha=0.3)
         ax1.legend(fontsize=7)
         ax2.bar(range(r), m["removal"], color="tab:gray", width=1.0)
