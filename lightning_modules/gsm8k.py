@@ -51,12 +51,11 @@ def check_prompts_fit(model: dict, data: dict) -> None:
                                  default=HFLM._DEFAULT_MAX_LENGTH)
     shots = max(data.get("num_fewshot") or [8])
     questions = [("the few-shot exemplars alone", "")]
-    if data.get("data_dir"):
+    if data.get("data_dir"):  # the test documents the harness will prompt with (the first ``limit``)
         from pathlib import Path
 
-        for split, limit in (("test", data.get("limit")),):
-            recs = read_jsonl(Path(data["data_dir"]) / f"{split}.jsonl")[:limit]
-            questions += [(f"{data['data_dir']}/{split}.jsonl:{i}", r["question"]) for i, r in enumerate(recs, 1)]
+        recs = read_jsonl(Path(data["data_dir"]) / "test.jsonl")[: data.get("limit")]
+        questions += [(f"{data['data_dir']}/test.jsonl:{i}", r["question"]) for i, r in enumerate(recs, 1)]
     lengths = [(len(tokenizer(prompt_text(q, shots), add_special_tokens=False)["input_ids"]), where) for where, q in questions]
     longest, where = max(lengths)
     budget = model.get("max_gen_toks", 256)

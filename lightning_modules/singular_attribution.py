@@ -144,21 +144,10 @@ def _stream_input(net: nn.Module, layer: int, local: str, x: torch.Tensor) -> to
         return block.ff.act(F.linear(h, block.ff.w1)) if block.ff.w1 is not None else h
     if local == "attn.wo":
         return block.attn.mix(block.norm1(x))
-    if local == OV:  # the map acts on the attention-weighted inputs themselves (W_V = I)
+    if local == OV:  # the map acts on the attention-weighted inputs themselves: the attention with W_V = W_O = I
         eye = torch.eye(x.shape[-1], dtype=x.dtype, device=x.device)
-        return _mix_with(block.attn, eye, block.norm1(x))
+        return functional_call(block.attn, {"wv": eye, "wo": eye}, (block.norm1(x),))
     return None
-
-
-def _mix_with(attn: nn.Module, wv: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    saved = attn.wv
-    try:
-        del attn.wv
-        attn.wv = wv  # a plain tensor for this call; the Parameter is put back below
-        return attn.mix(x)
-    finally:
-        del attn.wv
-        attn.wv = saved
 
 
 @torch.no_grad()

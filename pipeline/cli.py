@@ -297,7 +297,7 @@ class ExperimentCLI(CLIHooks):
         except SIGTERMException:  # Lightning's exits with code 0; a terminated run must not look like a finished one
             raise SystemExit(128 + signal.SIGTERM) from None
         except SystemExit as e:
-            summary = next((cb for cb in self.trainer.callbacks if isinstance(cb, RunSummary)), None)
+            summary = self._run_summary()
             if summary is not None and summary.stopped_by == "SIGINT":
                 # Lightning ends a Ctrl-C with exit(1), and leaves SIGINT ignored: the shell's convention is 130, and
                 # the next run in this process (a local sweep's next task) must be interruptible again
@@ -313,11 +313,14 @@ class ExperimentCLI(CLIHooks):
             fail(f"{e.strerror or e} ({where}); run directory: {self.run_dir}" if not isinstance(e, files.WriteError)
                  else f"{e}; run directory: {self.run_dir}", code=1)
 
+    def _run_summary(self) -> RunSummary | None:
+        return next((cb for cb in self.trainer.callbacks if isinstance(cb, RunSummary)), None)
+
     def _finish(self) -> None:
         # Lightning leaves the W&B run open; close it so the next run in this process (a notebook, a test) is its own
         finish_wandb()
         if self.trainer.is_global_zero:
-            summary = next((cb for cb in self.trainer.callbacks if isinstance(cb, RunSummary)), None)
+            summary = self._run_summary()
             console.finish(summary, self.run_dir, bool(self.config_value(self.config, "report", True)))
 
     after_fit = after_validate = after_test = after_predict = _finish

@@ -131,13 +131,11 @@ def _check(value: Any, tp: Any, path: str, out: list[str]) -> None:
     if origin is typing.NotRequired:
         return _check(value, typing.get_args(tp)[0], path, out)
     if origin in (Union, types.UnionType):
-        trials = []
         for arg in typing.get_args(tp):
             sub: list[str] = []
             _check(value, arg, path, sub)
             if not sub:
                 return
-            trials.append(sub)
         out.append(f"{path}: {type(value).__name__} {value!r:.60} is none of {tp}")
         return
     if tp is type(None):
