@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import replace
+from dataclasses import asdict, replace
 from typing import Any
 
 import lightning as L
@@ -10,20 +10,20 @@ import torch
 
 from callbacks.common import log_scalars, network, require_generator
 from datamodules import hijack_prompts
-from lightning_modules import hijack_theory
+from lightning_modules import hijack_theory, memory
 from lightning_modules.attribution import attention_patterns, logit_split, traced_forward
 from lightning_modules.laser import rank_for, target_groups, target_shapes, truncated
 from run_record.kinds import KNOWLEDGE_HIJACK
-from run_record.names import FULL, hijack_key, laser_variant, prev_token_key
+from run_record.names import CONSTRUCTED, FULL, hijack_key, laser_variant, prev_token_key
 from run_record.contract import RecordedCallback, HIJACK_PROBE
 
 
 @torch.no_grad()
-def prev_token_attention(net: torch.nn.Module, tokens: torch.Tensor, t_train: int, bins: int = 16) -> dict[str, Any]:
-    """Layer 1's attention from each position to the previous one (the previous-token head the induction head reads),
-    averaged over positions inside the training length (1 .. T_train - 1) and beyond it (T_train .. L - 1), and as a
-    profile over ``bins`` equal stretches of the sequence: ``[[first position, last position, mass], ...]``."""
-    prev = attention_patterns(net, tokens)[0].diagonal(-1, -2, -1)  # (B, L - 1): query t + 1 -> key t
+def prev_token_attention(net: torch.nn.Module, tokens: torch.Tensor, t_train: int, bins: int = 16, layer: int = 0) -> dict[str, Any]:
+    """Layer ``layer``'s attention from each position to the previous one (the previous-token head the induction head
+    reads), averaged over positions inside the training length (1 .. T_train - 1) and beyond it (T_train .. L - 1),
+    and as a profile over ``bins`` equal stretches of the sequence: ``[[first position, last position, mass], ...]``."""
+    prev = attention_patterns(net, tokens)[layer].diagonal(-1, -2, -1)  # (B, L - 1): query t + 1 -> key t
     length = tokens.shape[1]
     by_position = prev.mean(0)  # position t + 1
     out: dict[str, Any] = {"inside": float(by_position[: t_train - 1].mean())}
@@ -46,14 +46,22 @@ class HijackProbe(RecordedCallback, L.Callback):
 
     Lengths are multiples of the training length (``length_factors``); ``beyond`` puts the pairs past it. Under
     ``prev_token``: layer 1's previous-token attention inside and beyond the training length, on clean sequences of
-    each probed length: the mechanism the positional encoding decides (``prev_token_attention``).
+    each probed length: the mechanism the positional encoding decides (``prev_token_attention``), read from layer
+    ``prev_token_layer`` (default the first; a deeper model without positions may put the head elsewhere).
+
+    ``constructed``: also answer the same prompts with the associative-memory transformer built from the theory
+    (``lightning_modules/memory.py``, ``construct``: this run's embeddings, positions and data, no training), recorded
+    as the variant ``constructed`` beside the trained model's, with its own boundary and theory fit. ``scales``: the
+    construction's free scales (``ConstructionScales``; README, "The constructed model").
     """
 
     record_name = HIJACK_PROBE  # its section of summary.json callbacks
 
     def __init__(self, n_pairs: list[int] | None = None, length_factors: list[int] | None = None,
                  placements: list[str] | None = None, ff_target: str = "layers.1.ff.w2", ff_rhos: list[float] | None = None,
-                 n_prompts: int = 128, seed: int = 0):
+                 n_prompts: int = 128, seed: int = 0, n_global: list[int] | None = None, prev_token_layer: int = 0,
+                 constructed: bool = False,
+                 scales: dict[str, float] | None = None):
         # in increasing order, whatever the config's order: the boundary is the smallest n that wins
         self.n_pairs = sorted(set(n_pairs if n_pairs is not None else range(0, 9)))
         self.length_factors = sorted(set(length_factors or [1, 4]))
@@ -70,7 +78,17 @@ class HijackProbe(RecordedCallback, L.Callback):
         self.ff_target = ff_target
         self._ff_shapes: dict[str, tuple[int, int]] | None = None  # the matrices ff_target names (check_config)
         self.n_prompts, self.seed = n_prompts, seed
+        if any(k < 0 for k in n_global or []):
+            raise ValueError(f"HijackProbe.n_global (pairs (q, b) in the context) must be >= 0, got {n_global}")
+        self.n_global = sorted({0, *(n_global or [])})  # k = 0: the prompts of by_n
+        self.prev_token_layer, self.constructed = prev_token_layer, constructed
+        try:
+            self.scales = memory.ConstructionScales(**(scales or {}))
+        except TypeError as err:
+            raise ValueError(f"HijackProbe.scales: {err} (fields: position, induction, output, global_)") from None
         self._t_train: int | None = None
+        self._n_layers = 0
+        self.constructed_skipped: str | None = None
         self.results: dict[str, Any] = {}
         self.fits: dict[str, Any] = {}
         self.prev_token: dict[str, Any] = {}
@@ -78,6 +96,9 @@ class HijackProbe(RecordedCallback, L.Callback):
 
     def check_config(self, model: torch.nn.Module, datamodule: Any) -> None:
         require_generator(self, datamodule)
+        n_layers = len(network(model).layers)
+        if not -n_layers <= self.prev_token_layer < n_layers:
+            raise ValueError(f"HijackProbe.prev_token_layer {self.prev_token_layer} is not a layer of this {n_layers}-layer model")
         groups = target_groups(network(model), [self.ff_target])  # a typo fails before training
         if len(groups) != 1:
             raise ValueError(f"HijackProbe.ff_target {self.ff_target!r} must name one matrix (the global bigram's FF) "
@@ -109,41 +130,55 @@ class HijackProbe(RecordedCallback, L.Callback):
         if self._ff_shapes is None:
             self.check_config(pl_module, dm)
         t_train = self._t_train = dm.gen.seq_len
+        self._n_layers = len(net.layers)
         was_training = net.training
         net.eval()
         scalars: dict[str, float] = {}
+        built = None
+        if self.constructed:
+            # a sweep over encodings shares one config: where the theory has no construction (RoPE, ALiBi, NoPE,
+            # several heads) the record says why instead of failing the run
+            try:
+                built = memory.construct(net, dm.gen.global_next_token(), t_train, scales=self.scales)
+                self.ff_variants[CONSTRUCTED] = {"constructed": True, "scales": asdict(self.scales)}
+            except ValueError as err:
+                self.constructed_skipped = str(err)
+                print(f"HijackProbe: no constructed model for this run: {err}")
         for placement in self.placements:
             for factor in self.length_factors:
                 length = t_train * factor
                 if placement == "beyond" and length <= t_train + 2:
                     continue  # no room beyond the training length
-                prompt_sets = self._prompts(dm.bigram, length, placement, t_train, pl_module.device)  # the same for every rank
+                # the same prompts for every variant: {k: {n: prompts}}, k global pairs (q, b) beside n pairs (q, o)
+                prompt_sets = {k: self._prompts(dm.bigram, length, placement, t_train, pl_module.device, k) for k in self.n_global}
+                models = [(CONSTRUCTED, built, {})] if built is not None else []
                 for rho in self.ff_rhos:
                     ranks = {n: rank_for(shape, rho) for n, shape in self._ff_shapes.items()}
                     # rho 1 keeps the full rank: the full model, named so (run_record/names.py)
                     full = all(k == min(self._ff_shapes[n]) for n, k in ranks.items())
                     variant = FULL if full else laser_variant(self.ff_target, rho)
                     self.ff_variants[variant] = {"rho": rho, "ranks": ranks}
-                    rows = {}
-                    with truncated(net, ranks):
-                        for n, prompts in prompt_sets.items():
-                            traced = traced_forward(net, prompts.tokens)  # one pass for both
-                            rows[n] = hijack_prompts.measure(net, prompts, traced)
-                            # where logit(o) - logit(b) comes from: embedding path, each attention, each FF
-                            split = logit_split(net, prompts.tokens, prompts.o, prompts.b, traced=traced)
-                            rows[n]["logit_split"] = {k: float(v.mean()) for k, v in split.items()}
-                            for k, v in rows[n].items():
-                                if k != "logit_split":
-                                    scalars[hijack_key(placement, length, variant, n, k)] = v
-                    boundary = hijack_theory.measured_boundary({n: r["o_wins"] for n, r in rows.items()})
-                    self.results.setdefault(placement, {}).setdefault(f"T{length}", {})[variant] = {"boundary": boundary, "by_n": rows, "length": length}
+                    models.append((variant, net, ranks))
+                for variant, model, ranks in models:
+                    with truncated(model, ranks):
+                        by_k = {k: self._measure(model, sets, split=k == 0 and model is net) for k, sets in prompt_sets.items()}
+                    for k, rows in by_k.items():
+                        for n, r in rows.items():
+                            scalars |= {hijack_key(placement, length, variant, n, m, k): v for m, v in r.items() if m != "logit_split"}
+                    entry = {"boundary": hijack_theory.measured_boundary({n: r["o_wins"] for n, r in by_k[0].items()}),
+                             "by_n": by_k[0], "length": length}
+                    if len(by_k) > 1:
+                        entry["by_k"] = {k: {"boundary": hijack_theory.measured_boundary({n: r["o_wins"] for n, r in rows.items()}),
+                                             "by_n": rows} for k, rows in by_k.items() if k}
+                    self.results.setdefault(placement, {}).setdefault(f"T{length}", {})[variant] = entry
         self.fits = self._fit_theory()
         # the mechanism behind length generalisation, measured directly: the previous-token head past T_train
         gen = dm.clean_generator()
         for factor in self.length_factors:
             length = t_train * factor
             batch = replace(gen, seq_len=length).sample(min(self.n_prompts, 64), torch.Generator().manual_seed(self.seed))
-            self.prev_token[f"T{length}"] = prev_token_attention(net, batch["tokens"][:, :-1].to(pl_module.device), t_train)
+            self.prev_token[f"T{length}"] = prev_token_attention(net, batch["tokens"][:, :-1].to(pl_module.device), t_train,
+                                                                 layer=self.prev_token_layer)
             scalars |= {prev_token_key(f"T{length}", k): v for k, v in self.prev_token[f"T{length}"].items()
                         if k in ("inside", "beyond") and v is not None}
         net.train(was_training)
@@ -155,13 +190,26 @@ class HijackProbe(RecordedCallback, L.Callback):
               "fitted over n and T per setting:")
         print(self.format_fit())
 
-    def _prompts(self, bigram, length: int, placement: str, t_train: int, device) -> dict[int, hijack_prompts.HijackPrompts]:
-        """{n: prompts} on ``device`` for each n of ``n_pairs`` that fits at this length and placement."""
+    @staticmethod
+    def _measure(model: torch.nn.Module, prompt_sets: dict[int, hijack_prompts.HijackPrompts], split: bool) -> dict[int, dict]:
+        """{n: metrics} on each prompt set; with ``split``, where logit(o) - logit(b) comes from (embedding path, each
+        attention, each FF), from the same pass."""
+        rows = {}
+        for n, prompts in prompt_sets.items():
+            traced = traced_forward(model, prompts.tokens)
+            rows[n] = hijack_prompts.measure(model, prompts, traced)
+            if split:
+                parts = logit_split(model, prompts.tokens, prompts.o, prompts.b, traced=traced)
+                rows[n]["logit_split"] = {k: float(v.mean()) for k, v in parts.items()}
+        return rows
+
+    def _prompts(self, bigram, length: int, placement: str, t_train: int, device, k: int = 0) -> dict[int, hijack_prompts.HijackPrompts]:
+        """{n: prompts} on ``device`` for each n of ``n_pairs`` that fits at this length and placement beside k pairs (q, b)."""
         sets = {}
         for n in self.n_pairs:
             try:
-                prompts = hijack_prompts.build(bigram, n, length, placement, t_train=t_train, n_prompts=self.n_prompts,
-                                               seed=self.seed)
+                prompts = hijack_prompts.build(bigram, n, length, placement, n_global=k, t_train=t_train,
+                                               n_prompts=self.n_prompts, seed=self.seed)
             except ValueError:
                 continue  # n pairs do not fit at this length and placement
             prompts.tokens, prompts.o, prompts.b = (x.to(device) for x in (prompts.tokens, prompts.o, prompts.b))
@@ -173,14 +221,16 @@ class HijackProbe(RecordedCallback, L.Callback):
         fits: dict[str, dict[str, dict[str, Any]]] = {}
         for placement, by_len in self.results.items():
             for variant in dict.fromkeys(v for by_v in by_len.values() for v in by_v):
-                points = [hijack_theory.Point(n, by_v[variant]["length"], r["logit_gap"], r["attn_after_q"])
-                          for by_v in by_len.values() if variant in by_v for n, r in by_v[variant]["by_n"].items()]
+                points = [hijack_theory.Point(n, by_v[variant]["length"], r["logit_gap"], r["attn_after_o"] - r["attn_after_b"], k)
+                          for by_v in by_len.values() if variant in by_v
+                          for k, rows in [(0, by_v[variant]["by_n"])] + [(int(k), e["by_n"]) for k, e in (by_v[variant].get("by_k") or {}).items()]
+                          for n, r in rows.items()]
                 f = hijack_theory.fit(points)
                 if f is None:
                     continue
                 lengths = {}
                 for t in dict.fromkeys(p.length for p in points):
-                    mine = [p for p in points if p.length == t]
+                    mine = [p for p in points if p.length == t and p.k == 0]
                     n_star = f.boundary(t)
                     lengths[f"T{t}"] = {
                         "predicted_boundary": None if n_star is None else math.ceil(n_star - 1e-9),
@@ -189,6 +239,13 @@ class HijackProbe(RecordedCallback, L.Callback):
                         "gap_boundary": hijack_theory.gap_boundary({p.n: p.gap for p in mine}),
                         "length": t, "n": [p.n for p in mine], "measured_gap": [p.gap for p in mine],
                         "predicted_gap": [f.predict(p.n, t) for p in mine]}
+                    by_k = by_len[f"T{t}"][variant].get("by_k") or {}
+                    if by_k:  # with k global pairs: the form's n*(T, k) against the measured boundary
+                        lengths[f"T{t}"]["by_k"] = {str(k): {
+                            "predicted_boundary": None if (b := f.boundary(t, int(k))) is None else math.ceil(b - 1e-9),
+                            "measured_boundary": e["boundary"],
+                            "n": [n for n in e["by_n"]], "measured_gap": [r["logit_gap"] for r in e["by_n"].values()],
+                            "predicted_gap": [f.predict(n, t, int(k)) for n in e["by_n"]]} for k, e in by_k.items()}
                 fits.setdefault(placement, {})[variant] = f.as_dict() | {"by_length": lengths}
         return fits
 
@@ -213,10 +270,17 @@ class HijackProbe(RecordedCallback, L.Callback):
         return "\n".join(lines)
 
     def summary(self) -> dict[str, Any]:
-        results = {p: {t: {v: {"boundary": r["boundary"], "length": r["length"], "by_n": {str(n): m for n, m in r["by_n"].items()}}
-                           for v, r in by_t.items()} for t, by_t in by_p.items()} for p, by_p in self.results.items()}
-        return {"results": results, "theory_fit": self.fits, "prev_token": self.prev_token, "t_train": self._t_train,
-                "ff_variants": self.ff_variants}
+        def entry(r: dict) -> dict:
+            out = {"boundary": r["boundary"], "length": r["length"], "by_n": {str(n): m for n, m in r["by_n"].items()}}
+            if r.get("by_k"):
+                out["by_k"] = {str(k): {"boundary": e["boundary"], "by_n": {str(n): m for n, m in e["by_n"].items()}}
+                               for k, e in r["by_k"].items()}
+            return out
+
+        results = {p: {t: {v: entry(r) for v, r in by_t.items()} for t, by_t in by_p.items()} for p, by_p in self.results.items()}
+        return {"results": results, "theory_fit": self.fits, "n_prompts": self.n_prompts, "prev_token": self.prev_token, "t_train": self._t_train,
+                "ff_variants": self.ff_variants, "prev_token_layer": self.prev_token_layer % max(self._n_layers, 1),
+                "constructed_skipped": self.constructed_skipped}
 
     def record_kinds(self) -> list[str]:
         return [KNOWLEDGE_HIJACK]

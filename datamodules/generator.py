@@ -89,6 +89,23 @@ class NoisyRecallGenerator:
         self.accept, self.alias = alias_tables(rows)  # flattened (rows * V,)
         self.marginal_cdf = self.bigram.marginal.double().cumsum(-1).float()
 
+    def global_next_token(self) -> torch.Tensor:
+        """(vocab, vocab) float64: the next-token distribution given the current token alone, what a context-free memory
+        (the FF's global bigram) can know. The chain's row, except after a fixed trigger: the noise token with
+        probability alpha, else an output drawn uniformly from the pool; the extra noise id is followed by the marginal.
+        Random triggers change per sequence, so no token is a trigger globally: the chain's rows."""
+        v, n = self.bigram.vocab_size, self.vocab_size
+        rows = torch.zeros(n, n, dtype=torch.float64)
+        rows[:v, :v] = self.bigram.transitions.double()
+        if n > v:
+            rows[v, :v] = self.bigram.marginal.double()
+        if self.trigger_mode == "fixed":
+            after = torch.zeros(n, dtype=torch.float64)
+            after[self.output_pool] = (1 - self.alpha) / len(self.output_pool)
+            after[self.noise_id] += self.alpha
+            rows[self.fixed_triggers] = after
+        return rows / rows.sum(-1, keepdim=True)
+
     def tables(self, device: torch.device) -> dict[str, torch.Tensor]:
         """The sampler's tables on ``device`` (copied once per accelerator): sampling runs where the generator lives."""
         names = ("accept", "alias", "marginal_cdf", "fixed_triggers", "trigger_weights", "output_pool")

@@ -25,6 +25,7 @@ class HijackPrompts:
     o: torch.Tensor  # (P,) the in-context answer
     b: torch.Tensor  # (P,) the global answer
     pair_starts: list[list[int]]  # per prompt, the positions of the pairs' q (in-context pairs first)
+    n_pairs: int = 0  # how many of them are (q, o) pairs; the rest are (q, b)
 
 
 def pair_slots(length: int, placement: str, t_train: int | None = None) -> range:
@@ -70,13 +71,14 @@ def build(bigram: BigramModel, n_pairs: int, length: int, placement: str = "late
             tokens[i, p], tokens[i, p + 1] = q[i], (o[i] if j < n_pairs else b[i])
         tokens[i, -1] = q[i]
         starts.append(ordered)
-    return HijackPrompts(tokens, q, o, b, starts)
+    return HijackPrompts(tokens, q, o, b, starts, n_pairs)
 
 
 @torch.no_grad()
 def measure(net: torch.nn.Module, prompts: HijackPrompts, traced: Traced | None = None) -> dict[str, float]:
     """P(o), P(b) after the final q, the fraction of prompts where o / b / another token is the argmax, and layer 2's
-    (last layer's) attention from the final q to the positions right after earlier q's. ``traced``: a
+    (last layer's) attention from the final q to the positions right after earlier q's: all of them, those of the
+    (q, o) pairs and those of the (q, b) pairs. ``traced``: a
     ``traced_forward(net, prompts.tokens)`` already run (the probe splits the logit gap from the same pass)."""
     logits, _, inputs = traced if traced is not None else traced_forward(net, prompts.tokens)
     logits = logits[:, -1]
@@ -84,13 +86,15 @@ def measure(net: torch.nn.Module, prompts: HijackPrompts, traced: Traced | None 
     rows = torch.arange(len(prompts.q))
     top = logits.argmax(-1)
     pattern = net.layers[-1].attn.probabilities(inputs[-1], query=-1).mean(1)[:, 0]  # (P, L): from the final q
-    after_q = torch.zeros_like(pattern, dtype=torch.bool)
+    after_o, after_b = torch.zeros_like(pattern, dtype=torch.bool), torch.zeros_like(pattern, dtype=torch.bool)
     for i, starts in enumerate(prompts.pair_starts):
-        after_q[i, [s + 1 for s in starts]] = True
+        after_o[i, [s + 1 for s in starts[: prompts.n_pairs]]] = True
+        after_b[i, [s + 1 for s in starts[prompts.n_pairs:]]] = True
     return {
         "p_o": float(p[rows, prompts.o].mean()), "p_b": float(p[rows, prompts.b].mean()),
         "logit_gap": float((logits[rows, prompts.o] - logits[rows, prompts.b]).float().mean()),
         "o_wins": float((top == prompts.o).float().mean()), "b_wins": float((top == prompts.b).float().mean()),
         "other_wins": float(((top != prompts.o) & (top != prompts.b)).float().mean()),
-        "attn_after_q": float((pattern * after_q).sum(-1).mean()),
+        "attn_after_q": float((pattern * (after_o | after_b)).sum(-1).mean()),
+        "attn_after_o": float((pattern * after_o).sum(-1).mean()), "attn_after_b": float((pattern * after_b).sum(-1).mean()),
     }

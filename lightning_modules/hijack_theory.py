@@ -11,7 +11,16 @@ the same for every prompt (the gap at n = 0). o wins once w_ic * a > w_g, which 
 
     n*(T) = r T / (e^beta (1 - r) + r),   r = w_g / w_ic   (never, if r >= 1).
 
-Fitted per setting (placement x FF variant) over all probed (n, T): beta on a grid, w_ic and w_g by least squares
+With k pairs (q, b) in the context as well, the induction head also reads out b from its k positions, so the
+in-context term is the difference of the two masses (the n and k keys share one softmax):
+
+    logit(o) - logit(b)  =  w_ic * (a_o - a_b) - w_g,   a_o = n e^beta / D,  a_b = k e^beta / D,
+    D = (n + k) e^beta + T - n - k
+
+(k = 0 gives the form above), and o wins from n*(T, k) = (w_g (k (e^beta - 1) + T) + w_ic e^beta k) /
+(w_ic e^beta - w_g (e^beta - 1)).
+
+Fitted per setting (placement x FF variant) over all probed (n, k, T): beta on a grid, w_ic and w_g by least squares
 for each beta. A second fit uses the *measured* attention mass instead of a(n, T) (gap = w_ic' * attn - w_g'): if
 the closed form fits badly but this one fits well, the attention pattern, not the memory read-out, is what the form
 gets wrong (APE beyond the training length: the previous-token head breaks, so a(n, T) overestimates the mass).
@@ -31,7 +40,8 @@ class Point:
     n: int
     length: int
     gap: float  # mean measured logit(o) - logit(b)
-    attention: float  # mean measured last-layer attention mass on the positions after earlier q's
+    attention: float  # mean measured last-layer attention mass after the (q, o) pairs, minus that after the (q, b) pairs
+    k: int = 0  # pairs (q, b) in the context
 
 
 @dataclass
@@ -45,29 +55,37 @@ class HijackFit:
     w_g_attention: float
     n_points: int
 
-    def mass(self, n: float, length: int) -> float:
-        return attention_mass(np.array([n], dtype=float), np.array([length], dtype=float), self.beta)[0]
+    def mass(self, n: float, length: int, k: int = 0) -> float:
+        """a_o - a_b: the in-context term's attention difference."""
+        return in_context_mass(np.array([n], dtype=float), np.array([length], dtype=float), self.beta, np.array([k], dtype=float))[0]
 
-    def predict(self, n: float, length: int) -> float:
-        return self.w_ic * self.mass(n, length) - self.w_g
+    def predict(self, n: float, length: int, k: int = 0) -> float:
+        return self.w_ic * self.mass(n, length, k) - self.w_g
 
-    def boundary(self, length: int) -> float | None:
-        """The (real-valued) n at which the predicted gap crosses 0; None if o never wins at this length."""
-        if self.w_g <= 0:
+    def boundary(self, length: int, k: int = 0) -> float | None:
+        """The (real-valued) n at which the predicted gap crosses 0 with k global pairs; None if o never wins."""
+        if self.w_g <= 0 and k == 0:
             return 0.0  # the global term does not oppose o: it wins from the first pair
-        if self.w_ic <= 0 or self.w_g >= self.w_ic:
+        e = math.exp(self.beta)
+        denominator = self.w_ic * e - self.w_g * (e - 1)
+        if self.w_ic <= 0 or denominator <= 0:
             return None
-        r = self.w_g / self.w_ic
-        n = r * length / (math.exp(self.beta) * (1 - r) + r)
-        return n if n <= length else None
+        n = (self.w_g * (k * (e - 1) + length) + self.w_ic * e * k) / denominator
+        return max(n, 0.0) if n <= length - k else None
 
     def as_dict(self) -> dict:
         return asdict(self)
 
 
-def attention_mass(n: np.ndarray, length: np.ndarray, beta: float) -> np.ndarray:
+def attention_mass(n: np.ndarray, length: np.ndarray, beta: float, k: np.ndarray | float = 0.0) -> np.ndarray:
+    """a_o: the softmax mass on the n keys scoring beta above the other length - n keys (k of which also score beta)."""
     e = math.exp(beta)
-    return n * e / np.maximum(n * e + (length - n), 1e-12)
+    return n * e / np.maximum((n + k) * e + (length - n - k), 1e-12)
+
+
+def in_context_mass(n: np.ndarray, length: np.ndarray, beta: float, k: np.ndarray | float = 0.0) -> np.ndarray:
+    """a_o - a_b: the mass after the (q, o) pairs minus the mass after the (q, b) pairs."""
+    return attention_mass(n, length, beta, k) - attention_mass(np.asarray(k, dtype=float) + 0 * n, length, beta, n)
 
 
 def _lstsq(x: np.ndarray, y: np.ndarray) -> tuple[float, float, float]:
@@ -90,9 +108,10 @@ def fit(points: list[Point]) -> HijackFit | None:
     n = np.array([p.n for p in points], dtype=float)
     length = np.array([p.length for p in points], dtype=float)
     gap = np.array([p.gap for p in points], dtype=float)
+    k = np.array([p.k for p in points], dtype=float)
     best = None
     for beta in BETAS:
-        w, c, sse = _lstsq(attention_mass(n, length, float(beta)), gap)
+        w, c, sse = _lstsq(in_context_mass(n, length, float(beta), k), gap)
         if best is None or sse < best[3] - 1e-12:
             best = (w, c, float(beta), sse)
     w, c, beta, sse = best

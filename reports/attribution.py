@@ -2,6 +2,8 @@
 knowledge-hijack pages alike: where in each matrix the association sits, and the measured LASER points beside it."""
 from __future__ import annotations
 
+import numpy as np
+
 from reports.page import Page
 from reports.run import RunRecord
 from reports.style import PAGE_WIDTH_IN, plt
@@ -67,3 +69,56 @@ def figure(page: Page, run: RunRecord) -> None:
               "keeping the top (LASER) keeps it; where it sits in the tail, keeping the top removes it.")
     page.table("Singular attribution: predicted against measured LASER", rows(record),
                note=f"The gap at each LASER rank of the run, predicted from the removals and measured; {where}.")
+
+
+def sweep_parts(sweep, key: str) -> dict[str, list[tuple]]:
+    """{matrix: [(value of ``key``, the task's attribution record)]}, for every task that attributed the matrix."""
+    by_matrix: dict[str, list[tuple]] = {}
+    for task, run in sweep.runs.items():
+        for name, m in (section(run.summary, SINGULAR_ATTRIBUTION).get("matrices") or {}).items():
+            if "top_gap" in m:
+                by_matrix.setdefault(name, []).append((sweep.point(task).get(key), m))
+    return by_matrix
+
+
+def part_means(points: list[tuple], part: str) -> list[tuple]:
+    """[(value, mean of ``part`` over the tasks at that value)], in order of the value."""
+    values = sorted({v for v, _ in points}, key=lambda v: (isinstance(v, str), v))
+    return [(v, float(np.mean([m[part] for w, m in points if w == v]))) for v in values]
+
+
+def sweep_figure(page: Page, sweep, key: str) -> None:
+    """Where the association sits against a swept key: per matrix, the part of the gap its top components add and the
+    part the rest add (SingularAttribution at the end of each task), each task's value with its 95% interval, and the
+    mean over tasks per value of the key."""
+    by_matrix = sweep_parts(sweep, key)
+    if not by_matrix:
+        return None
+    values = sorted({v for pts in by_matrix.values() for v, _ in pts}, key=lambda v: (isinstance(v, str), v))
+    numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
+    pos = {v: (v if numeric else i) for i, v in enumerate(values)}
+    fig, axes = plt.subplots(1, len(by_matrix), figsize=(PAGE_WIDTH_IN, 3.6), squeeze=False)
+    for ax, (name, points) in zip(axes.flat, by_matrix.items()):
+        for part, colour, shift in (("top_gap", "tab:blue", 0.97), ("tail_gap", "tab:orange", 1.03)):
+            for v, m in points:
+                x = pos[v] * (shift if numeric else 1) + (0 if numeric else shift - 1)
+                lo, hi = m.get(f"{part}_ci") or (m[part], m[part])
+                ax.errorbar([x], [m[part]], yerr=[[m[part] - lo], [hi - m[part]]], fmt="o", color=colour, alpha=0.5,
+                            markersize=4, capsize=2)
+            means = [(pos[v], mean) for v, mean in part_means(points, part)]
+            ax.plot(*zip(*means), "_", markersize=16, markeredgewidth=2, color=colour,
+                    label=("top components" if part == "top_gap" else "the rest") + " (mean: bar)")
+        ax.axhline(0, color="gray", linewidth=0.8)
+        if numeric and len(values) > 1 and min(values) > 0 and max(values) / min(values) >= 8:
+            ax.set_xscale("log", base=2)
+        ax.set_xticks([pos[v] for v in values], [str(v) for v in values])
+        ax.minorticks_off()
+        ax.set_xlabel(key.rsplit(".", 1)[-1])
+        ax.set_ylabel("part of the gap (logits)")
+        ax.set_title(name, fontsize=9)
+        ax.grid(alpha=0.3)
+    axes.flat[0].legend(fontsize=8)
+    page.save(fig, f"attribution_vs_{key.rsplit('.', 1)[-1]}", f"Where the association sits, against {key}",
+              "Per task (seed), what the matrix's top components add to the gap and what the rest add, with the 95% "
+              "interval bootstrapped over the task's sequences; bars: the mean over tasks. A part above 0 carries the "
+              "association; both below 0: the matrix holds none of it (SingularAttribution at the end of training).")

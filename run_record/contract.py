@@ -17,9 +17,11 @@ ATTENTION_PROBE = "attention_probe"
 GRADIENT_NOISE = "gradient_noise"
 HIJACK_PROBE = "hijack_probe"
 LASER_TRUNCATION = "laser_truncation"
+MEMORY_PROBE = "memory_probe"
 SINGULAR_ATTRIBUTION = "singular_attribution"
 WEIGHT_SPECTRUM = "weight_spectrum"
-SECTIONS = (ATTENTION_PROBE, GRADIENT_NOISE, HIJACK_PROBE, LASER_TRUNCATION, SINGULAR_ATTRIBUTION, WEIGHT_SPECTRUM)
+SECTIONS = (ATTENTION_PROBE, GRADIENT_NOISE, HIJACK_PROBE, LASER_TRUNCATION, MEMORY_PROBE, SINGULAR_ATTRIBUTION,
+            WEIGHT_SPECTRUM)
 # schema 2 keyed sections by class name: readers of older run directories find them under these
 LEGACY_SECTION_NAMES = {"AttentionProbe": ATTENTION_PROBE, "GradientNoise": GRADIENT_NOISE, "HijackProbe": HIJACK_PROBE,
                         "LaserTruncation": LASER_TRUNCATION, "WeightSpectrumLogger": WEIGHT_SPECTRUM}

@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 FULL = "full"  # the model as trained / loaded, no truncation
+CONSTRUCTED = "constructed"  # HijackProbe: the associative-memory model built from the theory (lightning_modules/memory.py)
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,8 @@ METRICS = {m.name: m for m in (
     Metric("b_wins", "global b wins", None),
     Metric("other_wins", "another token wins", None),
     Metric("attn_after_q", "attention to the token after q", None),
+    Metric("attn_after_o", "attention after the (q, o) pairs", None),
+    Metric("attn_after_b", "attention after the (q, b) pairs", None),
 )}
 
 
@@ -51,7 +54,8 @@ GLOBAL_METRIC = "p_global"  # on length-generalisation sets: P(the trigger's glo
 PROMPT_METRICS = ("p_answer", "p_generic", "log_ratio", "acc", "logit_diff")  # pretrained LMs, per variant
 PROMPT_PLOTTED = ("p_answer", "p_generic", "log_ratio", "logit_diff")
 GSM8K_METRICS = ("em_strict", "em_flexible")  # exact match of lm-eval's two answer extractions
-HIJACK_METRICS = ("p_o", "p_b", "logit_gap", "o_wins", "b_wins", "other_wins", "attn_after_q")  # per hijack prompt set
+HIJACK_METRICS = ("p_o", "p_b", "logit_gap", "o_wins", "b_wins", "other_wins", "attn_after_q", "attn_after_o",
+                  "attn_after_b")  # per hijack prompt set
 TABLE_ORDER = ("p_correct", "p_noise", "p_global", "p_answer", "p_generic", "log_ratio", "acc", "logit_diff", "loss")
 SELECTION_SET = "selection"  # the split a variant is chosen on (never the test split)
 
@@ -122,14 +126,19 @@ def split_eval_key(key: str) -> tuple[str, str, str] | None:
     return (parts[0], parts[1], parts[2]) if len(parts) == 3 and parts[0] in ("val", "test") else None
 
 
-def hijack_key(placement: str, length: int, variant: str, n: int, metric: str) -> str:
-    """HijackProbe: ``hijack/<placement>/T<L>/<variant>/n<k>/<metric>``."""
-    return f"hijack/{placement}/T{length}/{variant}/n{n}/{metric}"
+def hijack_key(placement: str, length: int, variant: str, n: int, metric: str, k: int = 0) -> str:
+    """HijackProbe: ``hijack/<placement>/T<L>/<variant>/n<n>/<metric>``, with k > 0 global pairs ``.../n<n>k<k>/...``."""
+    return f"hijack/{placement}/T{length}/{variant}/n{n}{f'k{k}' if k else ''}/{metric}"
 
 
 def prev_token_key(test_set: str, where: str) -> str:
     """HijackProbe: layer 1's previous-token attention ``hijack/prev_token/T<L>/{inside,beyond}`` (T_train)."""
     return f"hijack/prev_token/{test_set}/{where}"
+
+
+def memory_key(layer: int, matrix: str, name: str) -> str:
+    """MemoryProbe: ``memory/layers.<i>.<matrix>/<name>``, matrix ``attn.wk``, ``attn.ov`` or ``ff``."""
+    return f"memory/layers.{layer}.{matrix}/{name}"
 
 
 def probe_key(layer: int, part: str, name: str) -> str:

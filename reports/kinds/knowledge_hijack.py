@@ -11,14 +11,14 @@ from typing import Any
 
 import numpy as np
 
-from reports import attribution, series
+from reports import attribution, memory, series
 from reports.kinds import ReportKind, SweepRecord, register
 from reports.page import Page
 from reports.run import RunRecord
 from reports.style import METRIC_LABELS, PAGE_WIDTH_IN, ordered, panel_grid, plt, variant_style
 from run_record.kinds import KNOWLEDGE_HIJACK
 from run_record.contract import HIJACK_PROBE, section
-from run_record.names import FULL, eval_key, prev_token_key
+from run_record.names import CONSTRUCTED, FULL, eval_key, prev_token_key
 
 ENCODING = "model.init_args.model.positional"  # the sweep's comparison
 
@@ -79,6 +79,8 @@ def fit_row(setting: str, f: dict) -> dict:
 
 def ff_label(summary: dict, variant: str) -> str:
     rho = ((probe(summary).get("ff_variants") or {}).get(variant) or {}).get("rho")
+    if variant == CONSTRUCTED:
+        return "constructed from the theory (untrained)"
     return "full FF (rho 1)" if variant == FULL else (f"FF at rho {rho:g}" if rho is not None else variant)
 
 
@@ -186,11 +188,58 @@ def theory(page: Page, run: RunRecord) -> None:
               "o wins where the gap is above 0.")
 
 
+def competing(page: Page, run: RunRecord) -> None:
+    """The win rate over (n, k): n pairs (q, o) against k pairs (q, b) in one context, per model, at each setting
+    that measured some k > 0; with the boundary per k, measured and from the fitted form."""
+    results, fits = probe(run.summary).get("results") or {}, probe(run.summary).get("theory_fit") or {}
+    panels = [(p, t, v, r) for p, by_t in results.items() for t, by_v in by_t.items() for v in ordered(by_v)
+              for r in [by_v[v]] if r.get("by_k") and v in (FULL, CONSTRUCTED)]
+    if not panels:
+        return None
+    fig, axes = plt.subplots(1, len(panels), figsize=(PAGE_WIDTH_IN, 3.3), squeeze=False)
+    rows = []
+    for ax, (placement, t, variant, r) in zip(axes.flat, panels):
+        grids = {0: r["by_n"], **{int(k): e["by_n"] for k, e in r["by_k"].items()}}
+        ks, ns = sorted(grids), sorted({int(n) for g in grids.values() for n in g})
+        cells = np.full((len(ks), len(ns)), np.nan)
+        for i, k in enumerate(ks):
+            for j, n in enumerate(ns):
+                if str(n) in grids[k] or n in grids[k]:
+                    cells[i, j] = (grids[k].get(str(n)) or grids[k].get(n))["o_wins"]
+        ax.imshow(cells, vmin=0, vmax=1, cmap="RdBu", origin="lower", aspect="auto")
+        for (i, j), value in np.ndenumerate(cells):
+            ax.text(j, i, "-" if np.isnan(value) else f"{value:.2f}", ha="center", va="center", fontsize=7)
+        ax.set_xticks(range(len(ns)), [str(n) for n in ns])
+        ax.set_yticks(range(len(ks)), [str(k) for k in ks])
+        ax.set_xlabel("pairs (q, o)")
+        ax.set_ylabel("pairs (q, b)")
+        ax.set_title(f"{ff_label(run.summary, variant).split(' (')[0]}\n{placement} {t}", fontsize=8)
+        fit_k = (((fits.get(placement) or {}).get(variant) or {}).get("by_length", {}).get(t) or {}).get("by_k") or {}
+        for k in ks:
+            boundary = r["boundary"] if k == 0 else r["by_k"][str(k)]["boundary"]
+            predicted = (fit_k.get(str(k)) or {}).get("predicted_boundary") if k else \
+                (((fits.get(placement) or {}).get(variant) or {}).get("by_length", {}).get(t) or {}).get("predicted_boundary")
+            rows.append({"model": ff_label(run.summary, variant), "setting": f"{placement} {t}", "k pairs (q, b)": k,
+                         "boundary n (o wins half)": "none" if boundary is None else boundary,
+                         "n* of the fitted form": "none" if predicted is None else predicted})
+    n_prompts = probe(run.summary).get("n_prompts")
+    page.save(fig, "hijack_competing", "Both answers in context: o wins over (n, k)",
+              f"Fraction of {n_prompts or 'the'} prompts per cell where the in-context o is the argmax after the final q, with n pairs "
+              "(q, o) and k pairs (q, b) in one context (blue: o wins; red: it loses). The trained model and the model "
+              "built from the theory, side by side.")
+    page.table("The hijack boundary with k pairs (q, b) in context", rows,
+               note="Measured: the smallest n at which o wins on half the prompts; n*: where the fitted form "
+                    "w_ic (a_o - a_b) - w_g crosses 0 (lightning_modules/hijack_theory.py).")
+
+
 def prev_token(page: Page, run: RunRecord) -> None:
     measured, t_train = probe(run.summary).get("prev_token") or {}, probe(run.summary).get("t_train")
     if not measured:
         return None
-    page.table("Layer 1's previous-token attention, inside and beyond the training length",
+    # the layer HijackProbe read (prev_token_layer, 0-based in the record); named 1-based here, as in the papers
+    index = probe(run.summary).get("prev_token_layer", 0)
+    layer = f"Layer {index + 1} (layers.{index})"
+    page.table(f"Previous-token attention of {layer}, inside and beyond the training length",
                [{"test length": t, "inside T_train": m["inside"], "beyond T_train": m["beyond"]} for t, m in measured.items()],
                note="Mean attention from each position to the one before it: the previous-token head the induction "
                     "head needs. The positional encoding decides whether it survives past T_train.")
@@ -205,7 +254,7 @@ def prev_token(page: Page, run: RunRecord) -> None:
     ax.set_ylim(-0.02, 1.02)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    page.save(fig, "prev_token", "The mechanism: layer 1's previous-token attention by position", "Mean over clean "
+    page.save(fig, "prev_token", f"The mechanism: the previous-token attention of {layer} by position", "Mean over clean "
               "sequences of each length, in 16 stretches. Past the red line the positions were never seen in training.")
 
 
@@ -223,8 +272,10 @@ def run_page(page: Page, run: RunRecord) -> None:
     hijack_rates(page, run)
     logit_split(page, run)
     attribution.figure(page, run)
+    competing(page, run)
     theory(page, run)
     prev_token(page, run)
+    memory.figure(page, run)
 
 
 # --- sweeps ------------------------------------------------------------------------------------------------------
@@ -310,7 +361,9 @@ def run_panels(run: RunRecord) -> list[dict]:
     out = [{"kind": "bar", "title": f"accuracy by test set, {v}", "y": _length_keys(run.summary, v)}
            for v in ordered(run.summary.get("variants") or {})]
     prev = [prev_token_key(t, k) for t in probe(run.summary).get("prev_token") or {} for k in ("inside", "beyond")]
-    return out + ([{"kind": "bar", "title": "layer 1 previous-token attention", "y": prev}] if prev else [])
+    index = probe(run.summary).get("prev_token_layer", 0)
+    return out + ([{"kind": "bar", "title": f"layer {index + 1} (layers.{index}) previous-token attention", "y": prev}]
+                  if prev else []) + memory.wandb_panels(run)
 
 
 def sweep_panels(sweep: SweepRecord) -> list[dict]:

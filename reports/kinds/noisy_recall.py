@@ -12,7 +12,7 @@ import numpy as np
 from reports import series
 from reports.kinds import ReportKind, SweepRecord, register
 from reports.page import Page
-from reports import attribution
+from reports import attribution, memory
 from reports.run import History, RunRecord, unless_unread
 from run_record.files import METRICS_FILE, SPECTRA_FILE
 from reports.style import METRIC_LABELS, PAGE_WIDTH_IN, ordered, panel_grid, plt, variant_style
@@ -251,6 +251,7 @@ def run_page(page: Page, run: RunRecord) -> None:
     laser_sweep(page, run)
     attribution.figure(page, run)
     probes(page, run, marks, events)
+    memory.figure(page, run)
     if marks:
         page.table("When things were learned", [{"event": k, "first step": v} for k, v in marks.items()])
     spectra(page, run)
@@ -276,6 +277,11 @@ def sweep_final(page: Page, sweep: SweepRecord, key: str) -> None:
             ax.errorbar(pos, [p[1] for p in points], yerr=[p[2] for p in points], marker="o", capsize=3, **variant_style(variant, i))
             if not numeric:
                 ax.set_xticks(pos, [str(x) for x in xs], rotation=30, fontsize=8)
+        xs = [p[0] for pts in by_variant.values() for p in pts]
+        if all(isinstance(x, (int, float)) and not isinstance(x, bool) and x > 0 for x in xs) and max(xs) / min(xs) >= 8:
+            ax.set_xscale("log", base=2)  # widths, sizes: equal steps for each doubling
+            ax.set_xticks(sorted(set(xs)), [str(x) for x in sorted(set(xs))])
+            ax.minorticks_off()
         ax.set_xlabel(key.rsplit(".", 1)[-1])
         ax.set_ylabel(METRIC_LABELS.get(metric, metric))
         ax.grid(alpha=0.3)
@@ -362,6 +368,7 @@ def sweep_events(page: Page, sweep: SweepRecord, key: str) -> None:
 def sweep_page(page: Page, sweep: SweepRecord) -> None:
     for key in sweep.swept:
         sweep_final(page, sweep, key)
+        attribution.sweep_figure(page, sweep, key)
         sweep_events(page, sweep, key)
     sweep_curves(page, sweep)
 
@@ -379,6 +386,7 @@ def run_panels(run: RunRecord) -> list[dict]:
                     "y": [k for k in probes_ if k.startswith(f"probe/{layer}.attn/")]})
     if any(k.endswith("noise_margin") for k in probes_):
         out.append({"kind": "line", "title": "FF noise margins", "y": [k for k in probes_ if k.endswith("noise_margin")]})
+    out += memory.wandb_panels(run)
     ranks = spectrum_rank_curves(run.history)
     for stat in ("stable_rank", "effective_rank"):
         for layer in sorted({m.split(".")[1] for m in ranks if m.startswith("layers.")}):

@@ -63,4 +63,6 @@ trainer:
       init_args: {{at_steps: [0, 3], n_sequences: 16}}
     - class_path: callbacks.AttentionProbe
       init_args: {{every_n_steps: 2, n_sequences: 16}}
+    - class_path: callbacks.MemoryProbe
+      init_args: {{every_n_steps: 3}}
 """

@@ -104,3 +104,26 @@ def test_a_callback_pattern_that_matches_nothing_stops_the_run_before_training(t
     assert exit_info.value.code == 2
     assert "'layers.2.ff.w2' matches no matrix" in capsys.readouterr().err
     assert not list((tmp_path / "runs").glob("*/*/summary.json"))
+
+
+def test_memory_probe_records_what_the_checkpointed_weights_recall(run):
+    """MemoryProbe's last values (step 6) are the memory probes of the weights the run checkpointed at step 6."""
+    from callbacks import MemoryProbe
+    from datamodules import NoisyRecallDataModule
+    from lightning_modules import NoisyRecallModule
+
+    summary = json.loads((run / "summary.json").read_text())["callbacks"]["memory_probe"]
+    assert summary["step"] == 6 and summary["calls"] == 3  # steps 0, 3, 6
+    (ckpt,) = (run / "checkpoints").glob("*.ckpt")
+    module = NoisyRecallModule.load_from_checkpoint(ckpt, map_location="cpu")
+    config = __import__("yaml").safe_load((run / "config.yaml").read_text())["data"]["init_args"]
+    bigram = config.pop("bigram")
+    from datamodules.bigram import SyntheticBigram
+    dm = NoisyRecallDataModule(bigram=SyntheticBigram(**bigram["init_args"]), **config)
+    expected = MemoryProbe.probe(module.net, dm.gen, dm.seq_len)
+    # per layer: positional (3) and output (2) memories; layer 1 also the induction keys (2); the FF's global memory (3)
+    assert set(expected) <= set(summary) and len(expected) == 5 + 7 + 3
+    for key, value in expected.items():
+        assert summary[key] == (None if value is None else pytest.approx(value, abs=1e-6)), key
+    # noisy recall's fixed trigger maps to the noise token: the global memory is asked about the trigger alone
+    assert 0.0 <= summary["memory/layers.1.ff/global_top1"] <= 1.0 and summary["memory/layers.1.ff/global_kl"] > 0

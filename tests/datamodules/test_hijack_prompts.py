@@ -40,9 +40,20 @@ def test_measure_reports_probabilities_winners_and_attention(bigram):
     net = Transformer(TransformerConfig(dim=16, vocab_size=32, max_seq_len=64, ff=["none", "mlp"]))
     p = build(bigram, n_pairs=2, length=48, placement="late", n_prompts=16)
     out = measure(net, p)
-    assert set(out) == {"p_o", "p_b", "logit_gap", "o_wins", "b_wins", "other_wins", "attn_after_q"}
+    assert set(out) == {"p_o", "p_b", "logit_gap", "o_wins", "b_wins", "other_wins", "attn_after_q", "attn_after_o", "attn_after_b"}
     assert out["o_wins"] + out["b_wins"] + out["other_wins"] == pytest.approx(1.0)
     assert 0 < out["p_o"] < 1 and 0 <= out["attn_after_q"] <= 1
+    assert out["attn_after_b"] == 0 and out["attn_after_o"] == out["attn_after_q"]  # no (q, b) pair here
+    # with k = 3 pairs (q, b) as well: the mass splits between the two kinds of pair, by the positions build() chose
+    p = build(bigram, n_pairs=2, length=48, placement="late", n_global=3, n_prompts=16)
+    out = measure(net, p)
+    pattern = net.layers[-1].attn.probabilities(
+        __import__("lightning_modules.attribution", fromlist=["x"]).traced_forward(net, p.tokens)[2][-1], query=-1).mean(1)[:, 0]
+    by_o = sum(float(pattern[i, [s + 1 for s in st[:2]]].sum()) for i, st in enumerate(p.pair_starts)) / 16
+    by_b = sum(float(pattern[i, [s + 1 for s in st[2:]]].sum()) for i, st in enumerate(p.pair_starts)) / 16
+    assert out["attn_after_o"] == pytest.approx(by_o, rel=1e-5) and out["attn_after_b"] == pytest.approx(by_b, rel=1e-5)
+    assert all(len(st) == 5 for st in p.pair_starts)
+    assert all((p.tokens[i, [s + 1 for s in st[2:]]] == p.b[i]).all() for i, st in enumerate(p.pair_starts))
 
 
 def test_the_hijack_probe_records_win_rates_and_boundaries_in_the_summary(tmp_path, monkeypatch, capsys):

@@ -47,3 +47,22 @@ def test_too_few_points_give_no_fit_and_the_measured_boundary_is_the_smallest_n_
     assert measured_boundary({0: 0.0, 8: 0.49}) is None
     assert gap_boundary({0: -3.0, 1: -0.5, 2: 0.4, 4: 2.0}) == 2 and gap_boundary({0: -3.0, 8: -0.1}) is None
     assert math.isclose(attention_mass(np.array([0.0]), np.array([64.0]), 3.0)[0], 0.0)
+
+
+def test_with_k_global_pairs_the_fit_recovers_the_form_and_the_boundary_moves_up_by_what_the_k_pairs_outweigh():
+    def gap(n, t, k, w_ic=10.0, w_g=3.0, beta=4.0):  # brute force, from the softmax over the T keys written out
+        e = math.exp(beta)
+        keys = [e] * n + [e] * k + [1.0] * (t - n - k)  # the n (q, o) keys, the k (q, b) keys, the rest
+        total = sum(keys)
+        return w_ic * (sum(keys[:n]) - sum(keys[n:n + k])) / total - w_g
+
+    points = [Point(n, t, gap(n, t, k), 0.0, k) for t in (64, 256) for k in (0, 1, 2) for n in (0, 1, 2, 4, 8)]
+    f = fit(points)
+    assert f.r2 == pytest.approx(1.0, abs=1e-6)
+    assert (f.w_ic, f.w_g, f.beta) == (pytest.approx(10.0, rel=1e-3), pytest.approx(3.0, rel=1e-3), pytest.approx(4.0, abs=0.05))
+    for t in (64, 256):
+        for k in (0, 1, 2):
+            n_star = f.boundary(t, k)
+            assert f.predict(n_star, t, k) == pytest.approx(0.0, abs=1e-6)
+            assert gap(math.ceil(n_star), t, k) > 0 > gap(math.floor(n_star), t, k)  # the measured crossing, as integers
+        assert f.boundary(t, 2) > f.boundary(t, 1) > f.boundary(t, 0)

@@ -11,21 +11,22 @@ import shutil
 from pathlib import Path
 
 from run_record import files
-from run_record.contract import (ATTENTION_PROBE, GRADIENT_NOISE, HIJACK_PROBE, LASER_TRUNCATION, SINGULAR_ATTRIBUTION,
-                                 WEIGHT_SPECTRUM)
+from run_record.contract import (ATTENTION_PROBE, GRADIENT_NOISE, HIJACK_PROBE, LASER_TRUNCATION, MEMORY_PROBE,
+                                 SINGULAR_ATTRIBUTION, WEIGHT_SPECTRUM)
 
 
 def fresh_section(name: str) -> dict:
-    from callbacks import AttentionProbe, GradientNoise, HijackProbe, LaserTruncation, SingularAttribution, WeightSpectrumLogger
+    from callbacks import (AttentionProbe, GradientNoise, HijackProbe, LaserTruncation, MemoryProbe, SingularAttribution,
+                           WeightSpectrumLogger)
 
     make = {ATTENTION_PROBE: AttentionProbe, GRADIENT_NOISE: GradientNoise, HIJACK_PROBE: HijackProbe,
             LASER_TRUNCATION: lambda: LaserTruncation(targets=["layers.1.ff.w2"], rho=0.0, at_steps=[1]),
-            SINGULAR_ATTRIBUTION: SingularAttribution, WEIGHT_SPECTRUM: WeightSpectrumLogger}[name]
+            MEMORY_PROBE: MemoryProbe, SINGULAR_ATTRIBUTION: SingularAttribution, WEIGHT_SPECTRUM: WeightSpectrumLogger}[name]
     return make().summary()
 
 
 HISTORY_PREFIX = {ATTENTION_PROBE: ("probe/",), GRADIENT_NOISE: ("gradnoise/",), HIJACK_PROBE: ("hijack",),
-                  LASER_TRUNCATION: ("laser/",), SINGULAR_ATTRIBUTION: ("attribution/",), WEIGHT_SPECTRUM: ("spectrum/",)}
+                  LASER_TRUNCATION: ("laser/",), MEMORY_PROBE: ("memory/",), SINGULAR_ATTRIBUTION: ("attribution/",), WEIGHT_SPECTRUM: ("spectrum/",)}
 
 
 def _rewrite(run: Path, summary: dict, drop_columns) -> None:

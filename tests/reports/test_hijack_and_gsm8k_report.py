@@ -58,13 +58,15 @@ def test_the_hijack_run_page_shows_its_experiment_and_no_noise_panels(hijack_swe
     row = next(r for r in table.rows(hijack_sweep) if r["task"] == 0)
     page = build.report(row["run_dir"])
     figures = {p.stem for p in (page.parent / "figures").glob("*.png")}
-    assert {"length_generalisation", "hijack", "hijack_logit_split", "hijack_theory", "prev_token"} <= figures
+    assert {"length_generalisation", "hijack", "hijack_logit_split", "hijack_theory", "prev_token", "hijack_competing",
+            "memory_probes"} <= figures
     assert not figures & {"metrics_over_training", "laser_sweep"}  # the noise study's figures are not this experiment's
     seen = open_page(str(page), str(tmp_path / "hijack_run.png"))
     text = seen["text"].split("\nConfig")[0]  # the page, not the config it ends with (its keys name the noise token)
     assert "P(noise" not in text and "noise token" not in text and "evaluated no LASER variant" not in text
     assert text.index("Accuracy by test length and placement") < text.index("Knowledge hijack: the in-context answer")
-    assert "previous-token attention, inside and beyond" in text
+    assert "Previous-token attention of Layer 1 (layers.0), inside and beyond" in text
+    assert "The hijack boundary with k pairs (q, b) in context" in text and "What the weights store" in text
     assert all(u.startswith(("file://", "data:")) for u in seen["requests"]) and all(w > 0 for w in seen["image_widths"])
 
 

@@ -20,7 +20,7 @@ from tests.reports.browser import open_page
 from tests.wandb_records import read_run
 
 CALLBACKS = measuring_callbacks_yaml("{targets: [layers.1.ff.w2], rho: 0.0, at_steps: [6]}")
-FIGURES = {"metrics_over_training", "laser_sweep", "probes", "spectra", "ranks", "gradient_snr", "truncation"}
+FIGURES = {"metrics_over_training", "laser_sweep", "probes", "spectra", "ranks", "gradient_snr", "truncation", "memory_probes"}
 
 
 @pytest.fixture(scope="module")
@@ -136,4 +136,4 @@ def test_the_page_renders_whatever_subset_of_callbacks_measured_something(run, t
         page = build.report(copy)  # raises on a crash: the case's label is in the traceback's locals
         assert page.is_file() and "<h1>" in page.read_text(), label
         seen.append(label)
-    assert len(seen) == 5  # AttentionProbe, GradientNoise, LaserTruncation, WeightSpectrumLogger alone, then all
+    assert len(seen) == 6  # AttentionProbe, GradientNoise, LaserTruncation, MemoryProbe, WeightSpectrumLogger alone, then all

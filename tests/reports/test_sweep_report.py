@@ -133,3 +133,32 @@ def test_event_steps_across_a_sweep_per_seed_with_the_probe_resolution(tmp_path)
     noisy_recall.sweep_events(page, sweep, "model.init_args.model.ff_width")
     (figure,) = page.figures
     assert figure.name == "events_ff_width" and "dated to within 50 steps" in figure.caption
+
+
+def test_the_attribution_against_a_swept_key_draws_each_tasks_parts_and_their_mean(tmp_path):
+    from reports import attribution
+    from reports.kinds import SweepRecord
+    from reports.page import Page
+    from reports.run import RunRecord
+
+    def summary(top, tail):
+        m = {"top_gap": top, "tail_gap": tail, "top_gap_ci": [top - 0.5, top + 0.5], "tail_gap_ci": [tail - 0.2, tail + 0.2]}
+        return {"kinds": ["noisy_recall"], "callbacks": {"singular_attribution": {"matrices": {"layers.1.ff.w2": m}}}}
+
+    cases = [(16, 0, 4.0, -1.0), (16, 1, 3.0, 1.0), (512, 0, 5.5, -4.0), (512, 1, 5.0, -4.5)]
+    runs = {i: RunRecord(tmp_path, summary(top, tail), {}, {}) for i, (_, _, top, tail) in enumerate(cases)}
+    points = [{"model.init_args.model.ff_width": w, "seed_everything": s} for w, s, _, _ in cases]
+    sweep = SweepRecord(tmp_path, [], points, ["model.init_args.model.ff_width", "seed_everything"],
+                        ["model.init_args.model.ff_width"], runs)
+    page = Page("t", tmp_path / "figures", "")
+    attribution.sweep_figure(page, sweep, "model.init_args.model.ff_width")
+    (figure,) = page.figures
+    assert figure.name == "attribution_vs_ff_width" and "95% interval" in figure.caption
+    (points,) = attribution.sweep_parts(sweep, "model.init_args.model.ff_width").values()
+    assert attribution.part_means(points, "top_gap") == [(16, 3.5), (512, 5.25)]
+    assert attribution.part_means(points, "tail_gap") == [(16, 0.0), (512, -4.25)]
+    nothing = SweepRecord(tmp_path, [], points, ["model.init_args.model.ff_width"], ["model.init_args.model.ff_width"],
+                          {i: RunRecord(tmp_path, {"kinds": ["noisy_recall"]}, {}, {}) for i in range(4)})
+    page = Page("t", tmp_path / "figures2", "")
+    attribution.sweep_figure(page, nothing, "model.init_args.model.ff_width")
+    assert not page.figures  # no task attributed: no figure, and no crash

@@ -1,0 +1,41 @@
+"""configs/hijack_nope3.yaml, briefly: three layers without positions parse and run; the hijack probe reads the
+previous-token profile of the layer it is told, the page names that layer, the memory probes cover all three layers,
+and asking for the constructed model where the theory has none (no positions) records why instead of failing."""
+import json
+
+import pytest
+
+from main import main
+from reports import build
+from tests.pipeline.test_cli import only_run_dir
+
+CALLBACKS = """
+trainer:
+  callbacks:
+    - class_path: callbacks.MemoryProbe
+      init_args: {every_n_steps: 10}
+    - class_path: callbacks.HijackProbe
+      init_args: {n_pairs: [0, 2], length_factors: [1, 2], placements: [late], ff_target: layers.2.ff.w2, ff_rhos: [1.0],
+                  prev_token_layer: 1, constructed: true, n_global: [1], n_prompts: 16}
+"""
+
+
+def test_three_layers_without_positions_run_and_name_their_previous_token_layer(tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    (tmp_path / "callbacks.yaml").write_text(CALLBACKS)
+    main(["fit", "--config", "configs/hijack_nope3.yaml", "--config", str(tmp_path / "callbacks.yaml"),
+          "--trainer.max_steps", "20", "--trainer.val_check_interval", "20", "--trainer.enable_progress_bar", "false",
+          "--data.init_args.n_test", "16", "--data.init_args.test_lengths", "[64]", "--model.init_args.laser_rhos", "[1.0]",
+          "--trainer.default_root_dir", str(tmp_path / "runs"), "--report", "false"])
+    run = only_run_dir(tmp_path / "runs")
+    summary = json.loads((run / "summary.json").read_text())
+    hijack, memories = summary["callbacks"]["hijack_probe"], summary["callbacks"]["memory_probe"]
+    assert hijack["prev_token_layer"] == 1 and "positions" in hijack["constructed_skipped"]
+    assert "constructed" not in hijack["ff_variants"] and set(hijack["results"]["late"]["T64"]) == {"full"}
+    assert set(hijack["results"]["late"]["T64"]["full"]["by_k"]) == {"1"}  # k = 1 pair (q, b) beside n = 0, 2
+    assert memories["calls"] == 3 and {f"memory/layers.{i}.attn.wk/positional_inside" for i in range(3)} <= set(memories)
+    assert "memory/layers.2.ff/global_top1" in memories and "memory/layers.1.ff/global_top1" not in memories
+    # without positions the positional memory has nothing to read: every query ties, chance exactly
+    assert memories["memory/layers.0.attn.wk/positional_inside"] == pytest.approx(sum(1 / (t + 1) for t in range(1, 64)) / 63)
+    page = build.report(run).read_text()
+    assert "Previous-token attention of Layer 2 (layers.1), inside and beyond the training length" in page
