@@ -7,7 +7,7 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 
-from callbacks.common import log_scalars, network, probe_batch, require_generator
+from callbacks.common import EveryNSteps, log_scalars, network, probe_batch, require_generator
 from lightning_modules.attribution import attention_patterns
 from run_record.names import probe_key
 from run_record.contract import RecordedCallback, ATTENTION_PROBE
@@ -43,7 +43,7 @@ def ff_noise_margins(net: torch.nn.Module, triggers: torch.Tensor, noise_id: int
     return margins
 
 
-class AttentionProbe(RecordedCallback, L.Callback):
+class AttentionProbe(RecordedCallback, EveryNSteps, L.Callback):
     """Every ``every_n_steps`` optimizer steps (and at step 0), on a fixed batch of *noisy* training sequences:
 
     - ``probe/layers.<i>.attn/prev_token``: attention of each position to the previous one, and
@@ -82,17 +82,7 @@ class AttentionProbe(RecordedCallback, L.Callback):
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         self.batch = probe_batch(trainer, self.n_sequences, self.seed)
 
-    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._maybe_probe(trainer, pl_module)
-
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx: int) -> None:
-        self._maybe_probe(trainer, pl_module)
-
-    def _maybe_probe(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        step = trainer.global_step
-        if (step % self.every_n_steps and step not in self.early_steps) or step == self._last_step or not trainer.is_global_zero:
-            return
-        self._last_step = step
+    def at_step(self, trainer: L.Trainer, pl_module: L.LightningModule, step: int) -> None:
         self.latest = self.probe(pl_module)
         log_scalars(trainer, self.latest, step)
 

@@ -44,3 +44,29 @@ def require_generator(callback: L.Callback, datamodule: Any) -> None:
 def probe_batch(trainer: L.Trainer, n_sequences: int, seed: int) -> dict[str, torch.Tensor]:
     """A fixed batch from the training distribution (noise tokens in context), the same at every step."""
     return trainer.datamodule.gen.sample(n_sequences, torch.Generator().manual_seed(seed))
+
+
+class EveryNSteps:
+    """A callback mixin (before ``L.Callback`` in the bases): calls ``at_step(trainer, pl_module, step)`` at step 0,
+    every ``every_n_steps`` optimizer steps and at ``early_steps``, once per step, on global rank zero (the probes read
+    weights that are the same on every rank). Subclasses set ``every_n_steps`` and ``early_steps`` (a set)."""
+
+    every_n_steps: int
+    early_steps: set[int]
+    _last_step: int | None = None
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._maybe_probe(trainer, pl_module)
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx: int) -> None:
+        self._maybe_probe(trainer, pl_module)
+
+    def _maybe_probe(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        step = trainer.global_step
+        if (step % self.every_n_steps and step not in self.early_steps) or step == self._last_step or not trainer.is_global_zero:
+            return
+        self._last_step = step
+        self.at_step(trainer, pl_module, step)
+
+    def at_step(self, trainer: L.Trainer, pl_module: L.LightningModule, step: int) -> None:
+        raise NotImplementedError

@@ -89,6 +89,7 @@ class HijackProbe(RecordedCallback, L.Callback):
         self._t_train: int | None = None
         self._n_layers = 0
         self.constructed_skipped: str | None = None
+        self.constructed_test_sets: dict[str, dict[str, float]] = {}
         self.results: dict[str, Any] = {}
         self.fits: dict[str, Any] = {}
         self.prev_token: dict[str, Any] = {}
@@ -141,6 +142,7 @@ class HijackProbe(RecordedCallback, L.Callback):
             try:
                 built = memory.construct(net, dm.gen.global_next_token(), t_train, scales=self.scales)
                 self.ff_variants[CONSTRUCTED] = {"constructed": True, "scales": asdict(self.scales)}
+                self.constructed_test_sets = self._test_sets(built, dm, pl_module.hparams.noise_id)
             except ValueError as err:
                 self.constructed_skipped = str(err)
                 print(f"HijackProbe: no constructed model for this run: {err}")
@@ -151,7 +153,7 @@ class HijackProbe(RecordedCallback, L.Callback):
                     continue  # no room beyond the training length
                 # the same prompts for every variant: {k: {n: prompts}}, k global pairs (q, b) beside n pairs (q, o)
                 prompt_sets = {k: self._prompts(dm.bigram, length, placement, t_train, pl_module.device, k) for k in self.n_global}
-                models = [(CONSTRUCTED, built, {})] if built is not None else []
+                models = []  # (variant, model, ranks): the trained model at each FF rank, then the constructed one
                 for rho in self.ff_rhos:
                     ranks = {n: rank_for(shape, rho) for n, shape in self._ff_shapes.items()}
                     # rho 1 keeps the full rank: the full model, named so (run_record/names.py)
@@ -159,9 +161,13 @@ class HijackProbe(RecordedCallback, L.Callback):
                     variant = FULL if full else laser_variant(self.ff_target, rho)
                     self.ff_variants[variant] = {"rho": rho, "ranks": ranks}
                     models.append((variant, net, ranks))
+                if built is not None:
+                    models.append((CONSTRUCTED, built, {}))
                 for variant, model, ranks in models:
+                    # the (n, k) grid for the full and the constructed model; the FF's rank variants at k = 0 (cost)
+                    grid = prompt_sets if variant in (FULL, CONSTRUCTED) else {0: prompt_sets[0]}
                     with truncated(model, ranks):
-                        by_k = {k: self._measure(model, sets, split=k == 0 and model is net) for k, sets in prompt_sets.items()}
+                        by_k = {k: self._measure(model, sets, split=k == 0) for k, sets in grid.items()}
                     for k, rows in by_k.items():
                         for n, r in rows.items():
                             scalars |= {hijack_key(placement, length, variant, n, m, k): v for m, v in r.items() if m != "logit_split"}
@@ -189,6 +195,26 @@ class HijackProbe(RecordedCallback, L.Callback):
         print("\nHijack theory (lightning_modules/hijack_theory.py): logit(o) - logit(b) = w_ic * a(n, T) - w_g, "
               "fitted over n and T per setting:")
         print(self.format_fit())
+
+    @staticmethod
+    @torch.no_grad()
+    def _test_sets(model: torch.nn.Module, dm: Any, noise_id: int) -> dict[str, dict[str, float]]:
+        """The model's metrics on the run's own clean test sets (the main one, then each length and placement), as the
+        module evaluates the trained model (lightning_modules/metrics.py)."""
+        from lightning_modules.metrics import TriggerRecallMetrics
+
+        loaders = dm.val_dataloader()
+        loaders = loaders if isinstance(loaders, list) else [loaders]
+        device = next(model.parameters()).device
+        out = {}
+        for name, loader in zip([None, *dm.eval_set_names], loaders):
+            metric = TriggerRecallMetrics(noise_id, dm.global_answer, sync_on_compute=False).to(device)
+            for batch in loader:
+                tokens = batch["tokens"].to(device)
+                metric.update(model(tokens[:, :-1]), tokens[:, 1:], batch["answer"].to(device), batch["mask"].to(device),
+                              tokens[:, :-1])
+            out[name or "main"] = {k: float(v) for k, v in metric.compute().items()}
+        return out
 
     @staticmethod
     def _measure(model: torch.nn.Module, prompt_sets: dict[int, hijack_prompts.HijackPrompts], split: bool) -> dict[int, dict]:
@@ -280,7 +306,7 @@ class HijackProbe(RecordedCallback, L.Callback):
         results = {p: {t: {v: entry(r) for v, r in by_t.items()} for t, by_t in by_p.items()} for p, by_p in self.results.items()}
         return {"results": results, "theory_fit": self.fits, "n_prompts": self.n_prompts, "prev_token": self.prev_token, "t_train": self._t_train,
                 "ff_variants": self.ff_variants, "prev_token_layer": self.prev_token_layer % max(self._n_layers, 1),
-                "constructed_skipped": self.constructed_skipped}
+                "constructed_skipped": self.constructed_skipped, "constructed_test_sets": self.constructed_test_sets}
 
     def record_kinds(self) -> list[str]:
         return [KNOWLEDGE_HIJACK]

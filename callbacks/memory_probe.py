@@ -7,7 +7,7 @@ from typing import Any
 import lightning as L
 import torch
 
-from callbacks.common import log_scalars, network, require_generator
+from callbacks.common import EveryNSteps, log_scalars, network, require_generator
 from lightning_modules import memory
 from run_record.contract import MEMORY_PROBE, RecordedCallback
 from run_record.names import memory_key
@@ -23,7 +23,7 @@ def query_weights(gen: Any) -> torch.Tensor:
     return w / w.sum()
 
 
-class MemoryProbe(RecordedCallback, L.Callback):
+class MemoryProbe(RecordedCallback, EveryNSteps, L.Callback):
     """Every ``every_n_steps`` optimizer steps (and at step 0, and at ``early_steps``), from the weights and embeddings
     alone (``lightning_modules/memory.py``, no forward pass over data), for every layer i:
 
@@ -61,17 +61,7 @@ class MemoryProbe(RecordedCallback, L.Callback):
             raise ValueError(f"MemoryProbe needs the toy transformer (tok_emb, layers); {type(model).__name__} has none")
         require_generator(self, datamodule)
 
-    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._maybe_probe(trainer, pl_module)
-
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx: int) -> None:
-        self._maybe_probe(trainer, pl_module)
-
-    def _maybe_probe(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        step = trainer.global_step
-        if (step % self.every_n_steps and step not in self.early_steps) or step == self._last_step or not trainer.is_global_zero:
-            return
-        self._last_step = step
+    def at_step(self, trainer: L.Trainer, pl_module: L.LightningModule, step: int) -> None:
         dm = trainer.datamodule
         start = time.perf_counter()
         self.latest = self.probe(network(pl_module), dm.gen, dm.seq_len)

@@ -39,3 +39,26 @@ def test_three_layers_without_positions_run_and_name_their_previous_token_layer(
     assert memories["memory/layers.0.attn.wk/positional_inside"] == pytest.approx(sum(1 / (t + 1) for t in range(1, 64)) / 63)
     page = build.report(run).read_text()
     assert "Previous-token attention of Layer 2 (layers.1), inside and beyond the training length" in page
+
+
+def test_the_constructed_model_answers_the_runs_prompts_and_test_sets_beside_the_trained_one(tmp_path, monkeypatch):
+    """configs/hijack.yaml (relative bias), briefly: the model built from the theory is recorded as the variant
+    ``constructed`` on the hijack prompts (with k pairs (q, b) too) and on every clean test set, and drawn beside the
+    trained model."""
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    (tmp_path / "callbacks.yaml").write_text(CALLBACKS.replace("ff_target: layers.2.ff.w2", "ff_target: layers.1.ff.w2")
+                                             .replace("prev_token_layer: 1", "prev_token_layer: 0"))
+    main(["fit", "--config", "configs/hijack.yaml", "--config", str(tmp_path / "callbacks.yaml"),
+          "--trainer.max_steps", "20", "--trainer.val_check_interval", "20", "--trainer.enable_progress_bar", "false",
+          "--data.init_args.n_test", "16", "--data.init_args.test_lengths", "[64, 128]", "--model.init_args.laser_rhos", "[1.0]",
+          "--trainer.default_root_dir", str(tmp_path / "runs"), "--report", "false"])
+    run = only_run_dir(tmp_path / "runs")
+    hijack = json.loads((run / "summary.json").read_text())["callbacks"]["hijack_probe"]
+    assert hijack["constructed_skipped"] is None and hijack["ff_variants"]["constructed"]["scales"]["output"] == 8.0
+    built = hijack["results"]["late"]["T64"]["constructed"]
+    assert set(built["by_n"]) == {"0", "2"} and set(built["by_k"]) == {"1"}
+    assert built["by_n"]["2"]["attn_after_q"] > 0.5  # its induction head finds the pairs from the first step
+    assert set(hijack["constructed_test_sets"]) == {"main", "T64:anywhere", "T128:anywhere", "T128:beyond"}
+    assert all(0 <= m["acc"] <= 1 for m in hijack["constructed_test_sets"].values())
+    page = build.report(run).read_text()
+    assert "constructed from the theory (untrained)" in page and "o wins over (n, k)" in page

@@ -31,8 +31,14 @@ def test_sets(summary: dict) -> list[dict]:
 
 
 def by_length(summary: dict, metric: str = "acc") -> dict[str, dict[str, list[tuple[int, float]]]]:
-    """{placement: {variant: [(test length, metric)]}}; the main test set (length T_train) counts for both placements."""
-    variants = summary.get("variants") or {}
+    """{placement: {variant: [(test length, metric)]}}; the main test set (length T_train) counts for both placements.
+    The model HijackProbe built from the theory, where it was evaluated on the same sets, is the variant
+    ``constructed``."""
+    variants = dict(summary.get("variants") or {})
+    built = probe(summary).get("constructed_test_sets") or {}
+    if built:  # the same metric names, keyed as the module keys its own test sets
+        variants[CONSTRUCTED] = {**built.get("main", {}), **{f"{k}@{name}": v for name, m in built.items() if name != "main"
+                                                              for k, v in m.items()}}
     out: dict[str, dict[str, list[tuple[int, float]]]] = {}
     sets = test_sets(summary)
     main = next((s for s in sets if s["placement"] == "main"), None)
@@ -196,29 +202,35 @@ def competing(page: Page, run: RunRecord) -> None:
               for r in [by_v[v]] if r.get("by_k") and v in (FULL, CONSTRUCTED)]
     if not panels:
         return None
-    fig, axes = plt.subplots(1, len(panels), figsize=(PAGE_WIDTH_IN, 3.3), squeeze=False)
+    models = [v for v in (FULL, CONSTRUCTED) if any(p[2] == v for p in panels)]
+    settings = list(dict.fromkeys((p, t) for p, t, _, _ in panels))
+    fig, axes = plt.subplots(len(models), len(settings), figsize=(PAGE_WIDTH_IN, 2.7 * len(models)), squeeze=False)
+    for ax in axes.flat:
+        ax.set_visible(False)  # a model without the grid at a setting leaves its cell empty
     rows = []
-    for ax, (placement, t, variant, r) in zip(axes.flat, panels):
+    for placement, t, variant, r in panels:
+        ax = axes[models.index(variant), settings.index((placement, t))]
+        ax.set_visible(True)
         grids = {0: r["by_n"], **{int(k): e["by_n"] for k, e in r["by_k"].items()}}
         ks, ns = sorted(grids), sorted({int(n) for g in grids.values() for n in g})
         cells = np.full((len(ks), len(ns)), np.nan)
         for i, k in enumerate(ks):
             for j, n in enumerate(ns):
-                if str(n) in grids[k] or n in grids[k]:
-                    cells[i, j] = (grids[k].get(str(n)) or grids[k].get(n))["o_wins"]
+                m = grids[k].get(str(n)) or grids[k].get(n)
+                if m:
+                    cells[i, j] = m["o_wins"]
         ax.imshow(cells, vmin=0, vmax=1, cmap="RdBu", origin="lower", aspect="auto")
         for (i, j), value in np.ndenumerate(cells):
-            ax.text(j, i, "-" if np.isnan(value) else f"{value:.2f}", ha="center", va="center", fontsize=7)
+            ax.text(j, i, "-" if np.isnan(value) else f"{value:.2f}", ha="center", va="center", fontsize=8)
         ax.set_xticks(range(len(ns)), [str(n) for n in ns])
         ax.set_yticks(range(len(ks)), [str(k) for k in ks])
-        ax.set_xlabel("pairs (q, o)")
-        ax.set_ylabel("pairs (q, b)")
-        ax.set_title(f"{ff_label(run.summary, variant).split(' (')[0]}\n{placement} {t}", fontsize=8)
-        fit_k = (((fits.get(placement) or {}).get(variant) or {}).get("by_length", {}).get(t) or {}).get("by_k") or {}
+        ax.set_xlabel("pairs (q, o)", fontsize=8)
+        ax.set_ylabel("pairs (q, b)", fontsize=8)
+        ax.set_title(f"{ff_label(run.summary, variant).split(' (')[0]}, {placement} {t}", fontsize=8)
+        fit = (((fits.get(placement) or {}).get(variant) or {}).get("by_length") or {}).get(t) or {}
         for k in ks:
             boundary = r["boundary"] if k == 0 else r["by_k"][str(k)]["boundary"]
-            predicted = (fit_k.get(str(k)) or {}).get("predicted_boundary") if k else \
-                (((fits.get(placement) or {}).get(variant) or {}).get("by_length", {}).get(t) or {}).get("predicted_boundary")
+            predicted = fit.get("predicted_boundary") if k == 0 else (fit.get("by_k", {}).get(str(k)) or {}).get("predicted_boundary")
             rows.append({"model": ff_label(run.summary, variant), "setting": f"{placement} {t}", "k pairs (q, b)": k,
                          "boundary n (o wins half)": "none" if boundary is None else boundary,
                          "n* of the fitted form": "none" if predicted is None else predicted})

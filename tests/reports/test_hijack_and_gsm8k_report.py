@@ -96,7 +96,7 @@ def test_the_hijack_page_renders_whatever_subset_of_callbacks_measured_something
         page = build.report(copy)
         assert page.is_file() and "<h1>" in page.read_text(), label
         labels.append(label)
-    assert labels == ["attention_probe measured nothing", "hijack_probe measured nothing",
+    assert labels == ["attention_probe measured nothing", "memory_probe measured nothing", "hijack_probe measured nothing",
                       "singular_attribution measured nothing", "hijack_probe built no prompt",
                       "no callback measured anything, no metric logged"]
 
