@@ -233,6 +233,26 @@ class ConstructionScales:
     global_: float = 4.0
 
 
+def constructed_config(cfg, layers: MemoryLayers | None = None):
+    """The constructed model's architecture from a trained model's config: W_Q = I, no LayerNorm, a linear FF in the
+    global layer and no FF elsewhere. Refuses, naming the field, what the theory has no construction for."""
+    if cfg.n_heads != 1:
+        raise ValueError(f"the constructed model has one head per layer (model.n_heads is {cfg.n_heads})")
+    if cfg.positional not in ("absolute", "sinusoidal", "relative"):
+        raise ValueError(f"the constructed model's positional memory needs absolute, sinusoidal or relative positions "
+                         f"(model.positional is {cfg.positional!r})")
+    if len(cfg.ff) < 2:
+        raise ValueError(f"the constructed model needs two layers at least (model.ff lists {len(cfg.ff)})")
+    lay = (layers or MemoryLayers()).resolved(len(cfg.ff))
+    if lay.prev_layer == lay.layer:
+        raise ValueError("the constructed model needs the previous-token head and the induction head in different layers")
+    if cfg.positional == "relative" and not cfg.encodes_positions_in(lay.prev_layer):
+        raise ValueError(f"the constructed model's relative bias sits in layer {lay.prev_layer}, the previous-token head "
+                         f"(model.positional_layers is {cfg.positional_layers})")
+    ff = ["linear" if i == lay.global_layer else "none" for i in range(len(cfg.ff))]
+    return replace(cfg, ff=ff, learned_query=False, layer_norm=False, zero_init=[], trainable=None)
+
+
 @torch.no_grad()
 def construct(trained: Transformer, next_token: torch.Tensor, t_train: int, layers: MemoryLayers | None = None,
               scales: ConstructionScales | None = None) -> Transformer:
@@ -240,24 +260,15 @@ def construct(trained: Transformer, next_token: torch.Tensor, t_train: int, laye
     previous-token value/output maps (random and frozen in the papers' setup), every other matrix set to the
     constructions above: W_Q = I everywhere, the previous-token layer's W_K (or relative bias) the positional memory,
     the induction layer's W_K the induction key memory and W_O W_V the output memory (W_V = I), and a linear FF in the
-    global layer holding the global memory; other layers' maps are zero. Needs a single head."""
+    global layer holding the global memory; other layers' maps are zero (``constructed_config``)."""
     cfg = trained.cfg
-    if cfg.n_heads != 1:
-        raise ValueError(f"the constructed model has one head per layer (model.n_heads is {cfg.n_heads})")
-    if cfg.positional not in ("absolute", "sinusoidal", "relative"):
-        raise ValueError(f"the constructed model's positional memory needs absolute, sinusoidal or relative positions "
-                         f"(model.positional is {cfg.positional!r})")
+    net = Transformer(constructed_config(cfg, layers))
     lay = (layers or MemoryLayers()).resolved(len(cfg.ff))
-    if lay.prev_layer == lay.layer:
-        raise ValueError("the constructed model needs the previous-token head and the induction head in different layers")
     s = scales or ConstructionScales()
-    ff = ["linear" if i == lay.global_layer else "none" for i in range(len(cfg.ff))]
-    layer_norm = False  # the constructions read the raw stream
-    net = Transformer(replace(cfg, ff=ff, learned_query=False, layer_norm=layer_norm, zero_init=[], trainable=None))
     net.to(dtype=trained.tok_emb.dtype, device=trained.tok_emb.device)
     net.load_state_dict({k: v for k, v in trained.state_dict().items() if k in ("tok_emb", "pos_emb", "unemb")}, strict=False)
     d_head = math.sqrt(cfg.dim)
-    for i, block in enumerate(net.layers):
+    for block in net.layers:
         for w in (block.attn.wk, block.attn.wv, block.attn.wo):
             w.zero_()
     prev, src = net.layers[lay.prev_layer].attn, trained.layers[lay.prev_layer].attn

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import nn
 
+from lightning_modules import memory
 from lightning_modules.laser import SVDFactors, factorise, rank_for, target_groups, target_shapes, truncated
 from lightning_modules.metrics import TriggerRecallMetrics
 from lightning_modules.transformer import Transformer, TransformerConfig
@@ -57,6 +58,9 @@ class NoisyRecallModule(RecordedModule, L.LightningModule):
             (``bf16-mixed``). LASER's SVDs, the probes and the spectra compute in float32 whatever these say.
         compile: ``torch.compile`` the network's training forward (the evaluations stay eager: they truncate weights
             in place between variants).
+        constructed: evaluate the associative-memory transformer the theory builds (lightning_modules/memory.py)
+            instead of a trained one: its architecture from ``model``, its weights from the data once it is known
+            (``setup``); ``validate`` / ``test`` only. ``construction_scales``: its free scales (``ConstructionScales``).
         vocab_size / noise_id: linked from the datamodule by the CLI.
     """
 
@@ -70,6 +74,8 @@ class NoisyRecallModule(RecordedModule, L.LightningModule):
         early_eval_steps: list[int] | None = None,
         matmul_precision: Literal["highest", "high", "medium"] | None = None,
         compile: bool = False,
+        constructed: bool = False,
+        construction_scales: dict[str, float] | None = None,
         vocab_size: int | None = None,
         noise_id: int | None = None,
     ):
@@ -82,6 +88,14 @@ class NoisyRecallModule(RecordedModule, L.LightningModule):
         if vocab_size is None or noise_id is None:
             raise ValueError("model.vocab_size and model.noise_id must be set (the CLI links them from the datamodule)")
         cfg = replace(model or TransformerConfig(), vocab_size=vocab_size)
+        if constructed:  # the theory's model: built from the data in setup, not trained
+            cfg = memory.constructed_config(cfg)
+            try:
+                self.scales = memory.ConstructionScales(**(construction_scales or {}))
+            except TypeError as err:
+                raise ValueError(f"model.construction_scales: {err} (fields: position, induction, output, global_)") from None
+            self.trained_by_fit = False  # validate / test evaluate it as built: nothing to load
+        self.constructed_from: int | None = None  # the training length it was built for
         self.net = Transformer(cfg)
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         groups = target_groups(self.net, laser_targets if laser_targets is not None else ["layers.1.ff.w2"])
@@ -123,18 +137,32 @@ class NoisyRecallModule(RecordedModule, L.LightningModule):
         field; the estimated time per step when it is long."""
         from lightning_modules import cost
 
+        if model.get("constructed") and context["subcommand"] == "fit":
+            raise ValueError("model.init_args.constructed: true builds the theory's model from the data; it is evaluated "
+                             "with `validate` or `test`, not trained with `fit`")
+
         return cost.check(model, data, context["device"], context["max_steps"] if context["subcommand"] == "fit" else None)
 
     def setup(self, stage: str) -> None:
         if self.hparams.get("matmul_precision"):
             torch.set_float32_matmul_precision(self.hparams.matmul_precision)
         dm = self.trainer.datamodule if self.trainer is not None else None
+        if self.hparams.get("constructed") and dm is not None and self.constructed_from != dm.gen.seq_len:
+            self.build_constructed(dm.gen)
         names = list(getattr(dm, "eval_set_names", []) or [])
         if names and names != self.set_names:
             self.set_names = names
             self.set_metrics = nn.ModuleList(
                 nn.ModuleList(TriggerRecallMetrics(self.hparams.noise_id, dm.global_answer) for _ in self.variants) for _ in names
             ).to(self.device)
+
+    @torch.no_grad()
+    def build_constructed(self, gen) -> None:
+        """Set the network's weights to the theory's construction for the data source ``gen`` (its bigram, its
+        training length), from the network's own random embeddings, positions and first-layer value/output maps."""
+        built = memory.construct(self.net, gen.global_next_token(), gen.seq_len, scales=self.scales)
+        self.net.load_state_dict(built.state_dict())
+        self.constructed_from = gen.seq_len
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         return self.net(tokens)
@@ -228,7 +256,10 @@ class NoisyRecallModule(RecordedModule, L.LightningModule):
         dm = self.attached_datamodule()
         sets = [{"name": None, "length": getattr(dm, "test_seq_len", None), "placement": "main"}]
         sets += [{"name": n, "length": length, "placement": p} for n, length, p in getattr(dm, "eval_sets", [])]
-        return {"laser_grid": self.laser_grid, "test_sets": sets, "t_train": getattr(getattr(dm, "gen", None), "seq_len", None)}
+        out = {"laser_grid": self.laser_grid, "test_sets": sets, "t_train": getattr(getattr(dm, "gen", None), "seq_len", None)}
+        if self.hparams.get("constructed"):  # what was evaluated: the theory's model, built for this training length
+            out["constructed"] = {"scales": asdict(self.scales), "t_train": self.constructed_from}
+        return out
 
     def on_train_start(self) -> None:
         self._early_evaluation()

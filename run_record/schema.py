@@ -85,10 +85,16 @@ class TestSet(TypedDict):
     placement: str
 
 
+class Constructed(TypedDict):
+    scales: dict[str, float]
+    t_train: int | None
+
+
 class NoisyRecallResults(TypedDict):
     laser_grid: list[dict[str, Any]]
     test_sets: list[TestSet]
     t_train: int | None
+    constructed: NotRequired[Constructed]  # the theory's model was evaluated (model.init_args.constructed)
 
 
 class SelectionProtocol(TypedDict):

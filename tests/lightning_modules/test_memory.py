@@ -151,3 +151,41 @@ def test_global_next_token_puts_alpha_on_the_noise_after_a_fixed_trigger():
     others = [z for z in range(10) if z not in gen.fixed_triggers.tolist()]
     assert torch.allclose(p[others, :10], gen.bigram.transitions[others].double() / gen.bigram.transitions[others].double().sum(-1, keepdim=True))
     assert memory.global_answers(p)[gen.fixed_triggers].tolist() == [gen.noise_id] * 2
+
+
+def test_the_constructed_model_is_a_model_option_evaluated_with_validate_and_refused_by_fit(tmp_path, monkeypatch, capsys):
+    import json
+
+    from main import main
+    from tests.pipeline.test_cli import only_run_dir
+
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    args = ["--config", "configs/hijack.yaml", "--model.init_args.constructed", "true", "--trainer.callbacks=[]",
+            "--data.init_args.n_test", "32", "--data.init_args.test_lengths", "[64]", "--model.init_args.laser_rhos", "[1.0]",
+            "--trainer.enable_progress_bar", "false", "--trainer.default_root_dir", str(tmp_path / "runs"), "--report", "false"]
+    with pytest.raises(SystemExit) as refused:
+        main(["fit", *args])
+    assert refused.value.code == 2 and "model.init_args.constructed" in capsys.readouterr().err
+    main(["validate", *args])
+    run = only_run_dir(tmp_path / "runs")
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["untrained"] is False and summary["results"]["constructed"] == {
+        "scales": {"position": 12.0, "induction": 12.0, "output": 8.0, "global_": 4.0}, "t_train": 64}
+    assert 0 <= summary["variants"]["full"]["acc"] <= 1
+    # what was evaluated is the construction: rebuilt from the module's own random embeddings, the probes recall it
+    from datamodules import NoisyRecallDataModule
+    from datamodules.bigram import SyntheticBigram
+    from lightning_modules import NoisyRecallModule
+
+    dm = NoisyRecallDataModule(bigram=SyntheticBigram(64, 1.0, seed=0), seq_len=64, n_triggers=1, trigger_mode="random",
+                               alpha=0.0, loss_on="repeat_triggers", n_test=32)
+    torch.manual_seed(0)
+    module = NoisyRecallModule(model=TransformerConfig(dim=64, ff=["none", "mlp"], learned_query=False, positional="relative",
+                                                       positional_layers=[0]),
+                               constructed=True, vocab_size=dm.vocab_size, noise_id=dm.noise_id)
+    module.build_constructed(dm.gen)
+    got = memory.probe_all(module.net, memory.MemoryLayers(), dm.gen.global_next_token(), 64, 128)
+    # at dim 64 and 65 tokens the memories overlap a little: one token of 65 is read out as another
+    assert got["positional/inside"] == 1.0 and got["output/recall"] >= 0.95
+    for key in ("positional/overlap", "induction_key/overlap", "output/overlap", "global/overlap"):
+        assert got[key] == pytest.approx(1.0, abs=1e-5), key
