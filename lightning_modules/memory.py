@@ -21,12 +21,10 @@ matrices *are* these constructions, scaled: probe and construction are one set o
 """
 from __future__ import annotations
 
-import copy
 import math
 from dataclasses import dataclass, replace
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from lightning_modules.transformer import Transformer

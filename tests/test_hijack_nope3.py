@@ -60,5 +60,9 @@ def test_the_constructed_model_answers_the_runs_prompts_and_test_sets_beside_the
     assert built["by_n"]["2"]["attn_after_q"] > 0.5  # its induction head finds the pairs from the first step
     assert set(hijack["constructed_test_sets"]) == {"main", "T64:anywhere", "T128:anywhere", "T128:beyond"}
     assert all(0 <= m["acc"] <= 1 for m in hijack["constructed_test_sets"].values())
-    page = build.report(run).read_text()
-    assert "constructed from the theory (untrained)" in page and "o wins over (n, k)" in page
+    # the page draws it under its own label (the page itself is rendered by tests/reports on the hijack fixture)
+    from reports.kinds import knowledge_hijack
+
+    summary = {"callbacks": {"hijack_probe": hijack}}
+    assert "constructed" in knowledge_hijack.win_rates(summary)["late T64"]
+    assert knowledge_hijack.ff_label(summary, "constructed") == "constructed from the theory (untrained)"

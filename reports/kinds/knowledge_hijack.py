@@ -136,10 +136,13 @@ def hijack_rates(page: Page, run: RunRecord) -> None:
     axes[0, 0].set_ylabel("o is the argmax (fraction)")
     axes[1, 0].set_ylabel("P(o) solid, P(b) dashed")
     axes[0, 0].legend(fontsize=8)
+    n_prompts = probe(run.summary).get("n_prompts")
     page.save(fig, "hijack", "Knowledge hijack: the in-context answer o against the global answer b",
+              (f"Each point: {n_prompts} prompts. " if n_prompts else "") +
               "Prompts end in a trigger q; o is its in-context answer, b its global bigram answer. Above the grey line "
               "the context wins on most prompts (the hijack boundary is where it crosses). Columns: placement of the "
-              "pairs and prompt length; lines: the global-bigram FF kept at each rank fraction.")
+              "pairs and prompt length; lines: the global-bigram FF kept at each rank fraction, and the model built from the "
+              "theory where the probe built it (untrained).")
 
 
 def logit_split(page: Page, run: RunRecord) -> None:
