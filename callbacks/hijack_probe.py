@@ -12,6 +12,7 @@ from callbacks.common import log_scalars, network, require_generator
 from datamodules import hijack_prompts
 from lightning_modules import hijack_theory, memory
 from lightning_modules.attribution import attention_patterns, logit_split, traced_forward
+from lightning_modules.metrics import evaluate_recall
 from lightning_modules.laser import rank_for, target_groups, target_shapes, truncated
 from run_record.kinds import KNOWLEDGE_HIJACK
 from run_record.names import CONSTRUCTED, FULL, hijack_key, laser_variant, prev_token_key
@@ -87,7 +88,6 @@ class HijackProbe(RecordedCallback, L.Callback):
         except TypeError as err:
             raise ValueError(f"HijackProbe.scales: {err} (fields: position, induction, output, global_)") from None
         self._t_train: int | None = None
-        self._n_layers = 0
         self.constructed_skipped: str | None = None
         self.constructed_test_sets: dict[str, dict[str, float]] = {}
         self.results: dict[str, Any] = {}
@@ -100,6 +100,7 @@ class HijackProbe(RecordedCallback, L.Callback):
         n_layers = len(network(model).layers)
         if not -n_layers <= self.prev_token_layer < n_layers:
             raise ValueError(f"HijackProbe.prev_token_layer {self.prev_token_layer} is not a layer of this {n_layers}-layer model")
+        self.prev_token_layer %= n_layers  # recorded as the layer's index
         groups = target_groups(network(model), [self.ff_target])  # a typo fails before training
         if len(groups) != 1:
             raise ValueError(f"HijackProbe.ff_target {self.ff_target!r} must name one matrix (the global bigram's FF) "
@@ -131,7 +132,6 @@ class HijackProbe(RecordedCallback, L.Callback):
         if self._ff_shapes is None:
             self.check_config(pl_module, dm)
         t_train = self._t_train = dm.gen.seq_len
-        self._n_layers = len(net.layers)
         was_training = net.training
         net.eval()
         scalars: dict[str, float] = {}
@@ -197,24 +197,13 @@ class HijackProbe(RecordedCallback, L.Callback):
         print(self.format_fit())
 
     @staticmethod
-    @torch.no_grad()
     def _test_sets(model: torch.nn.Module, dm: Any, noise_id: int) -> dict[str, dict[str, float]]:
         """The model's metrics on the run's own clean test sets (the main one, then each length and placement), as the
         module evaluates the trained model (lightning_modules/metrics.py)."""
-        from lightning_modules.metrics import TriggerRecallMetrics
-
         loaders = dm.val_dataloader()
         loaders = loaders if isinstance(loaders, list) else [loaders]
-        device = next(model.parameters()).device
-        out = {}
-        for name, loader in zip([None, *dm.eval_set_names], loaders):
-            metric = TriggerRecallMetrics(noise_id, dm.global_answer, sync_on_compute=False).to(device)
-            for batch in loader:
-                tokens = batch["tokens"].to(device)
-                metric.update(model(tokens[:, :-1]), tokens[:, 1:], batch["answer"].to(device), batch["mask"].to(device),
-                              tokens[:, :-1])
-            out[name or "main"] = {k: float(v) for k, v in metric.compute().items()}
-        return out
+        return {name or "main": evaluate_recall(model, loader, noise_id, dm.global_answer)
+                for name, loader in zip([None, *dm.eval_set_names], loaders)}
 
     @staticmethod
     def _measure(model: torch.nn.Module, prompt_sets: dict[int, hijack_prompts.HijackPrompts], split: bool) -> dict[int, dict]:
@@ -305,7 +294,7 @@ class HijackProbe(RecordedCallback, L.Callback):
 
         results = {p: {t: {v: entry(r) for v, r in by_t.items()} for t, by_t in by_p.items()} for p, by_p in self.results.items()}
         return {"results": results, "theory_fit": self.fits, "n_prompts": self.n_prompts, "prev_token": self.prev_token, "t_train": self._t_train,
-                "ff_variants": self.ff_variants, "prev_token_layer": self.prev_token_layer % max(self._n_layers, 1),
+                "ff_variants": self.ff_variants, "prev_token_layer": self.prev_token_layer,
                 "constructed_skipped": self.constructed_skipped, "constructed_test_sets": self.constructed_test_sets}
 
     def record_kinds(self) -> list[str]:

@@ -54,3 +54,16 @@ class TriggerRecallMetrics(Metric):
         if self.global_answer is not None:
             out["p_global"] = self.p_global / n
         return out
+
+
+@torch.no_grad()
+def evaluate_recall(net: torch.nn.Module, dataloader, noise_id: int, global_answer: torch.Tensor | None = None,
+                    device: torch.device | None = None) -> dict[str, float]:
+    """``net``'s metrics on ``dataloader`` outside Lightning's loops, not reduced across DDP ranks (each rank
+    evaluates the whole dataloader); with ``global_answer``, also ``p_global``."""
+    device = device if device is not None else next(net.parameters()).device
+    metric = TriggerRecallMetrics(noise_id, global_answer, sync_on_compute=False).to(device)
+    for batch in dataloader:
+        tokens = batch["tokens"].to(device)
+        metric.update(net(tokens[:, :-1]), tokens[:, 1:], batch["answer"].to(device), batch["mask"].to(device), tokens[:, :-1])
+    return {k: float(v) for k, v in metric.compute().items()}

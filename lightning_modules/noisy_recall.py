@@ -12,7 +12,7 @@ from torch import nn
 
 from lightning_modules import memory
 from lightning_modules.laser import SVDFactors, factorise, rank_for, target_groups, target_shapes, truncated
-from lightning_modules.metrics import TriggerRecallMetrics
+from lightning_modules.metrics import TriggerRecallMetrics, evaluate_recall
 from lightning_modules.transformer import Transformer, TransformerConfig
 from run_record.names import FULL, TRAIN_LOSS, eval_key, laser_variant
 from run_record.contract import RecordedModule
@@ -199,14 +199,11 @@ class NoisyRecallModule(RecordedModule, L.LightningModule):
     def evaluate(self, dataloader) -> dict[str, float]:
         """The full model's metrics on ``dataloader``, outside Lightning's loops (callbacks use it around a
         mid-training truncation). Not reduced across DDP ranks: each rank evaluates the whole dataloader."""
-        metric = TriggerRecallMetrics(self.hparams.noise_id, sync_on_compute=False).to(self.device)
         was_training = self.training
         self.eval()
-        for batch in dataloader:
-            tokens = batch["tokens"].to(self.device)
-            metric.update(self.net(tokens[:, :-1]), tokens[:, 1:], batch["answer"].to(self.device), batch["mask"].to(self.device))
+        out = evaluate_recall(self.net, dataloader, self.hparams.noise_id, device=self.device)
         self.train(was_training)
-        return {k: float(v) for k, v in metric.compute().items()}
+        return out
 
     def on_validation_epoch_start(self) -> None:
         # one SVD per target matrix per validation, shared by all its ranks

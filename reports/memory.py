@@ -32,16 +32,15 @@ def _layer(key: str) -> int:
 def chosen_series(found: dict[str, list]) -> dict[str, str]:
     """{metric: the key drawn}: the previous-token and induction memories of the layer where they end highest (a deeper
     model may hold them anywhere), the output and global memories of the last layer that has them."""
+    def last(key: str) -> float | None:
+        return next((v for _, v in reversed(found[key]) if v is not None), None)
+
     out: dict[str, str] = {}
     for key in sorted(found, key=_layer):
         name = key.rsplit("/", 1)[1]
-        last = next((v for _, v in reversed(found[key]) if v is not None), None)
-        if name.startswith(("positional", "induction")):
-            best = out.get(name)
-            best_last = None if best is None else next((v for _, v in reversed(found[best]) if v is not None), None)
-            if best is None or (last is not None and (best_last is None or last > best_last)):
-                out[name] = key
-        else:
+        best = out.get(name)
+        if not name.startswith(("positional", "induction")) or best is None or \
+                (last(key) is not None and (last(best) is None or last(key) > last(best))):
             out[name] = key
     return out
 

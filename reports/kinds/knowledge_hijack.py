@@ -219,7 +219,7 @@ def competing(page: Page, run: RunRecord) -> None:
         cells = np.full((len(ks), len(ns)), np.nan)
         for i, k in enumerate(ks):
             for j, n in enumerate(ns):
-                m = grids[k].get(str(n)) or grids[k].get(n)
+                m = grids[k].get(str(n))  # the record's keys are strings (summary.json)
                 if m:
                     cells[i, j] = m["o_wins"]
         ax.imshow(cells, vmin=0, vmax=1, cmap="RdBu", origin="lower", aspect="auto")
