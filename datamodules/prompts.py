@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Literal
 import lightning as L
 from torch.utils.data import DataLoader
 
+from datamodules.fact_hijack import FactHijack, hijack_rows
 from datamodules.prompt_sources import IOI_TEMPLATES, NAMES, OBJECTS, PLACES, builtin_facts, fill
 from lightning_modules.pretrained import check_revision, load_tokenizer
 from run_record.contract import RecordedData
@@ -69,7 +70,9 @@ class PromptDataModule(RecordedData, L.LightningDataModule):
     """Prompts whose next token is either the answer (in context for IOI, a fact for facts) or a generic token.
 
     Args:
-        task: ``ioi`` (Wang et al. 2022 templates, ABBA and BABA) or ``facts``.
+        task: ``ioi`` (Wang et al. 2022 templates, ABBA and BABA), ``facts``, or ``hijack`` (knowledge-hijack prompts
+            built from the facts, ``datamodules/fact_hijack.py``: the answer is a counterfactual stated n times in
+            context, the competitor the fact's true answer; one prompt type per cell).
         tokenizer / revision / gguf_file: the tokenizer to load (``from_pretrained``, from a GGUF file when given);
             under main.py these are linked from ``model.init_args.model_name`` / ``revision`` / ``gguf_file`` (the
             model's own tokenizer, at its revision, from its file).
@@ -79,6 +82,7 @@ class PromptDataModule(RecordedData, L.LightningDataModule):
             continents), of which those with a single-token answer are used.
         generic_token: the generic competitor, " the" by default (must be one token).
         batch_size: prompts per batch; batches hold prompts of one token length, so nothing is padded.
+        hijack: with ``task: hijack``, the cells (n, k, distance, length) and facts per cell (``FactHijack``).
         selection_fraction: this share of the prompts (drawn with ``selection_seed``) is a selection split, on which
             the model chooses its best LASER variant (``model.select_by``); the rest is the test split.
 
@@ -87,7 +91,7 @@ class PromptDataModule(RecordedData, L.LightningDataModule):
 
     def __init__(
         self,
-        task: Literal["ioi", "facts"] = "ioi",
+        task: Literal["ioi", "facts", "hijack"] = "ioi",
         tokenizer: str | None = None,
         revision: str | None = None,
         n_prompts: int | None = None,
@@ -100,10 +104,14 @@ class PromptDataModule(RecordedData, L.LightningDataModule):
         selection_fraction: float = 0.0,
         selection_seed: int = 0,
         gguf_file: str | None = None,
+        hijack: FactHijack | None = None,
     ):
         super().__init__()
-        if task not in ("ioi", "facts"):
-            raise ValueError(f"data.task must be ioi | facts, got {task!r}")
+        if task not in ("ioi", "facts", "hijack"):
+            raise ValueError(f"data.task must be ioi | facts | hijack, got {task!r}")
+        self.hijack = (hijack or FactHijack()) if task == "hijack" else None
+        if self.hijack is not None:
+            self.hijack.check()
         if batch_size < 1 or (n_prompts is not None and n_prompts < 1):
             raise ValueError(f"data.batch_size and data.n_prompts must be >= 1, got {batch_size}, {n_prompts}")
         if not 0.0 <= selection_fraction < 1.0:
@@ -117,11 +125,13 @@ class PromptDataModule(RecordedData, L.LightningDataModule):
             raise ValueError(f"data.generic_token {generic_token!r} is not a single token of {tokenizer}")
         if task == "ioi":
             rows = ioi_prompts(single_token_names(self.tokenizer, NAMES), n_prompts or 400, seed)
-        elif facts is None:
-            rows = [f | {"competitor": ""} for f in builtin_facts() if single_token_id(self.tokenizer, f["answer"]) is not None]
         else:
-            rows = counterfact_prompts(facts, facts_split)
-        rows = rows[:n_prompts] if n_prompts else rows
+            rows = (builtin_facts() if facts is None else counterfact_prompts(facts, facts_split))
+            rows = [f | {"competitor": ""} for f in rows if facts is not None or single_token_id(self.tokenizer, f["answer"]) is not None]
+            if task == "hijack":  # the counterfactual must be one token too
+                usable = [f for f in rows if single_token_id(self.tokenizer, f["answer"]) is not None]
+                rows = hijack_rows(usable, self.hijack, lambda text: len(self.tokenizer(text)["input_ids"]))
+        rows = rows[:n_prompts] if n_prompts and task != "hijack" else rows
         if not rows:
             raise ValueError(f"data: no usable {task} prompts for tokenizer {tokenizer}")
         self.prompt_types = sorted({r["type"] for r in rows})
@@ -178,6 +188,10 @@ class PromptDataModule(RecordedData, L.LightningDataModule):
     @property
     def split_names(self) -> list[str]:
         return list(self.splits)
+
+    def split_loader(self, name: str) -> DataLoader:
+        """One split's prompts (``selection`` or ``test``), batched as in testing."""
+        return self._loader(self.splits[name])
 
     def predict_dataloader(self) -> DataLoader:
         return self._loader(self.dataset)

@@ -15,8 +15,9 @@ import torch
 
 from lightning_modules import lm_eval_results as lmr
 from lightning_modules.laser import factorise, truncated
-from lightning_modules.pretrained import (FULL, LaserGrid, LaserSpec, PretrainedRecord, check_source, laser_variants, load_causal_lm,
-                                          load_config, load_tokenizer, require_packages)
+from lightning_modules.pretrained import (FULL, check_source, laser_variants, LaserGrid, LaserSpec, load_causal_lm,
+                                          load_config, load_tokenizer, PretrainedRecord, require_packages,
+                                          weights_fingerprint)
 from run_record import files
 from run_record.files import GENERATIONS_FILE
 from run_record.kinds import GSM8K
@@ -127,6 +128,7 @@ class GSM8KModule(PretrainedRecord, L.LightningModule):
         if dtype == "auto":
             dtype = "bfloat16" if torch.cuda.is_available() else "float32"
         self.net = load_causal_lm(model_name, revision, getattr(torch, dtype), cache_dir, gguf_file)
+        self.fingerprint = weights_fingerprint(self.net)  # before any variant is evaluated
         self.net.requires_grad_(False)
         self.tokenizer = load_tokenizer(model_name, revision, cache_dir, gguf_file)  # the same file's tokenizer
         grid = search.variants() if search else {}

@@ -2,14 +2,17 @@
 
 This is the only module that calls an SVD. Everything else (the validation sweep, callbacks, pretrained-model
 evaluation) goes through `truncate`, `truncate_`, `SVDFactors`, `factorise`, `truncated` or `singular_values`.
-A target is a matrix, several matrices at once (``a+b``) or a layer's output map W_O W_V (``layers.<i>.attn.ov``):
-``target_groups`` reads that grammar, the one place that does.
+A target is a matrix, several matrices at once (``a+b``), a layer's output map W_O W_V (``layers.<i>.attn.ov``), or
+a set of rows of a fused matrix (``<param>[a:b]``, or ``<param>[a:b/p]``: rows a..b-1 of every period of p rows, as
+GPT-NeoX interleaves its query, key and value rows per head), truncated alone while the other rows stay bit for bit:
+``target_groups`` and ``row_index`` read that grammar, the one place that does.
 """
 from __future__ import annotations
 
 import contextlib
 import fnmatch
 import math
+import re
 from dataclasses import dataclass
 from typing import Iterable, Iterator, Mapping
 
@@ -87,13 +90,41 @@ def product_parts(name: str) -> tuple[str, str]:
     return base + "wo", base + "wv"
 
 
+ROWS = re.compile(r"^(?P<param>.+)\[(?P<a>\d+):(?P<b>\d+)(?:/(?P<p>\d+))?\]$")
+
+
+def row_name(param: str, start: int, stop: int, period: int | None = None) -> str:
+    """The target naming rows start..stop-1 of ``param`` (in every block of ``period`` rows, if given)."""
+    return f"{param}[{start}:{stop}" + (f"/{period}" if period else "") + "]"
+
+
+def parameter_of(name: str) -> str:
+    """The parameter a (non-product) target lives in: ``x.weight[0:8/24]`` -> ``x.weight``."""
+    m = ROWS.match(name)
+    return m.group("param") if m else name
+
+
+def row_index(name: str, n_rows: int) -> torch.Tensor | None:
+    """The rows of its parameter that a row-set target names (None: the whole matrix), checked against ``n_rows``."""
+    m = ROWS.match(name)
+    if m is None:
+        return None
+    a, b = int(m.group("a")), int(m.group("b"))
+    period = int(m.group("p") or n_rows)
+    if not (0 <= a < b <= period and n_rows % period == 0):
+        raise ValueError(f"LASER target {name!r}: rows {a}:{b} of every {period} do not fit a matrix of {n_rows} rows")
+    return torch.cat([torch.arange(start + a, start + b) for start in range(0, n_rows, period)])
+
+
 def matrix_of(module: nn.Module, name: str) -> torch.Tensor:
-    """The matrix a name denotes: a 2-D parameter, or the product W_O W_V for ``...attn.ov``."""
+    """The matrix a name denotes: a 2-D parameter, the product W_O W_V for ``...attn.ov``, or a parameter's rows."""
     params = dict(module.named_parameters())
     if is_product(name):
         wo, wv = product_parts(name)
         return params[wo].detach() @ params[wv].detach()
-    return params[name]
+    weight = params[parameter_of(name)]
+    rows = row_index(name, weight.shape[0])
+    return weight if rows is None else weight.detach()[rows.to(weight.device)]
 
 
 def target_shapes(module: nn.Module, patterns: str | list[str]) -> dict[str, tuple[int, int]]:
@@ -147,7 +178,12 @@ def _write(params: Mapping[str, nn.Parameter], name: str, f: SVDFactors, rank: i
     """Set matrix ``name`` to its rank-``rank`` approximation; for ``...attn.ov``: W_O = U_k and W_V = S_k V_k^T
     (zero beyond k), so that W_O W_V is the product's best rank-k approximation."""
     if not is_product(name):
-        params[name].copy_(f.reconstruct(rank))
+        weight = params[parameter_of(name)]
+        rows = row_index(name, weight.shape[0])
+        if rows is None:
+            weight.copy_(f.reconstruct(rank))
+        else:  # the other rows of a fused matrix are not written at all
+            weight.index_copy_(0, rows.to(weight.device), f.reconstruct(rank).to(weight.device))
         return
     wo, wv = (params[n] for n in product_parts(name))
     new_o, new_v = torch.zeros_like(wo), torch.zeros_like(wv)
@@ -158,8 +194,8 @@ def _write(params: Mapping[str, nn.Parameter], name: str, f: SVDFactors, rank: i
 
 
 def touched(ranks: Mapping[str, int]) -> list[str]:
-    """The parameters a variant's ranks change (both W_O and W_V for a product)."""
-    return [p for name in ranks for p in (product_parts(name) if is_product(name) else (name,))]
+    """The parameters a variant's ranks change (both W_O and W_V for a product; a row set's whole parameter), once."""
+    return list(dict.fromkeys(p for name in ranks for p in (product_parts(name) if is_product(name) else (parameter_of(name),))))
 
 
 def singular_values(weight: torch.Tensor) -> torch.Tensor:

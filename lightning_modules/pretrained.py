@@ -8,28 +8,85 @@ from typing import Literal
 
 from torch import nn
 
-from lightning_modules.laser import rank_for
+from lightning_modules.laser import rank_for, row_name
 from run_record.names import FULL, grid_variant
 from run_record.contract import RecordedModule
 
 # Pythia's published checkpoints (Biderman et al. 2023): step0, powers of two up to 512, then every 1000 steps.
 PYTHIA_STEPS = frozenset([0] + [2**i for i in range(10)] + list(range(1000, 143001, 1000)))
 
-# Parameter-name suffixes (inside a decoder layer) of each role, per architecture (config.model_type). Phi-3 fuses
-# the gate and up projections into one matrix; Llama, Mistral and Qwen2 keep them apart (both are mlp_in).
-_LLAMA_LIKE = {"mlp_in": ("mlp.gate_proj", "mlp.up_proj"), "mlp_out": ("mlp.down_proj",), "attn_out": ("self_attn.o_proj",)}
-ARCHITECTURES: dict[str, dict[str, tuple[str, ...]]] = {
-    "gpt_neox": {"mlp_in": ("mlp.dense_h_to_4h",), "mlp_out": ("mlp.dense_4h_to_h",), "attn_out": ("attention.dense",)},
+
+@dataclass(frozen=True)
+class Fused:
+    """Query, key and value rows of one fused projection: ``per_head`` ([head][q|k|v][head_dim], GPT-NeoX) or
+    ``contiguous`` ([all q | all k | all v], Phi-3, with grouped key/value heads)."""
+
+    suffix: str
+    layout: Literal["per_head", "contiguous"]
+
+    def rows(self, role: str, config) -> tuple[int, int, int | None]:
+        """(start, stop, period) of the role's rows (attn_q | attn_k | attn_v)."""
+        heads = config.num_attention_heads
+        head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
+        part = "qkv".index(role[-1])
+        if self.layout == "per_head":
+            return part * head_dim, (part + 1) * head_dim, 3 * head_dim
+        q, kv = heads * head_dim, (getattr(config, "num_key_value_heads", None) or heads) * head_dim
+        start = (0, q, q + kv)[part]
+        return start, start + (q, kv, kv)[part], None
+
+
+# The matrices (suffixes inside a decoder layer) of each role, per architecture (config.model_type). Phi-3 fuses the
+# gate and up projections into one matrix (mlp_in); Llama, Mistral and Qwen2 keep them apart (both are mlp_in).
+# GPT-NeoX and Phi-3 fuse query, key and value into one matrix: attn_q/k/v truncate their rows alone.
+_LLAMA_LIKE = {"mlp_in": ("mlp.gate_proj", "mlp.up_proj"), "mlp_out": ("mlp.down_proj",), "attn_out": ("self_attn.o_proj",),
+               "attn_q": ("self_attn.q_proj",), "attn_k": ("self_attn.k_proj",), "attn_v": ("self_attn.v_proj",)}
+_NEOX_QKV = Fused("attention.query_key_value", "per_head")
+_PHI3_QKV = Fused("self_attn.qkv_proj", "contiguous")
+ARCHITECTURES: dict[str, dict[str, tuple[str | Fused, ...]]] = {
+    "gpt_neox": {"mlp_in": ("mlp.dense_h_to_4h",), "mlp_out": ("mlp.dense_4h_to_h",), "attn_out": ("attention.dense",),
+                 "attn_q": (_NEOX_QKV,), "attn_k": (_NEOX_QKV,), "attn_v": (_NEOX_QKV,)},
     "llama": _LLAMA_LIKE,
     "mistral": _LLAMA_LIKE,
     "qwen2": _LLAMA_LIKE,
-    "phi3": {"mlp_in": ("mlp.gate_up_proj",), "mlp_out": ("mlp.down_proj",), "attn_out": ("self_attn.o_proj",)},
+    "phi3": {"mlp_in": ("mlp.gate_up_proj",), "mlp_out": ("mlp.down_proj",), "attn_out": ("self_attn.o_proj",),
+             "attn_q": (_PHI3_QKV,), "attn_k": (_PHI3_QKV,), "attn_v": (_PHI3_QKV,)},
 }
-ROLES = ("mlp_in", "mlp_out", "attn_out")
+ROLES = ("mlp_in", "mlp_out", "attn_out", "attn_q", "attn_k", "attn_v")
+STREAM_WRITERS = ("mlp_out", "attn_out")  # roles whose output is added to the residual stream
 
 
-def role_map(model: nn.Module) -> dict[str, tuple[str, ...]]:
-    """The role -> parameter-suffix map of the model's architecture; an unknown one is refused, naming it."""
+# Where each architecture keeps its decoder layers, its final norm, and each layer's attention and MLP (whose outputs
+# are added to the residual stream): the parts the per-layer attribution reads.
+_LLAMA_DECODER = ("model.layers", "model.norm", "self_attn", "mlp")
+DECODERS = {"gpt_neox": ("gpt_neox.layers", "gpt_neox.final_layer_norm", "attention", "mlp"), "llama": _LLAMA_DECODER,
+            "mistral": _LLAMA_DECODER, "qwen2": _LLAMA_DECODER, "phi3": _LLAMA_DECODER}
+
+
+@dataclass
+class Decoder:
+    """An architecture's decoder, read through ``DECODERS``: its layers, final norm, and the attribute names of each
+    layer's attention and MLP."""
+
+    layers: nn.ModuleList
+    final_norm: nn.Module
+    attn: str
+    mlp: str
+
+    @staticmethod
+    def stream_writers(model: nn.Module) -> list[str]:
+        """The LASER targets whose output is added to the residual stream (every layer's mlp_out and attn_out)."""
+        return list(role_matrices(model, [LaserSpec(role, 1.0, "all") for role in STREAM_WRITERS]))
+
+
+def decoder_of(model: nn.Module) -> Decoder:
+    role_map(model)  # an unknown architecture is refused, naming the table to extend
+    layers, norm, attn, mlp = DECODERS[model.config.model_type]
+    return Decoder(model.get_submodule(layers), model.get_submodule(norm), attn, mlp)
+
+
+def role_map(model: nn.Module) -> dict[str, tuple[str | Fused, ...]]:
+    """The role -> matrices map of the model's architecture; an unknown one is refused, naming it."""
     arch = getattr(getattr(model, "config", None), "model_type", None)
     if arch not in ARCHITECTURES:
         raise ValueError(f"LASER: architecture {arch!r} ({type(model).__name__}) has no role map; known: "
@@ -149,10 +206,10 @@ def load_tokenizer(name: str, revision: str, cache_dir: str | None = None, gguf_
 
 @dataclass
 class LaserSpec:
-    """One LASER target: ``matrix`` (mlp_in | mlp_out | attn_out) of ``layers`` (an index, negative from the end,
+    """One LASER target: ``matrix`` (a role: mlp_in | mlp_out | attn_out | attn_q | attn_k | attn_v) of ``layers`` (an index, negative from the end,
     an inclusive range "10-15", or "all"), kept at rank max(1, floor(rho * min(m, n))) (rho = 0 removes it)."""
 
-    matrix: Literal["mlp_in", "mlp_out", "attn_out"]
+    matrix: Literal["mlp_in", "mlp_out", "attn_out", "attn_q", "attn_k", "attn_v"]
     rho: float
     layers: int | str = "all"
 
@@ -190,25 +247,41 @@ def _layer_indices(spec: LaserSpec, n_layers: int) -> list[int]:
     return list(range(int(m.group(1)), int(m.group(2)) + 1))
 
 
-def laser_ranks(model: nn.Module, specs: list[LaserSpec]) -> dict[str, int]:
-    """{parameter name: rank} for the specs (the pretrained-model rule: rho > 0 keeps at least rank 1)."""
+def role_matrices(model: nn.Module, specs: list[LaserSpec]) -> dict[str, tuple[int, int]]:
+    """{LASER target name: shape} of the matrices the specs name: whole parameters, or a fused projection's rows
+    (``...query_key_value.weight[0:64/192]``, laser.py's grammar)."""
     roles = role_map(model)
-    by_layer: dict[int, dict[str, nn.Parameter]] = {}
+    by_layer: dict[int, dict[str, tuple[str, nn.Parameter]]] = {}  # layer -> suffix -> (name, parameter)
     for name, p in model.named_parameters():
         m = LAYER_PARAM.search(name)
         if m and p.ndim == 2:
-            by_layer.setdefault(int(m.group(1)), {})[name] = p
+            by_layer.setdefault(int(m.group(1)), {})[m.group(2)] = (name, p)
     if not by_layer:
         raise ValueError(f"{type(model).__name__} has no decoder layers named '*.layers.<i>.*'")
-    ranks: dict[str, int] = {}
+    out: dict[str, tuple[int, int]] = {}
     for spec in specs:
         if spec.matrix not in ROLES:
             raise ValueError(f"LASER spec {spec}: matrix must be one of {list(ROLES)}")
         for i in _layer_indices(spec, len(by_layer)):
-            hits = {n: p for n, p in by_layer[i].items() if LAYER_PARAM.search(n).group(2) in roles[spec.matrix]}
-            if not hits:
-                raise ValueError(f"LASER spec {spec}: layer {i} has no {spec.matrix} matrix ({'/'.join(roles[spec.matrix])})")
-            ranks.update({n: rank_for(tuple(p.shape), spec.rho, min_rank=1) for n, p in hits.items()})
+            for entry in roles[spec.matrix]:
+                suffix = entry.suffix if isinstance(entry, Fused) else entry
+                if suffix not in by_layer[i]:
+                    raise ValueError(f"LASER spec {spec}: layer {i} has no {spec.matrix} matrix ({suffix})")
+                name, p = by_layer[i][suffix]
+                if isinstance(entry, Fused):
+                    start, stop, period = entry.rows(spec.matrix, model.config)
+                    n = (stop - start) * (p.shape[0] // period if period else 1)
+                    out[row_name(name, start, stop, period)] = (n, p.shape[1])
+                else:
+                    out[name] = tuple(p.shape)
+    return out
+
+
+def laser_ranks(model: nn.Module, specs: list[LaserSpec]) -> dict[str, int]:
+    """{LASER target name: rank} for the specs (the pretrained-model rule: rho > 0 keeps at least rank 1)."""
+    ranks: dict[str, int] = {}
+    for spec in specs:
+        ranks.update({n: rank_for(shape, spec.rho, min_rank=1) for n, shape in role_matrices(model, [spec]).items()})
     return ranks
 
 
@@ -223,15 +296,37 @@ def laser_variants(model: nn.Module, laser: dict[str, list] | None) -> dict[str,
     return variants
 
 
+FINGERPRINT_SAMPLES = 64
+
+
+def weights_fingerprint(model: nn.Module, samples: int = FINGERPRINT_SAMPLES) -> str:
+    """A digest of the weights: every tensor's name, shape and dtype and ``samples`` of its values at fixed,
+    evenly spaced positions (cheap on a billion parameters; two checkpoints that differ anywhere in training differ
+    in these). Two revisions with one fingerprint served the same weights."""
+    import hashlib
+
+    import torch
+
+    digest = hashlib.sha256()
+    for name, t in model.state_dict().items():
+        flat = t.detach().reshape(-1)
+        k = min(samples, flat.numel())  # evenly spaced, in integers (a float linspace rounds past the end)
+        idx = (torch.arange(k, dtype=torch.int64) * (flat.numel() - 1) // max(k - 1, 1)).to(flat.device)
+        digest.update(f"{name}:{tuple(t.shape)}:{t.dtype};".encode())
+        digest.update(flat[idx].to(torch.float64).cpu().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
 def model_info(model: nn.Module, model_name: str, revision: str, variants: dict[str, dict[str, int]],
-               gguf_file: str | None = None) -> dict:
+               gguf_file: str | None = None, fingerprint: str | None = None) -> dict:
     """For summary.json: which weights were evaluated (the hub commit a revision resolved to: some Pythia branches
     have served wrong weights; a GGUF file and its size), in which dtype, and each variant's ranks."""
     model_name = os.path.expanduser(model_name)
     local = os.path.isdir(model_name)
     out = {"model_name": model_name, "revision": None if local else revision,  # a local directory has no revisions
            "commit": getattr(model.config, "_commit_hash", None), "dtype": str(model.dtype).removeprefix("torch."),
-           "architecture": getattr(model.config, "model_type", None), "laser_ranks": variants}
+           "architecture": getattr(model.config, "model_type", None), "laser_ranks": variants,
+           "fingerprint": fingerprint, "fingerprint_samples": FINGERPRINT_SAMPLES}
     if gguf_file:
         path = os.path.join(model_name, gguf_file)
         out["gguf_file"] = {"name": gguf_file, "bytes": os.path.getsize(path) if os.path.isfile(path) else None,
@@ -241,11 +336,14 @@ def model_info(model: nn.Module, model_name: str, revision: str, variants: dict[
 
 class PretrainedRecord(RecordedModule):
     """What summary.json records of a pretrained model and its LASER variants; for LightningModules holding the model as
-    self.net, the variants' ranks as self.variants and model_name/revision/gguf_file hyperparameters."""
+    self.net, the variants' ranks as self.variants, the fingerprint of the weights as loaded as self.fingerprint
+    (``weights_fingerprint``, taken before any variant is evaluated) and model_name/revision/gguf_file
+    hyperparameters."""
 
     def variant_specs(self) -> dict[str, dict]:
         """What each variant is (its matrices' ranks)."""
         return {v: {"ranks": ranks} for v, ranks in self.variants.items()}
 
     def run_info(self) -> dict:
-        return model_info(self.net, self.hparams.model_name, self.hparams.revision, self.variants, self.hparams.gguf_file)
+        return model_info(self.net, self.hparams.model_name, self.hparams.revision, self.variants, self.hparams.gguf_file,
+                          self.fingerprint)

@@ -101,6 +101,18 @@ class ComponentAttribution:
                 "measured": {str(k): v for k, v in self.measured.items()}}
 
 
+def direct_components(u: torch.Tensor, s: torch.Tensor, vh: torch.Tensor, a: torch.Tensor, d: torch.Tensor,
+                      mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Per component i of W = sum s_i u_i v_i^T, the mean over positions of (d . u_i) s_i (v_i . a): its share of
+    d . (W a) for inputs ``a`` (..., n) and read directions ``d`` (..., m) (the unembedding difference, through a
+    linearised final norm where there is one); ``mask`` (...): the positions counted (all by default)."""
+    along_u = d @ u  # (..., r): d . u_i
+    coeff = (a @ vh.T) * s  # (..., r): s_i (v_i . a)
+    if mask is None:
+        return (along_u * coeff).reshape(-1, len(s)).mean(0)
+    return (along_u * coeff * mask[..., None]).reshape(-1, len(s)).sum(0) / mask.sum()
+
+
 def _block_of(name: str) -> tuple[int, str]:
     """``layers.1.ff.w2`` -> (1, ``ff.w2``)."""
     parts = name.split(".")
@@ -177,9 +189,7 @@ def attribute(net: nn.Module, name: str, where: GapPositions, ranks: list[int] =
     a = _stream_input(net, layer, local, x)
     if a is not None and not getattr(net.cfg, "layer_norm", False):
         d = net.unemb[where.plus] - net.unemb[where.minus]  # (B, T, dim)
-        along_u = (d @ u) * where.mask[..., None]  # (B, T, r): d . u_i at scored positions
-        coeff = (a @ vh.T) * s  # (B, T, r): s_i (v_i . a)
-        direct = ((along_u * coeff).sum((0, 1)) / where.mask.sum()).tolist()
+        direct = direct_components(u, s, vh, a, d, where.mask).tolist()
     measured = {}
     for k in sorted(set(ranks)):
         with truncated(net, {name: k}, {name: f}):

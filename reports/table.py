@@ -169,14 +169,33 @@ def read_sweep(root: str | Path) -> SweepTable:
             base["error"] = summary.get("error") or error
         if summary["status"] != "completed":
             base["log_tail"] = log_tail(root, i)
-        commit = (summary.get("model") or {}).get("commit")
-        if commit:
-            base["commit"] = commit
+        for field_name in ("commit", "fingerprint"):
+            if (summary.get("model") or {}).get(field_name):
+                base[field_name] = summary["model"][field_name]
         if not summary.get("variants"):
             out.append(base)
         for variant, metrics in (summary.get("variants") or {}).items():
             out.append({**base, "variant": variant, **metrics})
+    flag_same_weights(out)
     return SweepTable(out, points, damaged, protocols)
+
+
+CHECKPOINT_KEYS = ("model.init_args.model_name", "model.init_args.revision", "model.init_args.gguf_file")
+
+
+def flag_same_weights(table: list[dict]) -> None:
+    """Rows whose weights' fingerprint equals that of a task that asked for another checkpoint (model, revision or
+    file) get ``same_weights_as`` (those tasks, with what they asked for): some Pythia branches serve the final
+    checkpoint's weights, and a checkpoint curve must not plot one model many times unnoticed."""
+    asked = {r["task"]: {k: r.get(k) for k in CHECKPOINT_KEYS if k in r} for r in table if r.get("fingerprint")}
+    prints = {r["task"]: r["fingerprint"] for r in table if r.get("fingerprint")}
+    for r in table:
+        if not r.get("fingerprint"):
+            continue
+        twins = [t for t, f in sorted(prints.items()) if f == r["fingerprint"] and t != r["task"] and asked[t] != asked[r["task"]]]
+        if twins:
+            r["same_weights_as"] = "; ".join(f"task {t} (" + ", ".join(f"{k.rsplit('.', 1)[-1]} {v}" for k, v in asked[t].items())
+                                             + ")" for t in twins)
 
 
 def rows(root: str | Path) -> list[dict]:
@@ -303,7 +322,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     except files.WriteError as e:
         raise SystemExit(f"error: {e}") from None
     choice = selected(table, keys, read.protocols)
-    shown = [c for c in columns if c != "run_dir"]
+    shown = [c for c in columns if c not in ("run_dir", "same_weights_as")]  # the twins are printed below
     fmt = lambda v: f"{v:.4f}" if isinstance(v, float) else str(v)  # noqa: E731
     widths = {c: max(len(c), *(len(fmt(r.get(c, ""))) for r in table)) for c in shown}
     print("  ".join(c.rjust(widths[c]) for c in shown))
@@ -315,6 +334,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
             print(f"\ntask {r['task']} {r['status']}:{error}\n{r.get('log_tail', '')}")
     for note in dict.fromkeys(f"task {r['task']}: {r['note']}" for r in table if r.get("note")):
         print(f"\nnote: {note}")
+    for twin in dict.fromkeys(f"task {r['task']} has the same weights as {r['same_weights_as']}" for r in table
+                              if r.get("same_weights_as")):
+        print(f"\nwarning: {twin}: the checkpoint was not what was asked for, or the two are one model")
     if choice:
         try:
             write_csv(root / SELECTED_FILE, choice)

@@ -27,6 +27,7 @@ CHECKPOINT_DIR = "checkpoints"
 REPORT_DIR = "report"  # python -m reports writes report/index.html and report/figures/
 GENERATIONS_FILE = "generations.jsonl"  # GSM8K: one generation per (variant, document)
 PREDICTIONS_FILE = "predictions.jsonl"  # prompt sets: one record per prompt, every variant's numbers
+SINGULAR_EFFECTS_FILE = "singular_effects.json"  # prompt sets: each singular component's effect on the gap, per matrix
 # --- a sweep directory: tasks.json, <task>/<run name>/<version>/ per task ---------------------------------------------
 TASKS_FILE = "tasks.json"  # the grid points
 ATTEMPT_FILE = "attempt.json"  # <task>/attempt.json: the task's newest attempt (pipeline/sweep.py)

@@ -104,11 +104,38 @@ class SelectionProtocol(TypedDict):
     keeping: NotRequired[dict[str, Any]]
 
 
+class LayerAttribution(TypedDict):
+    """CausalLMModule(layer_attribution): per variant and prompt type ("all" too), the mean share of log P(answer) /
+    P(" the") of each part of the final stream (embed, layers.<i>.attn, layers.<i>.mlp, bias) and the model's total."""
+    split: str
+    max_residual: float  # the largest |sum of the parts - the gap| over prompts and variants
+    n: dict[str, int]  # prompts per type
+    variants: dict[str, dict[str, dict[str, float]]]
+
+
+class Prediction(TypedDict):
+    """CausalLMModule(predict): each variant's change of the mean log ratio, predicted from singular components
+    (per method; None where a method does not cover its matrices) and measured, on one split."""
+    split: str
+    n_prompts: int
+    gap: float
+    seconds: dict[str, float]  # svd, attribution, search
+    variants: dict[str, dict[str, float | None]]  # variant -> {direct, linear, measured}
+    spearman: dict[str, float | None]
+    spearman_ci: dict[str, list[float] | None]  # 95%, the variants resampled
+    n_variants: dict[str, int]
+    ranking: list[str]
+    file: str  # singular_effects.json: every component's effect
+
+
 class PromptResults(TypedDict):
     selection_protocol: SelectionProtocol
     predictions: str
-    search_grid: NotRequired[dict[str, Any]]
+    search_grid: NotRequired[list[dict[str, Any]]]
     selection: NotRequired[dict[str, Any]]
+    layer_attribution: NotRequired[LayerAttribution]
+    prediction: NotRequired[Prediction]
+    hijack: NotRequired[dict[str, Any]]  # knowledge-hijack prompts: per variant, cells, boundaries, fit (fact_hijack.py)
 
 
 class GSM8KScores(TypedDict):

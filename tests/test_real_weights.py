@@ -59,7 +59,7 @@ def loaded(smollm2):
     from lightning_modules import CausalLMModule
     from lightning_modules.pretrained import LaserGrid
 
-    grid = LaserGrid(matrices=["mlp_in", "mlp_out", "attn_out"], layers=["27-29"], rhos=[0.0, 0.1])
+    grid = LaserGrid(matrices=["mlp_in", "mlp_out", "attn_out", "attn_q", "attn_k", "attn_v"], layers=["27-29"], rhos=[0.0, 0.1])
     return CausalLMModule(smollm2["folder"], gguf_file=smollm2["gguf_file"], search=grid)
 
 
@@ -75,16 +75,47 @@ def test_greedy_continuation_of_a_fact(loaded, smollm2):
 def test_every_laser_variant_is_restored_bit_for_bit(loaded, smollm2, tmp_path):
     import lightning as L
 
+    from lightning_modules.pretrained import weights_fingerprint
+
     from datamodules import PromptDataModule
 
     before = {k: v.clone() for k, v in loaded.net.state_dict().items()}
     data = PromptDataModule(tokenizer=smollm2["folder"], gguf_file=smollm2["gguf_file"], n_prompts=16)
     trainer = L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, default_root_dir=str(tmp_path))
     trainer.test(loaded, datamodule=data, verbose=False)
-    assert len(loaded.variants) == 7  # full and the 6 grid points, each truncated while it was evaluated
+    assert len(loaded.variants) == 13  # full and the 12 grid points, each truncated while it was evaluated
     after = loaded.net.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)
+    assert weights_fingerprint(loaded.net) == loaded.fingerprint  # the checkpoint as loaded, after every variant
+    # the attention roles are SmolLM2's own projections (9 query heads, 3 key/value heads of 64)
+    assert loaded.variants["attn_k_L27-29@0.1"] == {f"model.layers.{i}.self_attn.k_proj.weight": 19 for i in (27, 28, 29)}
     assert trainer.callback_metrics["test/mlp_out_L27-29@0/p_answer"] != trainer.callback_metrics["test/full/p_answer"]
+
+
+def test_the_gap_splits_into_layers_exactly_and_the_weights_fingerprint_is_stable(loaded, smollm2):
+    from datamodules import PromptDataModule
+    from lightning_modules.pretrained import weights_fingerprint
+    from lightning_modules.pretrained_attribution import PromptBatch, layer_parts
+
+    data = PromptDataModule(tokenizer=smollm2["folder"], gguf_file=smollm2["gguf_file"], n_prompts=24)
+    data.setup("test")
+    b = next(iter(data.split_loader("test")))
+    parts = layer_parts(loaded.net, PromptBatch(b["input_ids"], b["answer_id"], b["generic_id"]))
+    total = parts.pop("total")
+    assert len(parts) == 2 + 2 * 30 and (sum(parts.values()) - total).abs().max() < 1e-4
+    assert float(total.mean()) > 1.0  # a trained model: IOI's answer well above " the"
+    assert len(loaded.fingerprint) == 16 and weights_fingerprint(loaded.net) == loaded.fingerprint
+
+
+def test_knowledge_hijack_end_to_end_statements_in_context_move_the_answer(smollm2, tmp_path):
+    hijack = '{"n": [0, 4], "k": [0], "distance": [0], "length": [null], "facts_per_cell": 12}'
+    summary, predictions = prompts_run(smollm2, tmp_path, "configs/smollm2_hijack.yaml", "--data.init_args.hijack", hijack)
+    cells = {c["n"]: c for c in summary["results"]["hijack"]["variants"]["full"]["cells"]}
+    assert len(predictions) == 24 and cells[0]["prompts"] == cells[4]["prompts"] == 12
+    # a real model: with no statement the fact wins; four counterfactual statements raise the counterfactual's
+    # probability and its share of the pair (measured: win rate 0.25 -> 0.75, P(B_fake) 0.004 -> 0.49, gap -3.0 -> +2.9)
+    assert cells[0]["win"] <= 0.4 and cells[4]["win"] >= cells[0]["win"] + 0.3
+    assert cells[4]["p_fake"] > 10 * cells[0]["p_fake"] and cells[4]["gap"] > cells[0]["gap"] + 3.0
 
 
 def test_gsm8k_runs_end_to_end_with_the_chat_template(smollm2, tmp_path):

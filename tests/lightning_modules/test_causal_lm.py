@@ -148,3 +148,22 @@ def test_a_folder_of_gguf_files_without_gguf_file_is_refused_before_anything_loa
         main([*base, "--model.init_args.gguf_file", "other.gguf"])
     assert f"model.init_args.gguf_file: {folder / 'other.gguf'} does not exist; {folder} holds tiny.Q4_0.gguf" in capsys.readouterr().err
     assert not (tmp_path / "runs").exists()
+
+
+def test_the_weights_fingerprint_tells_checkpoints_apart_and_copies_together(tiny_hf, tmp_path):
+    import shutil
+
+    from lightning_modules.pretrained import weights_fingerprint
+
+    shutil.copytree(tiny_hf["gpt_neox"], tmp_path / "copy")
+    a, copy = CausalLMModule(tiny_hf["gpt_neox"]), CausalLMModule(str(tmp_path / "copy"))
+    assert a.fingerprint == copy.fingerprint == a.run_info()["fingerprint"] and len(a.fingerprint) == 16
+    assert CausalLMModule(tiny_hf["llama"]).fingerprint != a.fingerprint
+    # one optimiser step moves every sampled value: a later checkpoint of one run differs
+    net = a.net.train().requires_grad_(True)
+    opt = torch.optim.SGD(net.parameters(), lr=1e-3)
+    net(torch.tensor([[1, 2, 3]]), labels=torch.tensor([[1, 2, 3]])).loss.backward()
+    opt.step()
+    assert weights_fingerprint(net) != copy.fingerprint
+    with truncated(copy.net, {MLP_OUT["gpt_neox"]: 1}):  # a LASER variant is not the loaded checkpoint either
+        assert weights_fingerprint(copy.net) != a.fingerprint

@@ -88,3 +88,72 @@ def test_a_prompt_set_sweep_selects_by_the_selection_split():
     (choice,) = selected(rows, ["model.init_args.revision"], {0: protocol})
     assert choice["selected"] == "cut" and choice["log_ratio (test)"] == -1.0 and choice["full log_ratio (test)"] == 0.2
     assert choice["evaluation"] == "prompts"
+
+
+def test_prediction_and_layer_attribution_through_the_cli(tiny_hf, tmp_path, capsys):
+    grid = '{"matrices": ["mlp_out", "attn_k", "mlp_in"], "layers": [1, "0-1"], "rhos": [0.1, 0.5]}'
+    summary = run_test("configs/pythia_ioi.yaml", tiny_hf["gpt_neox"], tmp_path, "--data.init_args.n_prompts", "40",
+                       "--data.init_args.selection_fraction", "0.5", "--model.init_args.search", grid,
+                       "--model.init_args.predict", "true")
+    pred = summary["results"]["prediction"]
+    assert pred["split"] == "selection" and pred["n_prompts"] == 20 and len(pred["variants"]) == 2 + 12
+    selection = {v: m["log_ratio@selection"] for v, m in summary["variants"].items() if ":" not in v}
+    assert pred["gap"] == pytest.approx(selection["full"], abs=1e-4)  # the prediction starts from the measured gap
+    for variant, entry in pred["variants"].items():
+        assert entry["measured"] == pytest.approx(selection[variant] - selection["full"], abs=1e-6)
+        assert entry["linear"] is not None
+        assert (entry["direct"] is None) == ("mlp_out" not in variant), variant  # direct: stream writers only
+    assert pred["n_variants"] == {"direct": 5, "linear": 14} and -1 <= pred["spearman"]["linear"] <= 1
+    assert pred["ranking"][0] == max(pred["variants"], key=lambda v: pred["variants"][v]["linear"])
+    assert set(pred["seconds"]) == {"svd", "attribution", "search"} and min(pred["seconds"].values()) > 0
+    effects = json.loads((only_run_dir(tmp_path) / pred["file"]).read_text())
+    fused = "gpt_neox.layers.1.attention.query_key_value.weight[8:16/24]"
+    assert len(effects["effects"]["linear"][fused]) == len(effects["singular_values"][fused]) == 32
+    assert summary["files"][pred["file"]]["bytes"] > 0
+    out = capsys.readouterr().out
+    assert "Predicted from singular directions in" in out and "Spearman with the measured change" in out
+    # the per-layer split of the test split's gap: the parts add up to each prompt's gap, and their means to the mean
+    layers = summary["results"]["layer_attribution"]
+    assert layers["max_residual"] < 1e-4 and layers["n"] == {"all": 20, "ABBA": layers["n"]["ABBA"], "BABA": 20 - layers["n"]["ABBA"]}
+    assert set(layers["variants"]) == {"full", "late_mlp_out", "all_mlp_in", summary["results"]["selection"]["selected"]}
+    for variant, by_type in layers["variants"].items():
+        parts = by_type["all"]
+        assert parts["total"] == pytest.approx(summary["variants"][variant]["log_ratio"], abs=1e-5)
+        assert sum(v for k, v in parts.items() if k != "total") == pytest.approx(parts["total"], abs=1e-4)
+        assert set(parts) == {"embed", "bias", "total"} | {f"layers.{i}.{p}" for i in range(2) for p in ("attn", "mlp")}
+    from reports import build
+
+    run = only_run_dir(tmp_path)
+    page = build.report(run).read_text()
+    assert {p.stem for p in (run / "report" / "figures").glob("*.png")} == {"laser_search", "prediction", "layer_attribution",
+                                                                           "prompt_types"}
+    assert f"same {pred['n_prompts']} prompts of the selection split" in page
+
+
+def test_knowledge_hijack_prompts_through_the_cli(tiny_hf, tmp_path, capsys):
+    hijack = '{"n": [0, 1, 3], "k": [0, 1], "distance": [0, 2], "length": [null], "facts_per_cell": 6}'
+    summary = run_test("configs/smollm2_hijack.yaml", tiny_hf["llama"], tmp_path, "--data.init_args.hijack", hijack,
+                       "--model.init_args.laser", '{"late": [{"matrix": "mlp_out", "rho": 0.0, "layers": 1}]}')
+    hj = summary["results"]["hijack"]
+    assert set(hj["variants"]) == {"full", "late"}
+    predictions = [json.loads(line) for line in (only_run_dir(tmp_path) / "predictions.jsonl").read_text().splitlines()]
+    assert len(predictions) == 3 * 2 * 2 * 6
+    for variant, r in hj["variants"].items():
+        assert len(r["cells"]) == 12 and {(b["k"], b["distance"]) for b in r["boundaries"]} == {(0, 0), (0, 2), (1, 0), (1, 2)}
+        cell = next(c for c in r["cells"] if (c["n"], c["k"], c["distance"]) == (3, 1, 2))
+        rows = [p for p in predictions if p["type"] == "n3_k1_d2"]
+        gaps = [p["variants"][variant]["logit_diff"] for p in rows]
+        # the cell's numbers are its prompts' numbers: P(B_fake) is P(answer), the gap logit(B_fake) - logit(B)
+        assert cell["prompts"] == len(rows) == 6 and cell["gap"] == pytest.approx(sum(gaps) / 6, abs=1e-6)
+        assert cell["win"] == pytest.approx(sum(g > 0 for g in gaps) / 6)
+        assert cell["p_fake"] == pytest.approx(sum(p["variants"][variant]["p_answer"] for p in rows) / 6, rel=1e-5)
+        assert all(p["prompt"].count(p["answer"] + ".") >= 3 for p in rows)  # three counterfactual statements (at least)
+        assert r["fit"] is not None and r["fit"]["n_points"] == 12
+    assert "Knowledge hijack, full: k=0, distance 0: n* =" in capsys.readouterr().out
+    from reports import build
+
+    run = only_run_dir(tmp_path)
+    page = build.report(run).read_text()
+    # the hijack cells are drawn as the hijack figure and table, not as 12 prompt types of bars
+    assert {p.stem for p in (run / "report" / "figures").glob("*.png")} == {"hijack"}
+    assert "Knowledge hijack: the boundary n*" in page and page.count("<tr>") >= 1 + 2 * 4

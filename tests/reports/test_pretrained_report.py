@@ -25,7 +25,7 @@ def test_a_pretrained_run_page_shows_its_prompts_and_no_toy_notes(tiny_hf, tmp_p
     bars = pretrained_prompts.prompt_type_bars(summary, "p_answer")
     assert set(bars) == {"full", "late_mlp_out", "all_mlp_in"} and set(bars["full"]) == {"ABBA", "BABA"}
     assert bars["full"]["ABBA"] == summary["variants"]["full:ABBA"]["p_answer"]
-    assert {p.stem for p in (run / "report" / "figures").glob("*.png")} == {"prompt_types"}
+    assert {p.stem for p in (run / "report" / "figures").glob("*.png")} == {"prompt_types", "layer_attribution"}
     seen = open_page(str(page), str(tmp_path / "pythia.png"))
     text = seen["text"].split("\nConfig")[0]
     assert "Next-token probabilities after each prompt" in text and not [n for n in TOY_NOTES if n in text]
@@ -43,6 +43,48 @@ def test_a_revision_sweep_is_drawn_against_the_training_step(tmp_path):
     pretrained_prompts.sweep_page(page, sweep)
     (fig,) = page.figures
     assert fig.name == "revisions" and plt.imread(fig.png).std() > 0.01
+    assert not [b for kind, b in page.blocks if kind == "section" and "same weights" in b[0]]
+
+
+def test_a_revision_sweep_draws_each_layers_share_by_checkpoint(tmp_path):
+    from reports.run import RunRecord
+
+    revisions = ["step0", "step1000", "step143000"]
+    def shares(k):  # layer 1's MLP turns toward " the" as training goes on
+        parts = {"embed": 0.1, "bias": 0.0, "layers.0.attn": 0.2 * k, "layers.0.mlp": 0.05, "layers.1.attn": 0.5 * k,
+                 "layers.1.mlp": -0.4 * k}
+        return {"all": parts | {"total": sum(parts.values())}}
+    runs = {i: RunRecord(tmp_path / str(i), {"results": {"layer_attribution": {"variants": {"full": shares(i)}}}}, {}, None)
+            for i in range(3)}
+    rows = [{"task": i, "status": "completed", "model.init_args.revision": r, "variant": "full", "p_answer": 0.1,
+             "p_generic": 0.1, "log_ratio": 0.5, "logit_diff": 1.0} for i, r in enumerate(revisions)]
+    sweep = SweepRecord(tmp_path, rows, [{"model.init_args.revision": r} for r in revisions], ["model.init_args.revision"],
+                        ["model.init_args.revision"], runs)
+    page = Page("t", tmp_path)
+    pretrained_prompts.sweep_page(page, sweep)
+    fig = next(f for f in page.figures if f.name == "layers_by_checkpoint")
+    image = plt.imread(fig.png)
+    assert image.std() > 0.01 and "averaged over the runs of each checkpoint (1)" in fig.caption
+
+
+def test_revisions_that_served_one_checkpoints_weights_are_flagged(tmp_path):
+    from reports.table import flag_same_weights
+
+    asked = [("step1000", "aaaa"), ("step2000", "bbbb"), ("step3000", "aaaa"), ("step3000", "aaaa")]
+    rows = [{"task": i, "status": "completed", "model.init_args.revision": rev, "fingerprint": f, "variant": "full",
+             "p_answer": 0.1 * i, "p_generic": 0.1, "log_ratio": 0.5, "logit_diff": 1.0} for i, (rev, f) in enumerate(asked)]
+    rows.append({"task": 4, "status": "failed", "model.init_args.revision": "step4000"})
+    flag_same_weights(rows)
+    # task 3 repeats task 2's checkpoint (a second seed, say): the same weights are expected there
+    assert rows[0]["same_weights_as"] == "task 2 (revision step3000); task 3 (revision step3000)"
+    assert rows[2]["same_weights_as"] == rows[3]["same_weights_as"] == "task 0 (revision step1000)"
+    assert "same_weights_as" not in rows[1] and "same_weights_as" not in rows[4]
+    sweep = SweepRecord(tmp_path, rows, [{"model.init_args.revision": r["model.init_args.revision"]} for r in rows],
+                        ["model.init_args.revision"], ["model.init_args.revision"], {})
+    page = Page("t", tmp_path)
+    pretrained_prompts.sweep_page(page, sweep)
+    warning = [b[1] for kind, b in page.blocks if kind == "section" and b[0].startswith("Warning: checkpoints with the same")]
+    assert len(warning) == 1 and warning[0].count("<tr>") == 4 and "step1000" in warning[0]
 
 
 def test_the_wandb_report_of_a_pythia_run_plots_its_test_metrics(tiny_hf, tmp_path, monkeypatch):
