@@ -26,6 +26,12 @@ VARIANT_KEYS = ("model.init_args.laser", "model.init_args.search")  # grid keys 
 
 
 
+def _check_predict(predict: bool | None, svd: str) -> None:
+    if predict and svd != "exact":
+        raise ValueError("model.init_args.predict needs model.init_args.svd: exact (a prediction sums the removed "
+                         "tail's components, which a randomized SVD does not compute)")
+
+
 class CausalLMModule(PretrainedRecord, L.LightningModule):
     """Next-token probabilities of the answer vs the generic token after each prompt (``main.py test``).
 
@@ -85,9 +91,7 @@ class CausalLMModule(PretrainedRecord, L.LightningModule):
         super().__init__()
         if svd not in ("exact", "randomized"):
             raise ValueError(f"model.svd must be exact | randomized, got {svd!r}")
-        if predict and svd != "exact":
-            raise ValueError("model.init_args.predict needs model.init_args.svd: exact (a prediction sums the removed "
-                             "tail's components, which a randomized SVD does not compute)")
+        _check_predict(predict, svd)
         if not 0.0 <= select_keeping <= 1.0:
             raise ValueError(f"model.select_keeping must be in [0, 1], got {select_keeping}")
         self.save_hyperparameters()
@@ -107,14 +111,12 @@ class CausalLMModule(PretrainedRecord, L.LightningModule):
 
     @staticmethod
     def check_before_build(model: dict, data: dict, context: dict) -> None:
-        """Before the model loads (pipeline/preflight.py): the model source exists (a GGUF file is named), and
-        logit_diff (IO - S) exists only for IOI prompts."""
+        """Before the model loads (pipeline/preflight.py): the model source exists (a GGUF file is named), a
+        prediction has the exact SVD it needs, and logit_diff (IO - S) exists only for IOI prompts."""
         require_packages(model.get("gguf_file"))
         if model.get("model_name"):
             check_source(model["model_name"], model.get("gguf_file"))
-        if model.get("predict") and model.get("svd", "exact") != "exact":
-            raise ValueError("model.init_args.predict needs model.init_args.svd: exact (a prediction sums the removed "
-                             "tail's components, which a randomized SVD does not compute)")
+        _check_predict(model.get("predict"), model.get("svd", "exact"))
         if model.get("select_by") == "logit_diff" and data.get("task", "ioi") != "ioi" and data.get("selection_fraction"):
             raise ValueError("model.init_args.select_by logit_diff needs IOI prompts (a competing name); use log_ratio, "
                              "p_answer or acc")

@@ -11,7 +11,8 @@ import torch
 from main import main
 from tests.pipeline.test_cli import only_run_dir
 
-pytestmark = pytest.mark.real_weights
+# one worker runs them all, so the module-scoped model below loads once
+pytestmark = [pytest.mark.real_weights, pytest.mark.xdist_group("real_weights")]
 LASER = '{"mlp_out_L27-29@0.01": [{"matrix": "mlp_out", "layers": "27-29", "rho": 0.01}]}'
 
 
@@ -48,9 +49,10 @@ def test_ioi_is_far_above_chance_and_predictions_audit_the_means(smollm2, tmp_pa
 
 
 def test_a_factual_relation_is_above_chance(smollm2, tmp_path):
-    summary, _ = prompts_run(smollm2, tmp_path, "configs/pythia_facts.yaml")
+    summary, _ = prompts_run(smollm2, tmp_path, "configs/pythia_facts.yaml", "--data.init_args.n_prompts", "96")
     language = summary["variants"]["full:language"]
-    # measured: 0.58 of "The official language of <country> is" -> the language; chance over 49152 tokens is ~0
+    # measured on the first 96 facts: 0.50 of "The official language of <country> is" -> the language, P 0.19; chance
+    # over 49152 tokens is ~0
     assert language["acc"] >= 0.3 and language["p_answer"] >= 0.1
 
 
@@ -128,7 +130,7 @@ def test_gsm8k_runs_end_to_end_with_the_chat_template(smollm2, tmp_path):
     main(["test", "--config", "configs/gsm8k.yaml", "--model.init_args.model_name", smollm2["folder"],
           "--model.init_args.gguf_file", smollm2["gguf_file"], "--model.init_args.laser", LASER,
           "--model.init_args.apply_chat_template", "true", "--model.init_args.fewshot_as_multiturn", "true",
-          "--model.init_args.max_gen_toks", "48", "--model.init_args.batch_size", "2", "--data.init_args.data_dir", str(data),
+          "--model.init_args.max_gen_toks", "32", "--model.init_args.batch_size", "2", "--data.init_args.data_dir", str(data),
           "--data.init_args.limit", "2", "--data.init_args.num_fewshot", "[1]", "--trainer.default_root_dir", str(tmp_path / "runs"),
           "--trainer.accelerator", "cpu", "--trainer.enable_progress_bar", "false", "--report", "false"])
     run = only_run_dir(tmp_path / "runs")

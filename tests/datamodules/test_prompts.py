@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from datamodules import PromptDataModule
+from datamodules.fact_hijack import FactHijack
 from datamodules.prompt_sources import NAMES, builtin_facts
 from datamodules.prompts import ioi_prompts, single_token_id, single_token_names
 from tests.hf_models import PYTHIA_TOKENIZER
@@ -77,6 +78,16 @@ def test_builtin_facts_and_counterfact_files(tiny_hf, tmp_path):
     with pytest.raises(ValueError, match="data.generic_token"):
         PromptDataModule(task="facts", tokenizer=tiny_hf["llama"], generic_token=" the the the")
     assert torch.is_tensor(next(iter(dm.test_dataloader()))["input_ids"])
+    # knowledge-hijack prompts from the same file: the counterfactual is the other fact's answer of that relation
+    records.append({"requested_rewrite": {"prompt": "{} is located in", "subject": "Berlin", "relation_id": "P17",
+                                          "target_true": {"str": "Germany"}}})
+    path.write_text(json.dumps(records))
+    hijack = PromptDataModule(task="hijack", tokenizer=tiny_hf["llama"], facts=str(path),
+                              hijack=FactHijack(n=[2], k=[0], distance=[0], facts_per_cell=5))
+    rows = sorted(hijack.dataset["prompt"])
+    assert rows == ["Berlin is located in Spain. Berlin is located in Spain. Berlin is located in",
+                    "Madrid is located in Germany. Madrid is located in Germany. Madrid is located in"]
+    assert hijack.prompt_types == ["n2_k0_d0"] and hijack.hijack.n == [2]
 
 
 def test_ioi_objects_take_the_article_they_need():

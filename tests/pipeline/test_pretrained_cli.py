@@ -45,6 +45,10 @@ def test_a_bad_revision_or_spec_stops_before_loading(tiny_hf, tmp_path, capsys):
         main(["test", "--config", "configs/pythia_ioi.yaml", "--model.init_args.revision", "step1500",
               "--trainer.default_root_dir", str(tmp_path)])
     assert info.value.code == 2 and "'step1500' is not a Pythia checkpoint" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as info:  # a prediction needs every component: refused before the model loads
+        main(["test", "--config", "configs/smollm2_laser.yaml", "--model.init_args.svd", "randomized",
+              "--trainer.default_root_dir", str(tmp_path)])
+    assert info.value.code == 2 and "model.init_args.predict needs model.init_args.svd: exact" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         run_test("configs/pythia_ioi.yaml", tiny_hf["llama"], tmp_path, "--model.init_args.laser",
                  '{"x": [{"matrix": "mlp_out", "rho": 0.5, "layers": 7}]}')
