@@ -35,6 +35,12 @@ import numpy as np
 BETAS = np.linspace(-4.0, 12.0, 321)
 
 
+def on_grid_edge(beta: float) -> bool:
+    """The fitted beta is the grid's first or last value: the best fit may lie beyond it, and where the attention
+    mass saturates or vanishes only w_ic e^beta is determined (a table flags it)."""
+    return bool(np.isclose(beta, BETAS[0]) or np.isclose(beta, BETAS[-1]))
+
+
 @dataclass
 class Point:
     n: int

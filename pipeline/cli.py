@@ -75,6 +75,15 @@ class SaveAndLogConfig(RecordedCallback, SaveConfigCallback):
             logger.log_hyperparams(json.loads(config))
 
 
+def _option_strings(parser) -> list[str]:
+    """Every option string of the parser and its subcommands' parsers (for "did you mean")."""
+    out = list(parser._option_string_actions)
+    sub = getattr(parser, "_subcommands_action", None)
+    for child in (sub._name_parser_map.values() if sub is not None else ()):
+        out += list(child._option_string_actions)
+    return list(dict.fromkeys(out))
+
+
 class ExperimentCLI(CLIHooks):
     def __init__(self, args: list[str] | None = None, **kwargs):
         console.quiet()
@@ -97,6 +106,8 @@ class ExperimentCLI(CLIHooks):
             trainer_defaults={"callbacks": [FinalValidation(), TrainingTimeEstimate(), RunSummary(), SlurmRequeue(),
                                             HistoryResume()]},
             auto_configure_optimizers=False,
+            # argparse completes an unambiguous prefix (--trainer.max_step would set max_steps): a key must be exact
+            parser_kwargs={"allow_abbrev": False, **{c: {"allow_abbrev": False} for c in ("fit", "validate", "test", "predict")}},
             args=args,
             **kwargs,
         )
@@ -122,7 +133,7 @@ class ExperimentCLI(CLIHooks):
             with contextlib.redirect_stderr(stderr):
                 super().parse_arguments(parser, args)
         except SystemExit as e:
-            report_parser_exit(stderr.getvalue(), e)
+            report_parser_exit(stderr.getvalue(), e, _option_strings(parser))
         sys.stderr.write(stderr.getvalue())  # warnings stay visible
         cfg = self.config[self.config.subcommand] if self.config.get("subcommand") else self.config
         try:  # before Lightning seeds (numpy refuses a seed out of its range with a raw traceback)

@@ -125,12 +125,17 @@ def fail(line: str, details: str | None = None, code: int = 2):
     raise ConfigError(line, code)
 
 
-def report_parser_exit(captured_stderr: str, exit: SystemExit) -> None:
-    """Re-raise jsonargparse's exit, its usage text replaced by one line naming the key (then the details)."""
+def report_parser_exit(captured_stderr: str, exit: SystemExit, options: list[str] = ()) -> None:
+    """Re-raise jsonargparse's exit, its usage text replaced by one line naming the key (then the details);
+    ``options``: the command line's option strings, for "did you mean" after an unrecognized one."""
     if exit.code in (0, None) or "error: " not in captured_stderr:
         sys.stderr.write(captured_stderr)
         raise exit
     message = captured_stderr.split("error: ", 1)[1].strip()
     summary = summarize(message)
+    unrecognized = re.match(r"unrecognized arguments: (--[^\s=]+)", summary, re.IGNORECASE)
+    if unrecognized:  # a misspelt key is refused (no prefix completion): name the closest option
+        close = difflib.get_close_matches(unrecognized.group(1), list(options), n=1, cutoff=0.75)
+        summary += f" (did you mean {close[0]}?)" if close else ""
     details = None if summary.strip() == message else f"details (run with --help for the options):\n  {message}"
     fail(f"invalid configuration: {summary}", details)

@@ -8,14 +8,24 @@ import sys
 from pathlib import Path
 
 
+# Lightning's lines that say nothing about this run: its install tip, and which accelerators exist (summary.json's
+# machine section records the devices used)
+NOISE = ("Tip: For seamless", "GPU available:", "TPU available:", "HPU available:")
+
+
 class _NoTips(logging.Filter):
-    def filter(self, record: logging.LogRecord) -> bool:  # "💡 Tip: ... try installing litlogger / litmodels"
-        return "Tip: For seamless" not in record.getMessage()
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not any(n in record.getMessage() for n in NOISE)
 
 
 def quiet() -> None:
-    """Lightning's tips off; W&B's end-of-run history and summary off (its own setting, unless the user set it)."""
-    logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_NoTips())
+    """Lightning's tips and accelerator lines off; its own deprecation of a torch pytree check (not this project's
+    code) silenced; W&B's end-of-run history and summary off (its own setting, unless the user set it)."""
+    import warnings
+
+    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
+        logging.getLogger(name).addFilter(_NoTips())
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)` is deprecated")
     os.environ.setdefault("WANDB_QUIET", "true")
 
 

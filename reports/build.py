@@ -23,10 +23,16 @@ def context(run: RunRecord) -> str:
     data = ((cfg.get("data") or {}).get("init_args") or {})
     net = model.get("model") or {}
     bits = [f"seed {run.summary.get('seed')}"]
+    loaded = run.summary.get("model") if isinstance(run.summary.get("model"), dict) else None
+    if loaded:  # a pretrained model, evaluated only: named by what was loaded (its file, its hub revision), no steps
+        gguf = (loaded.get("gguf_file") or {}).get("name")
+        name = f"{gguf} (GGUF, in {loaded.get('model_name')})" if gguf else loaded.get("model_name")
+        settings = (("model", name), ("revision", loaded.get("revision")))
+    else:
+        settings = (("model", model.get("model_name")), ("revision", model.get("revision")),
+                    ("steps", run.summary.get("global_step")))
     for label, value in (("dim", net.get("dim")), ("ff", net.get("ff")), ("positional", net.get("positional")),
-                         ("init", net.get("init")), ("alpha", data.get("alpha")), ("T", data.get("seq_len")),
-                         ("model", model.get("model_name")), ("revision", model.get("revision")),
-                         ("steps", run.summary.get("global_step"))):
+                         ("init", net.get("init")), ("alpha", data.get("alpha")), ("T", data.get("seq_len")), *settings):
         if value is not None:
             bits.append(f"{label} {value}")
     return f"Run {run.name}: " + ", ".join(bits) + "."
@@ -59,8 +65,10 @@ def report_run(path: str | Path, run: RunRecord | None = None) -> Path:
                           "runs declare them since schema 2): re-run it with this version to report on it")
     page = Page(f"Run {run.name}", run.path / REPORT_DIR / "figures", context(run))
     status = run.summary.get("status")
-    page.intro = (f"<b>{' + '.join(k.title for k in kinds) or ', '.join(unknown)}</b>. Status <b>{status}</b> at step "
-                  f"{run.summary.get('global_step')} (evaluated at step {run.summary.get('eval_step')}). {html.escape(context(run))}")
+    when = ("(a pretrained model, evaluated only)" if isinstance(run.summary.get("model"), dict) else
+            f"at step {run.summary.get('global_step')} (evaluated at step {run.summary.get('eval_step')})")
+    page.intro = (f"<b>{' + '.join(k.title for k in kinds) or ', '.join(unknown)}</b>. Status <b>{status}</b> {when}. "
+                  f"{html.escape(context(run))}")
     weights, precision = run.summary.get("weights"), (run.summary.get("machine") or {}).get("precision")
     if weights == "random initialisation":
         page.intro += ' <span class="failed">Untrained: the numbers are of the random initialisation (no --ckpt_path).</span>'

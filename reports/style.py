@@ -23,6 +23,17 @@ def variant_style(variant: str, i: int) -> dict:
     return {"color": plt.get_cmap("tab10")(i % 10), "linewidth": 1.4, "zorder": 3, "label": variant}
 
 
+def slots(lines: dict[str, list]) -> tuple[list, dict[str, list[float]]]:
+    """A categorical x axis for values measured at a few settings (shot counts, rank fractions): each setting one
+    evenly spaced slot, so a setting alone sits at its tick and nothing is drawn between two settings; each line's x
+    positions ({line: [settings]} in, in ``ordered`` order), side by side within the slot. Returns (the settings
+    sorted, {line: positions})."""
+    values = sorted({x for xs in lines.values() for x in xs})
+    names = ordered(lines)
+    width = min(0.12, 0.6 / max(len(names), 1))
+    return values, {v: [values.index(x) + (i - (len(names) - 1) / 2) * width for x in lines[v]] for i, v in enumerate(names)}
+
+
 def ordered(variants) -> list[str]:
     """The full model first, then the others in their recorded order."""
     variants = list(variants)

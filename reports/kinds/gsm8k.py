@@ -6,7 +6,7 @@ from reports import table
 from reports.kinds import ReportKind, SweepRecord, register
 from reports.page import Page
 from reports.run import RunRecord
-from reports.style import PAGE_WIDTH_IN, ordered, plt, variant_style
+from reports.style import PAGE_WIDTH_IN, ordered, plt, slots, variant_style
 from run_record.kinds import GSM8K
 from run_record.names import FULL, GSM8K_METRICS, selection_evaluation, split_eval_key, split_metric
 
@@ -29,6 +29,11 @@ def by_shots(summary: dict, metric: str = "em_flexible", split: str = "test") ->
     return {v: sorted(points) for v, points in out.items()}
 
 
+def shot_slots(by_variant: dict[str, list[tuple]]) -> tuple[list[int], dict[str, list[float]]]:
+    """The shot counts as slots (``style.slots``) and each variant's x positions."""
+    return slots({v: [p[0] for p in points] for v, points in by_variant.items()})
+
+
 def run_page(page: Page, run: RunRecord) -> None:
     columns = ("em_strict", "em_strict_stderr", "em_flexible", "em_flexible_stderr", "delta_flexible", "n_docs")
     rows = [{"setting": s, "variant": v, **{k: int(r[k]) if k == "n_docs" else r[k] for k in columns if k in r}}
@@ -45,20 +50,25 @@ def run_page(page: Page, run: RunRecord) -> None:
         return page.skip("Exact match by shots", "the run has no GSM8K test scores")
     fig, axes = plt.subplots(1, 2, figsize=(PAGE_WIDTH_IN, 3.8), sharey=True)
     for ax, (metric, by_variant) in zip(axes, panels):
+        shots, xs = shot_slots(by_variant)
         for i, variant in enumerate(ordered(by_variant)):
             points = by_variant[variant]
-            shift = (i - (len(by_variant) - 1) / 2) * 0.06  # side by side at each shot count
-            ax.errorbar([p[0] + shift for p in points], [p[1] for p in points], yerr=[p[2] for p in points],
-                        marker="o", capsize=3, **variant_style(variant, i))
+            ax.errorbar(xs[variant], [p[1] for p in points],
+                        yerr=[1.96 * p[2] for p in points], marker="o", linestyle="none", capsize=3, **variant_style(variant, i))
         ax.set_title({"em_strict": 'strict match ("The answer is N")', "em_flexible": "flexible extract (last number)"}[metric])
         ax.set_xlabel("few-shot exemplars")
-        ax.set_xticks(sorted({p[0] for pts in by_variant.values() for p in pts}))
+        ax.set_xticks(range(len(shots)), [str(k) for k in shots])
+        ax.set_xlim(-0.5, len(shots) - 0.5)
         ax.set_ylim(-0.02, 1.02)
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("exact match (test)")
     axes[0].legend(fontsize=8)
-    page.save(fig, "gsm8k", "GSM8K exact match by number of shots, per LASER variant", "Error bars: the harness's "
-              "standard errors. The paper: late-FF LASER helps at 1-2 shots and hurts at 8.")
+    n = sorted({int(r["n_docs"]) for s, by_v in scores(run.summary).items() if s.startswith("test")
+                for r in by_v.values() if "n_docs" in r})
+    page.save(fig, "gsm8k", "GSM8K exact match by number of shots, per LASER variant",
+              f"Mean over {', '.join(map(str, n)) or 'the'} test problems per point; error bars: 95% intervals (1.96 x the "
+              "harness's standard errors). Variants side by side at each shot count. The paper: late-FF LASER helps at "
+              "1-2 shots and hurts at 8.")
 
 
 def sweep_page(page: Page, sweep: SweepRecord) -> None:

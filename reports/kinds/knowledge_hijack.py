@@ -31,7 +31,8 @@ def test_sets(summary: dict) -> list[dict]:
 
 
 def by_length(summary: dict, metric: str = "acc") -> dict[str, dict[str, list[tuple[int, float]]]]:
-    """{placement: {variant: [(test length, metric)]}}; the main test set (length T_train) counts for both placements.
+    """{placement: {variant: [(test length, metric)]}}; the main test set (length T_train) counts for ``anywhere`` only
+    (its pairs lie within T_train: no set of pairs "only beyond T_train" exists at T_train).
     The model HijackProbe built from the theory, where it was evaluated on the same sets, is the variant
     ``constructed``."""
     variants = dict(summary.get("variants") or {})
@@ -52,7 +53,8 @@ def by_length(summary: dict, metric: str = "acc") -> dict[str, dict[str, list[tu
                 points.append((s["length"], row[key]))
     for placement, lines in out.items():
         for variant, points in lines.items():
-            if main and isinstance(variants[variant].get(metric), (int, float)) and all(x != main["length"] for x, _ in points):
+            if (placement == "anywhere" and main and isinstance(variants[variant].get(metric), (int, float))
+                    and all(x != main["length"] for x, _ in points)):
                 points.append((main["length"], variants[variant][metric]))
             points.sort()
     return out
@@ -76,7 +78,10 @@ def theory_fits(summary: dict) -> dict[str, dict]:
 
 def fit_row(setting: str, f: dict) -> dict:
     show = lambda n: "none" if n is None else str(n)  # noqa: E731
-    return {"setting": setting, "w_ic": f["w_ic"], "w_g": f["w_g"], "beta": f["beta"], "R2": f["r2"],
+    from lightning_modules.hijack_theory import on_grid_edge
+
+    beta = f"{f['beta']:g}" + (" (grid edge: only w_ic e^beta is determined)" if on_grid_edge(f["beta"]) else "")
+    return {"setting": setting, "w_ic": f["w_ic"], "w_g": f["w_g"], "beta": beta, "R2": f["r2"],
             "R2 (measured attention)": f["r2_attention"],
             **{f"boundary {t} (n* / mean gap > 0 / o wins half)":
                f"{show(b['predicted_boundary'])} / {show(b.get('gap_boundary'))} / {show(b['measured_boundary'])}"

@@ -15,7 +15,7 @@ from reports.page import Page
 from reports import attribution, memory
 from reports.run import History, RunRecord, unless_unread
 from run_record.files import METRICS_FILE, SPECTRA_FILE
-from reports.style import METRIC_LABELS, PAGE_WIDTH_IN, ordered, panel_grid, plt, variant_style
+from reports.style import METRIC_LABELS, PAGE_WIDTH_IN, ordered, panel_grid, plt, slots, variant_style
 from run_record.kinds import NOISY_RECALL
 from run_record.contract import GRADIENT_NOISE, LASER_TRUNCATION, section, sections
 from run_record.names import FULL, RECALL_METRICS, RECALL_PLOTTED, eval_key, probe_key
@@ -119,16 +119,21 @@ def laser_sweep(page: Page, run: RunRecord) -> None:
     if not grid:
         return page.skip(title, "the run evaluated no LASER variant")
     fig, axes = plt.subplots(1, 3, figsize=(PAGE_WIDTH_IN, 3.4))
+    rhos, xs = slots({target: [rho for rho, _ in points] for target, points in grid.items()})
     for ax, metric in zip(axes, RECALL_PLOTTED):
         for i, (target, points) in enumerate(grid.items()):
-            ax.plot([rho for rho, _ in points], [m[metric] for _, m in points], marker="o", **variant_style(target, i))
-        ax.set_xlabel("rho (kept rank = floor(rho min(m, n)))")
+            # the rhos measured as slots, markers only: no line stands for the ranks between two measured ones
+            ax.plot(xs[target], [m[metric] for _, m in points], marker="o", linestyle="none", **variant_style(target, i))
+        ax.set_xticks(range(len(rhos)), [f"{r:g}" for r in rhos])
+        ax.set_xlim(-0.5, len(rhos) - 0.5)
+        ax.set_xlabel("rho (kept rank fraction)")
         ax.set_ylabel(METRIC_LABELS[metric])
         ax.set_ylim(-0.02, 1.02)
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=8)
-    page.save(fig, "laser_sweep", title, "Each target matrix truncated alone; rho 1 is the full model. Where the noise "
-              "sits in a matrix's top singular directions, P(noise) stays high until rho = 0.")
+    page.save(fig, "laser_sweep", title, "Each target matrix truncated alone, at the rhos measured (one slot each, "
+              "evenly spaced whatever their values), keeping rank floor(rho min(m, n)); rho 1 is the full model. "
+              "Where the noise sits in a matrix's top singular directions, P(noise) stays high until rho = 0.")
 
 
 def probes(page: Page, run: RunRecord, marks: dict, events: list[dict]) -> None:

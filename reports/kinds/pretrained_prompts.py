@@ -200,7 +200,7 @@ def hijack_section(page: Page, run: RunRecord) -> None:
     hj = (run.summary.get("results") or {}).get("hijack")
     if not hj:
         return None
-    from lightning_modules.hijack_theory import BETAS, in_context_mass
+    from lightning_modules.hijack_theory import in_context_mass, on_grid_edge
 
     variants = ordered(hj["variants"])
     groups = list(dict.fromkeys((b["k"], b["distance"], b["length"]) for b in hj["variants"][variants[0]]["boundaries"]))[:4]
@@ -245,7 +245,7 @@ def hijack_section(page: Page, run: RunRecord) -> None:
     for variant in variants:
         r = hj["variants"][variant]
         f = r.get("fit") or {}
-        edge = f and f["beta"] in (float(BETAS[0]), float(BETAS[-1]))
+        edge = bool(f) and on_grid_edge(f["beta"])
         for b in r["boundaries"]:
             rows.append({"variant": variant, "k": b["k"], "distance": b["distance"], "tokens": b["tokens"],
                          "n* measured": b["measured"], "n* of the fit": b["predicted"], "w_ic": f.get("w_ic"),

@@ -50,4 +50,4 @@ def test_the_report_draws_accuracy_against_the_test_length():
             {"name": "T96:anywhere", "length": 96, "placement": "anywhere"}, {"name": "T96:beyond", "length": 96, "placement": "beyond"}]
     summary = {"variants": variants, "results": {"test_sets": sets}}  # the test sets as the module declares them
     assert knowledge_hijack.by_length(summary) == {"anywhere": {"full": [(24, 0.9), (48, 0.8), (96, 0.7)]},
-                                                   "beyond": {"full": [(24, 0.9), (96, 0.3)]}}
+                                                   "beyond": {"full": [(96, 0.3)]}}  # none at T_train: none can exist

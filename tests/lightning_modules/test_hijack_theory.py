@@ -66,3 +66,13 @@ def test_with_k_global_pairs_the_fit_recovers_the_form_and_the_boundary_moves_up
             assert f.predict(n_star, t, k) == pytest.approx(0.0, abs=1e-6)
             assert gap(math.ceil(n_star), t, k) > 0 > gap(math.floor(n_star), t, k)  # the measured crossing, as integers
         assert f.boundary(t, 2) > f.boundary(t, 1) > f.boundary(t, 0)
+
+
+def test_a_beta_on_the_grids_edge_is_flagged_in_the_fit_table():
+    from lightning_modules.hijack_theory import BETAS, on_grid_edge
+    from reports.kinds.knowledge_hijack import fit_row
+
+    assert on_grid_edge(float(BETAS[0])) and on_grid_edge(float(BETAS[-1])) and not on_grid_edge(2.0)
+    f = {"w_ic": 1.0, "w_g": 0.5, "r2": 0.9, "r2_attention": None, "by_length": {}}
+    assert fit_row("x", f | {"beta": float(BETAS[0])})["beta"] == "-4 (grid edge: only w_ic e^beta is determined)"
+    assert fit_row("x", f | {"beta": 2.0})["beta"] == "2"

@@ -76,6 +76,10 @@ def test_a_gpu_asked_for_on_a_cpu_machine_is_one_line(tmp_path, capsys):
      "error: invalid configuration: model.init_args.model.positional: expected one of 'absolute', 'sinusoidal', 'rope', 'relative', 'alibi', 'none', got 'rop'"),
     (["--model.init_args.optimizer.init_args.lrr", "0.1"],
      "error: invalid configuration: model.init_args.optimizer.init_args.lrr: unknown key 'lrr' (did you mean 'lr'?)"),
+    # a prefix of one option is not that option (argparse would silently complete it to max_steps)
+    (["--trainer.max_step", "10"],
+     "error: invalid configuration: unrecognized arguments: --trainer.max_step 10 (did you mean --trainer.max_steps?)"),
+    (["--report_", "false"], "error: invalid configuration: unrecognized arguments: --report_ false (did you mean --report?)"),
 ])
 def test_config_errors_start_with_one_line_naming_the_key_and_value(tmp_path, capsys, args, first_line):
     err = refused(tmp_path, capsys, *args)

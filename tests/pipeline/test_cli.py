@@ -43,6 +43,8 @@ def test_fit_through_main_py_writes_config_summary_and_an_offline_wandb_run(repo
     table_at = next(i for i, line in enumerate(tail) if line.startswith("Results on the clean test set"))
     assert tail[table_at - 2].startswith("W&B (offline): wandb sync ") and tail[table_at + 1].split() == ["variant", "p_correct", "p_noise", "acc", "loss"]
     assert "Run history" not in out.stdout + out.stderr and "Tip: For seamless" not in out.stdout + out.stderr
+    for noise in ("GPU available:", "TPU available:", "LeafSpec"):  # Lightning's lines about nothing in this run
+        assert noise not in out.stdout + out.stderr, noise
 
     summary = json.loads((run / "summary.json").read_text())
     assert summary["status"] == "completed" and summary["global_step"] == 6 and summary["eval_step"] == 6

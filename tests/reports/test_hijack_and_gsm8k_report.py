@@ -25,10 +25,10 @@ def test_accuracy_by_test_length_per_encoding_averages_seeds(tmp_path):
     sweep = SweepRecord(tmp_path, [], points, [knowledge_hijack.ENCODING, "seed_everything"], [knowledge_hijack.ENCODING], runs)
     panels = knowledge_hijack.sweep_length(sweep)
     assert set(panels) == {"beyond"}
-    (main, beyond) = panels["beyond"]["relative"]  # the main set (T_train) and T256, full model only
-    assert main[0] == 64 and beyond[:1] == (256,) and beyond[3] == 2
+    (beyond,) = panels["beyond"]["relative"]  # T256 alone (no point at T_train), full model only
+    assert beyond[:1] == (256,) and beyond[3] == 2
     assert beyond[1] == pytest.approx(0.75) and beyond[2] == pytest.approx(0.0707, abs=1e-3)
-    assert panels["beyond"]["absolute"][1][1] == pytest.approx(0.35)
+    assert panels["beyond"]["absolute"][0][1] == pytest.approx(0.35)
 
 
 def test_gsm8k_exact_match_by_shots(tmp_path):
@@ -45,6 +45,12 @@ def test_gsm8k_exact_match_by_shots(tmp_path):
     gsm8k.run_page(page, RunRecord(tmp_path, summary, {}, {}))
     (fig,) = page.figures
     assert fig.name == "gsm8k" and plt.imread(fig.png).std() > 0.01
+    assert "95% intervals (1.96 x the harness's standard errors)" in fig.caption
+    # the shot counts are slots: one count alone sits at its tick (not at the panel's edges), variants beside it
+    shots, xs = gsm8k.shot_slots({"full": [(1, 0.5, 0.0)], "cut": [(1, 0.4, 0.0)]})
+    assert shots == [1] and xs["full"][0] < 0 < xs["cut"][0] and max(abs(x) for v in xs.values() for x in v) <= 0.1
+    shots, xs = gsm8k.shot_slots(gsm8k.by_shots(summary))
+    assert shots == [1, 8] and [round(x) for x in xs["full"]] == [0, 1] and [round(x) for x in xs["cut"]] == [0]
 
 
 @pytest.fixture

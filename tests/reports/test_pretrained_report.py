@@ -29,6 +29,9 @@ def test_a_pretrained_run_page_shows_its_prompts_and_no_toy_notes(tiny_hf, tmp_p
     seen = open_page(str(page), str(tmp_path / "pythia.png"))
     text = seen["text"].split("\nConfig")[0]
     assert "Next-token probabilities after each prompt" in text and not [n for n in TOY_NOTES if n in text]
+    # an evaluation of a local model: no training steps, no revision, the model named by what was loaded
+    assert "(a pretrained model, evaluated only)" in text and "at step" not in text and "steps 0" not in text
+    assert "revision" not in text.split("Run ")[1].split(".")[0] and f"model {tiny_hf['gpt_neox']}" in text
     assert all(u.startswith(("file://", "data:")) for u in seen["requests"]) and all(w > 0 for w in seen["image_widths"])
 
 

@@ -71,6 +71,11 @@ def test_each_figures_data_equals_the_recorded_metrics(run):
     assert [rho for rho, _ in sweep["layers.1.ff.w2"]] == [0.0, 0.1, 0.2, 1.0]
     assert sweep["layers.1.ff.w2"][0][1]["acc"] == summary["variants"]["layers.1.ff.w2@rho0"]["acc"]
     assert sweep["layers.1.ff.w2"][-1][1] == summary["variants"]["full"]
+    # drawn at the rhos measured, one evenly spaced slot each: rho 0.2 and rho 1 are neighbours, nothing drawn between
+    from reports.style import slots
+
+    rhos, xs = slots({t: [rho for rho, _ in points] for t, points in sweep.items()})
+    assert rhos == [0.0, 0.1, 0.2, 1.0] and xs["layers.1.ff.w2"] == [0, 1, 2, 3]
     # the marked steps: the first probe over threshold in the W&B record of the probes
     marks = noisy_recall.marked_steps(record.history)
     margin = [(s, v) for s, v in logged["probe/layers.1.ff/noise_margin"]]
