@@ -112,11 +112,17 @@ class CausalLMModule(PretrainedRecord, L.LightningModule):
     @staticmethod
     def check_before_build(model: dict, data: dict, context: dict) -> None:
         """Before the model loads (pipeline/preflight.py): the model source exists (a GGUF file is named), a
-        prediction has the exact SVD it needs, and logit_diff (IO - S) exists only for IOI prompts."""
+        prediction has the exact SVD it needs, knowledge-hijack cells are valid, and logit_diff (IO - S) exists only
+        for IOI prompts."""
         require_packages(model.get("gguf_file"))
         if model.get("model_name"):
             check_source(model["model_name"], model.get("gguf_file"))
         _check_predict(model.get("predict"), model.get("svd", "exact"))
+        if data.get("task") == "hijack" and data.get("hijack"):  # the cells, checked before the model loads
+            from datamodules.fact_hijack import FactHijack
+
+            spec = data["hijack"]
+            FactHijack(**(dict(spec) if not isinstance(spec, FactHijack) else vars(spec))).check()
         if model.get("select_by") == "logit_diff" and data.get("task", "ioi") != "ioi" and data.get("selection_fraction"):
             raise ValueError("model.init_args.select_by logit_diff needs IOI prompts (a competing name); use log_ratio, "
                              "p_answer or acc")

@@ -49,6 +49,10 @@ def test_a_bad_revision_or_spec_stops_before_loading(tiny_hf, tmp_path, capsys):
         main(["test", "--config", "configs/smollm2_laser.yaml", "--model.init_args.svd", "randomized",
               "--trainer.default_root_dir", str(tmp_path)])
     assert info.value.code == 2 and "model.init_args.predict needs model.init_args.svd: exact" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as info:  # knowledge-hijack cells: checked before the model loads
+        main(["test", "--config", "configs/smollm2_hijack.yaml", "--data.init_args.hijack", '{"n": [-1, 2]}',
+              "--trainer.default_root_dir", str(tmp_path)])
+    assert info.value.code == 2 and "data.init_args.hijack.n must be a non-empty list of integers >= 0" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         run_test("configs/pythia_ioi.yaml", tiny_hf["llama"], tmp_path, "--model.init_args.laser",
                  '{"x": [{"matrix": "mlp_out", "rho": 0.5, "layers": 7}]}')
