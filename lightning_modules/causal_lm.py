@@ -122,7 +122,7 @@ class CausalLMModule(PretrainedRecord, L.LightningModule):
             from datamodules.fact_hijack import FactHijack
 
             spec = data["hijack"]
-            FactHijack(**(dict(spec) if not isinstance(spec, FactHijack) else vars(spec))).check()
+            (spec if isinstance(spec, FactHijack) else FactHijack(**dict(spec))).check()
         if model.get("select_by") == "logit_diff" and data.get("task", "ioi") != "ioi" and data.get("selection_fraction"):
             raise ValueError("model.init_args.select_by logit_diff needs IOI prompts (a competing name); use log_ratio, "
                              "p_answer or acc")
@@ -134,7 +134,6 @@ class CausalLMModule(PretrainedRecord, L.LightningModule):
                                       for split in self.split_names})
         self.selection: dict[str, Any] = {}
         self.predictions: dict[tuple[str, int], dict[str, dict]] = {}  # (split, row) -> variant -> that prompt's numbers
-        self.prompt_types = list(dm.prompt_types)
         # variant -> prompt type -> part -> [sum over prompts, count] of each part's share of the gap, on the test split
         self._layer_sums: dict[str, dict[str, dict[str, list[float]]]] = {}
         self._layer_residual = 0.0  # the largest |sum of the parts - the model's gap| seen
@@ -171,7 +170,7 @@ class CausalLMModule(PretrainedRecord, L.LightningModule):
         self._layer_residual = max(self._layer_residual, float((sum(shares.values()) - total).abs().max()))
         by_type = self._layer_sums.setdefault(variant, {})
         for group, chosen in [("all", torch.ones_like(type_id, dtype=torch.bool))] + [
-                (name, type_id == i) for i, name in enumerate(self.prompt_types)]:
+                (name, type_id == i) for i, name in enumerate(self.trainer.datamodule.prompt_types)]:
             if not chosen.any():
                 continue
             sums = by_type.setdefault(group, {})

@@ -73,10 +73,10 @@ class Decoder:
     attn: str
     mlp: str
 
-    @staticmethod
-    def stream_writers(model: nn.Module) -> list[str]:
-        """The LASER targets whose output is added to the residual stream (every layer's mlp_out and attn_out)."""
-        return list(role_matrices(model, [LaserSpec(role, 1.0, "all") for role in STREAM_WRITERS]))
+
+def stream_writers(model: nn.Module) -> list[str]:
+    """The LASER targets whose output is added to the residual stream (every layer's mlp_out and attn_out)."""
+    return list(role_matrices(model, [LaserSpec(role, 1.0, "all") for role in STREAM_WRITERS]))
 
 
 def decoder_of(model: nn.Module) -> Decoder:

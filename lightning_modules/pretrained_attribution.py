@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from lightning_modules.laser import SVDFactors, is_product, parameter_of, row_index
-from lightning_modules.pretrained import decoder_of
+from lightning_modules.pretrained import decoder_of, stream_writers
 from lightning_modules.singular_attribution import direct_components
 
 METHODS = ("direct", "linear", "removal")
@@ -43,8 +43,8 @@ class PromptBatch:
 
 
 class NormLinearisation:
-    """The final norm at the final streams ``x`` (B, d) with its scale frozen: ``apply(z)`` is linear in z, and
-    ``apply(x) + bias`` is the norm's output at x."""
+    """The final norm at the final streams ``x`` (B, d) with its scale frozen: linear in its input, and equal to the
+    norm at x itself once ``bias`` is added. Read through a direction d: ``read_direction(d) . z``."""
 
     def __init__(self, norm: nn.Module, x: torch.Tensor):
         self.center = isinstance(norm, nn.LayerNorm)
@@ -56,16 +56,8 @@ class NormLinearisation:
         self.scale = norm.weight.to(x.dtype) / torch.sqrt(centred.pow(2).mean(-1, keepdim=True) + eps)  # (B, d)
         self.bias = norm.bias.to(x.dtype) if self.center and norm.bias is not None else None
 
-    def apply(self, z: torch.Tensor) -> torch.Tensor:
-        """z: (B, ..., d) with the batch first."""
-        z = z.to(self.scale.dtype)
-        if self.center:
-            z = z - z.mean(-1, keepdim=True)
-        scale = self.scale.reshape(self.scale.shape[0], *([1] * (z.ndim - 2)), -1)
-        return z * scale
-
     def read_direction(self, d: torch.Tensor) -> torch.Tensor:
-        """The direction r (B, d) with r . z = d . apply(z) for every z (the norm's transpose)."""
+        """The direction r (B, d) with r . z = d . (the frozen norm of z, bias aside) for every z (its transpose)."""
         r = d.to(self.scale.dtype) * self.scale
         return r - r.mean(-1, keepdim=True) if self.center else r
 
@@ -75,7 +67,7 @@ def _first(out):
 
 
 @contextlib.contextmanager
-def _recording(model: nn.Module, modules: Mapping[str, nn.Module], inputs: bool = False) -> Iterator[dict]:
+def _recording(modules: Mapping[str, nn.Module], inputs: bool = False) -> Iterator[dict]:
     """Hooks keeping each named module's output (or its first input) at the last position, (B, d)."""
     seen: dict[str, torch.Tensor] = {}
 
@@ -114,7 +106,7 @@ def parts_recorder(model: nn.Module) -> Iterator[dict]:
     dec = decoder_of(model)
     outputs = {f"layers.{i}.{part}": getattr(layer, attr) for i, layer in enumerate(dec.layers)
                for part, attr in (("attn", dec.attn), ("mlp", dec.mlp))}
-    with _recording(model, outputs) as parts, _recording(model, {"embed": dec.layers[0], "final": dec.final_norm}, inputs=True) as ends:
+    with _recording(outputs) as parts, _recording({"embed": dec.layers[0], "final": dec.final_norm}, inputs=True) as ends:
         yield {"parts": parts, "ends": ends, "decoder": dec}
 
 
@@ -168,16 +160,18 @@ def component_effects(model: nn.Module, targets: Iterable[str], factors: Mapping
     if bad := [t for t in targets if is_product(t)]:
         raise ValueError(f"attribution of pretrained models covers matrices and row sets, not products: {bad}")
     dec = decoder_of(model)
-    writers = set(dec.stream_writers(model))
+    writers = set(stream_writers(model))
+    # what the direct path reads: each stream-writing target's input and the final stream (no hooks without it)
+    inputs_of = {t: _module_of(model, t) for t in targets if t in writers} if "direct" in methods else {}
+    read = {"final": dec.final_norm} if "direct" in methods else {}
     params = dict(model.named_parameters())
     n = sum(len(b.plus) for b in batches)
     sums = {m: {t: torch.zeros(factors[t].full_rank, dtype=torch.float64) for t in targets} for m in methods}
     gap = 0.0
-    wanted = [p for p in dict.fromkeys(parameter_of(t) for t in targets)]
+    wanted = list(dict.fromkeys(parameter_of(t) for t in targets))
     grads = {p: torch.zeros_like(params[p], dtype=torch.float64) for p in wanted} if "linear" in methods else {}
     for batch in batches:
-        inputs_of = {t: _module_of(model, t) for t in targets if t in writers}
-        with _recording(model, inputs_of, inputs=True) as seen, _recording(model, {"final": dec.final_norm}, inputs=True) as ends:
+        with _recording(inputs_of, inputs=True) as seen, _recording(read, inputs=True) as ends:
             if "linear" in methods:
                 with torch.enable_grad():
                     for p in wanted:
