@@ -130,6 +130,8 @@ class NoisyRecallModule(RecordedModule, L.LightningModule):
         self.set_names: list[str] = []
         self.set_metrics = nn.ModuleList()
         self._factors: dict[str, SVDFactors] = {}
+        self._intervals: dict[str, dict[str, list[float] | None]] = {}  # variant -> metric key -> 95% interval
+        self._sequences: dict[str, int] = {}  # test set -> sequences the intervals are over
 
     @staticmethod
     def check_before_build(model: dict, data: dict, context: dict) -> str | None:
@@ -224,6 +226,10 @@ class NoisyRecallModule(RecordedModule, L.LightningModule):
             for metric, variant in zip(metrics, self.variants):
                 values = metric.compute()  # already reduced across DDP ranks
                 self.log_dict({eval_key(stage, variant, k, test_set): v.float() for k, v in values.items()}, prog_bar=False)
+                # the newest evaluation's intervals, as summary.json's variants hold its means (key as there)
+                self._intervals.setdefault(variant, {}).update(
+                    {k + (f"@{test_set}" if test_set else ""): ci for k, ci in metric.computed_intervals.items()})
+                self._sequences[test_set or "main"] = metric.computed_sequences
                 metric.reset()
         # the weights evaluated are those after global_step optimizer steps: log them there, where the probes and
         # spectra of the same weights are (Lightning's own step for validation is one less)
@@ -254,6 +260,8 @@ class NoisyRecallModule(RecordedModule, L.LightningModule):
         sets = [{"name": None, "length": getattr(dm, "test_seq_len", None), "placement": "main"}]
         sets += [{"name": n, "length": length, "placement": p} for n, length, p in getattr(dm, "eval_sets", [])]
         out = {"laser_grid": self.laser_grid, "test_sets": sets, "t_train": getattr(getattr(dm, "gen", None), "seq_len", None)}
+        if self._intervals:
+            out["intervals"] = {"over": "sequences", "method": "delta", "n": self._sequences, "variants": self._intervals}
         if self.hparams.get("constructed"):  # what was evaluated: the theory's model, built for this training length
             out["constructed"] = {"scales": asdict(self.scales), "t_train": self.constructed_from}
         return out

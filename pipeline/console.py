@@ -20,13 +20,16 @@ class _NoTips(logging.Filter):
 
 def quiet() -> None:
     """Lightning's tips and accelerator lines off; its own deprecation of a torch pytree check (not this project's
-    code) silenced; W&B's end-of-run history and summary off (its own setting, unless the user set it)."""
+    code) silenced; W&B's start-up lines and end-of-run history off (its own settings, unless the user set them)."""
     import warnings
 
     for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
         logging.getLogger(name).addFilter(_NoTips())
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)` is deprecated")
     os.environ.setdefault("WANDB_QUIET", "true")
+    # W&B's own start-up lines (offline directory, "wandb online", "wandb leet"): the run's W&B mode is printed
+    # first and its sync command last (finish), so nothing is lost
+    os.environ.setdefault("WANDB_SILENT", "true")
 
 
 def wandb_line(summary: dict) -> str | None:

@@ -5,6 +5,8 @@
     grid:
       model.init_args.revision: [step1000, step143000]
       seed_everything: [0, 1]
+    overrides:                  # optional: fixed for every task, not grid columns
+      data.init_args.n_test: 512
     slurm: {partition: gpu, time: "02:00:00"}   # optional, read by slurm/submit.py
 
 ``python -m pipeline.sweep <sweep file>`` checks every task's config, runs the tasks one after another on this
@@ -45,6 +47,7 @@ class Sweep:
     subcommand: str = "fit"
     slurm: dict[str, Any] = field(default_factory=dict)
     path: str = ""
+    overrides: dict[str, Any] = field(default_factory=dict)  # the same for every task: not a grid point's key
 
     @classmethod
     def load(cls, path: str | Path) -> "Sweep":
@@ -58,25 +61,34 @@ class Sweep:
             where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
             raise ValueError(f"{path}: YAML syntax error{where}: {getattr(e, 'problem', None) or e}") from None
         if not isinstance(spec, dict):
-            raise ValueError(f"{path}: a sweep file is a mapping with base, grid (and optionally subcommand, slurm)")
-        unknown = set(spec) - {"base", "grid", "subcommand", "slurm"}
+            raise ValueError(f"{path}: a sweep file is a mapping with base, grid (and optionally overrides, subcommand, slurm)")
+        unknown = set(spec) - {"base", "grid", "overrides", "subcommand", "slurm"}
         if unknown or "base" not in spec or not isinstance(spec.get("grid"), dict) or not spec["grid"]:
-            raise ValueError(f"{path}: a sweep file has base (a config), grid ({{key: [values]}}), and optionally subcommand and slurm; got keys {sorted(spec)}")
+            raise ValueError(f"{path}: a sweep file has base (a config), grid ({{key: [values]}}), and optionally overrides "
+                             f"({{key: value}}), subcommand and slurm; got keys {sorted(spec)}")
+        overrides = spec.get("overrides") or {}
+        if not isinstance(overrides, dict):
+            raise ValueError(f"{path}: overrides must be a mapping {{key: value}}, got {overrides!r}")
+        both = sorted(set(overrides) & set(spec["grid"]))
+        if both:
+            raise ValueError(f"{path}: overrides.{both[0]} is also a grid key: a setting is fixed or swept, not both")
         if not Path(spec["base"]).exists():
             raise FileNotFoundError(f"{path}: base config {spec['base']} does not exist")
         for key, values in spec["grid"].items():
             if not isinstance(values, list) or not values:
                 raise ValueError(f"{path}: grid.{key} must be a non-empty list, got {values!r}")
-        return cls(path.stem, spec["base"], spec["grid"], spec.get("subcommand", "fit"), spec.get("slurm") or {}, str(path))
+        return cls(path.stem, spec["base"], spec["grid"], spec.get("subcommand", "fit"), spec.get("slurm") or {}, str(path),
+                   overrides)
 
     def points(self) -> list[dict[str, Any]]:
         keys = list(self.grid)
         return [dict(zip(keys, values)) for values in itertools.product(*(self.grid[k] for k in keys))]
 
     def task_args(self, index: int, root: str | Path) -> list[str]:
-        """``main.py`` arguments of task ``index``: the base config, its grid values, its own root directory."""
+        """``main.py`` arguments of task ``index``: the base config, the overrides, its grid values, its own root
+        directory."""
         args = [self.subcommand, "--config", self.base]
-        for key, value in self.points()[index].items():
+        for key, value in (self.overrides | self.points()[index]).items():
             args += [f"--{key}", value if isinstance(value, str) else json.dumps(value)]
         return args + ["--trainer.default_root_dir", str(Path(root) / str(index))]
 
@@ -129,7 +141,8 @@ def describe(sweep: Sweep, errors: dict[int, str]) -> str:
 
 
 def write_tasks(sweep: Sweep, root: Path) -> None:
-    files.write_json(root / TASKS_FILE, {"sweep": sweep.name, "base": sweep.base, "points": sweep.points()})
+    files.write_json(root / TASKS_FILE, {"sweep": sweep.name, "base": sweep.base, "overrides": sweep.overrides,
+                                         "points": sweep.points()})
 
 
 def start_attempt(sweep: Sweep, root: Path, task: int, attempt: str | None = None) -> None:

@@ -6,12 +6,14 @@ experiment shows is its kind's (reports/kinds/), in the order of the kinds the r
 from __future__ import annotations
 
 import html
+import os
 import sys
 from pathlib import Path
 
 from reports import series, table
 from reports.kinds import SweepRecord, declared
-from reports.page import Page, table_html
+from reports.page import Markup, Page, table_html
+from reports.style import VariantEncoding
 from reports.run import ReportError, RunRecord, load_run
 from run_record.files import REPORT_DIR, SUMMARY_FILE, TASKS_FILE
 
@@ -57,13 +59,15 @@ def _unknown(page: Page, names: list[str]) -> None:
         page.notes.append(f"kind {name!r}: no report module is registered for it (reports/kinds/), so its figures are not drawn.")
 
 
-def report_run(path: str | Path, run: RunRecord | None = None) -> Path:
+def report_run(path: str | Path, run: RunRecord | None = None, variants: VariantEncoding | None = None) -> Path:
+    """The run's page; ``variants``: the colours to draw its variants in (a sweep's, for its tasks' pages)."""
     run = run or load_run(path)
     kinds, unknown = declared([run.summary])
     if not kinds and not unknown:
         raise ReportError(f"{run.path / SUMMARY_FILE} declares no experiment kind (schema {run.summary.get('schema', 1)}; "
                           "runs declare them since schema 2): re-run it with this version to report on it")
-    page = Page(f"Run {run.name}", run.path / REPORT_DIR / "figures", context(run))
+    page = Page(f"Run {run.name}", run.path / REPORT_DIR / "figures", context(run),
+                variants=variants or VariantEncoding.of([run.summary]))
     status = run.summary.get("status")
     when = ("(a pretrained model, evaluated only)" if isinstance(run.summary.get("model"), dict) else
             f"at step {run.summary.get('global_step')} (evaluated at step {run.summary.get('eval_step')})")
@@ -120,7 +124,33 @@ def load_sweep(root: str | Path, progress=None) -> SweepRecord:
     keys = table.grid_keys(read.points, varying=True)
     runs = task_runs(read.rows, progress, damaged)
     return SweepRecord(root, read.rows, read.points, keys, [k for k in keys if not table.is_seed_key(k)], runs,
-                       damaged, read.protocols)
+                       damaged, read.protocols, read.overrides)
+
+
+def task_pages(page: Page, sweep: SweepRecord) -> None:
+    """A table of the tasks, each linked to its run's page. A task run without its page (``report: false``) gets it
+    built here, with the sweep's colours; a task with no readable run says why."""
+    pages, missing = {}, [t for t, run in sweep.runs.items() if not (run.path / REPORT_DIR / "index.html").is_file()]
+    for i, task in enumerate(missing):
+        try:
+            report_run(sweep.runs[task].path, sweep.runs[task], page.variants)
+        except (ReportError, OSError) as e:  # a page that cannot be written: the others still are
+            pages[task] = f"not built: {e}"
+        if len(missing) >= 20 and (i + 1) % max(1, len(missing) // 10) == 0:
+            print(f"built {i + 1}/{len(missing)} task pages", file=sys.stderr)
+    status = {r["task"]: r.get("status") for r in sweep.rows}
+    rows = []
+    for task in sorted({r["task"] for r in sweep.rows}):
+        run = sweep.runs.get(task)
+        target = run.path / REPORT_DIR / "index.html" if run else None
+        if target is not None and target.is_file():
+            href = os.path.relpath(target, sweep.root / REPORT_DIR)
+            cell = Markup(f'<a href="{html.escape(href)}">{html.escape(run.name)}</a>')
+        else:
+            cell = pages.get(task, "no run directory")
+        rows.append({"task": task, **{k: sweep.point(task).get(k) for k in sweep.keys}, "status": status.get(task), "page": cell})
+    fixed = "; ".join(f"{k} = {v}" for k, v in sweep.overrides.items())
+    page.table("Tasks and their pages", rows, note=f"Fixed for every task (the sweep file's overrides): {fixed}." if fixed else "")
 
 
 def report_sweep(path: str | Path, progress=None, sweep: SweepRecord | None = None) -> Path:
@@ -129,7 +159,8 @@ def report_sweep(path: str | Path, progress=None, sweep: SweepRecord | None = No
     kinds, unknown = declared([r.summary for r in sweep.runs.values()])
     tasks = len({r["task"] for r in rows})
     page = Page(f"Sweep {root.name}", root / REPORT_DIR / "figures",
-                f"Sweep {root.name}: {tasks} tasks over {', '.join(sweep.keys) or 'one setting'}.")
+                f"Sweep {root.name}: {tasks} tasks over {', '.join(sweep.keys) or 'one setting'}.",
+                variants=VariantEncoding.of(r.summary for r in sweep.runs.values()))
     failed = series.failed_tasks(rows)
     counts = ", ".join(f"{n} {status}" for status, n in series.task_counts(rows).items())
     page.intro = (f"<b>{' + '.join(k.title for k in kinds) or 'no completed task'}</b>. {tasks} tasks: {counts}. "
@@ -145,6 +176,7 @@ def report_sweep(path: str | Path, progress=None, sweep: SweepRecord | None = No
     shown = [{**r, **{c: f"{r[c]:.4f} ± {r[c.replace('_mean', '_std')]:.4f}" for c in columns if c.endswith("_mean") and c in r}}
              for r in by_setting]
     page.table("Every metric, mean ± std over seeds, per setting", shown, columns)
+    task_pages(page, sweep)
     if failed:
         page.section("Tasks that did not complete", '<div class="failed">' + table_html(failed) + "</div>")
     if sweep.damaged:

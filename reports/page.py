@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import base64
 import html
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
 
-from reports.style import plt
-from run_record.files import atomic_writer, write_text
+from reports.style import VariantEncoding, plt
+from run_record.files import REPORT_FIGURES_FILE, atomic_writer, write_text
 
 STYLE = """body{font-family:sans-serif;max-width:1150px;margin:2em auto;padding:0 1em;color:#222}
 table{border-collapse:collapse;font-size:13px;margin:.5em 0}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}
@@ -30,6 +31,31 @@ class Figure:
     caption: str
     png: Path
     pdf: Path
+    legend: dict[str, str] = field(default_factory=dict)  # label -> colour (hex) of every legend entry, as drawn
+
+
+def _colour(handle) -> str | None:
+    """The colour a legend handle was drawn in: a line's, an error bar's line, a bar's or a scatter's face."""
+    from matplotlib.colors import to_hex
+
+    for get in (lambda h: h.get_color(), lambda h: h.lines[0].get_color(), lambda h: h.patches[0].get_facecolor(),
+                lambda h: h.get_facecolor()[0]):
+        try:
+            return to_hex(get(handle))
+        except (AttributeError, IndexError, TypeError, ValueError):
+            continue
+    return None
+
+
+def legend_entries(fig) -> dict[str, str]:
+    """{label: colour} of every labelled artist of the figure (what its legends can show)."""
+    out = {}
+    for ax in fig.axes:
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            colour = _colour(handle)
+            if colour and not label.startswith("_"):
+                out.setdefault(label, colour)
+    return out
 
 
 @dataclass
@@ -42,6 +68,7 @@ class Page:
     intro: str = ""
     blocks: list[tuple[str, object]] = field(default_factory=list)  # ("section", (heading, html)) | ("figure", Figure)
     notes: list[str] = field(default_factory=list)
+    variants: VariantEncoding = field(default_factory=VariantEncoding)  # every figure's colour and label of a variant
 
     def __post_init__(self) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
@@ -62,6 +89,7 @@ class Page:
         if fig.get_layout_engine() is None:  # a figure made with layout="constrained" lays itself out
             fig.tight_layout()
         png, pdf = self.directory / f"{name}.png", self.directory / f"{name}.pdf"
+        legend = legend_entries(fig)
         try:
             with atomic_writer(png, "wb") as f:
                 fig.savefig(f, dpi=110, format="png")
@@ -69,7 +97,7 @@ class Page:
                 fig.savefig(f, format="pdf")
         finally:
             plt.close(fig)
-        entry = Figure(name, title, f"{caption} {self.context}".strip(), png, pdf)
+        entry = Figure(name, title, f"{caption} {self.context}".strip(), png, pdf, legend)
         self.blocks.append(("figure", entry))
         return entry
 
@@ -103,9 +131,16 @@ class Page:
         if config:
             text = yaml.safe_dump(config, sort_keys=False)
             parts.append(f"<details><summary>Config</summary><pre>{html.escape(text)}</pre></details>")
+        # what each figure shows, machine-readable: its title, caption and legend's colours (a check of the encoding)
+        write_text(path.parent / REPORT_FIGURES_FILE, json.dumps(
+            [{"name": f.name, "title": f.title, "caption": f.caption, "legend": f.legend} for f in self.figures], indent=1))
         page = (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(self.title)}</title>"
                 f"<style>{STYLE}</style></head><body>{''.join(parts)}</body></html>")
         return write_text(path, page)
+
+
+class Markup(str):
+    """A table cell that is HTML already (a link), written as is."""
 
 
 def table_html(rows: list[dict], columns: list[str] | None = None) -> str:
@@ -116,6 +151,8 @@ def table_html(rows: list[dict], columns: list[str] | None = None) -> str:
         if c not in row:
             return ""
         v = row[c]
+        if isinstance(v, Markup):
+            return v
         return f"{v:.4f}" if isinstance(v, float) else ("n/a" if v is None else html.escape(str(v)))
 
     head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)

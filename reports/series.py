@@ -66,9 +66,22 @@ def task_counts(rows: list[dict]) -> dict[str, int]:
     return {s: sum(v == s for v in status.values()) for s in dict.fromkeys(status.values())}
 
 
-def task_curves(runs: dict[int, RunRecord], metric: str, variant: str = FULL) -> dict[int, Curve]:
-    """{task: curve of val/<variant>/<metric>} of every task with a history."""
-    return {task: eval_curves(run.history, metric).get(variant, []) for task, run in runs.items()}
+def setting_curves(runs: dict[int, RunRecord], settings: dict[int, Any], metric: str) -> dict[Any, dict[str, list[tuple]]]:
+    """{setting: {variant: [(step, mean, low, high, n)]}}: every variant's curve of ``val/<variant>/<metric>``, over
+    the tasks (seeds) of each setting (``settings``: task -> its setting), at the steps every one of them logged;
+    low and high: the smallest and largest seed's value (the spread over seeds, not an interval)."""
+    grouped: dict[Any, dict[str, list[dict[int, float]]]] = {}
+    for task, run in runs.items():
+        for variant, curve in eval_curves(run.history, metric).items():
+            if curve:
+                grouped.setdefault(settings.get(task), {}).setdefault(variant, []).append(dict(curve))
+    out: dict[Any, dict[str, list[tuple]]] = {}
+    for setting, by_variant in grouped.items():
+        for variant, curves in by_variant.items():
+            steps = sorted(set.intersection(*(set(c) for c in curves)))
+            out.setdefault(setting, {})[variant] = [
+                (step, statistics.fmean(vs), min(vs), max(vs), len(vs)) for step in steps for vs in [[c[step] for c in curves]]]
+    return out
 
 
 def variant_rows(variants: dict[str, dict], metrics: tuple[str, ...] | None = None, test_set: str | None = None) -> list[dict]:
@@ -86,3 +99,33 @@ def variant_rows(variants: dict[str, dict], metrics: tuple[str, ...] | None = No
         if row:
             rows.append({"variant": variant, **{m: row[m] for m in (metrics or row) if m in row}})
     return rows
+
+
+def intervals(summary: dict) -> dict:
+    """The run's recorded 95% intervals (results.intervals: over, method, n, variants), or {} for a run without."""
+    return (summary.get("results") or {}).get("intervals") or {}
+
+
+def with_intervals(rows: list[dict], recorded: dict, test_set: str | None = None) -> list[dict]:
+    """``variant_rows`` rows with a ``<metric> 95% CI`` column after each metric that has a recorded interval."""
+    by_variant = recorded.get("variants") or {}
+    out = []
+    for row in rows:
+        cis = by_variant.get(row["variant"]) or {}
+        new = {}
+        for key, value in row.items():
+            new[key] = value
+            ci = cis.get(key + (f"@{test_set}" if test_set else ""))
+            if key != "variant" and ci:
+                new[f"{key} 95% CI"] = f"[{ci[0]:.4f}, {ci[1]:.4f}]"
+        out.append(new)
+    return out
+
+
+def interval_note(recorded: dict, test_set: str = "main") -> str:
+    """One sentence for a caption: what the intervals are over, and n."""
+    n = (recorded.get("n") or {}).get(test_set)
+    if not n:
+        return ""
+    return (f"95% intervals over the {n} test sequences (each sequence one unit: its positions share a context; "
+            "the ratio estimator's standard error, which a bootstrap over sequences matches).")

@@ -7,7 +7,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from run_record.names import FULL, METRICS  # noqa: E402
+from run_record.names import CONSTRUCTED, FULL, METRICS  # noqa: E402
 
 plt.rcParams.update({"font.size": 10, "axes.titlesize": 10, "axes.labelsize": 10, "legend.fontsize": 9,
                      "xtick.labelsize": 9, "ytick.labelsize": 9, "figure.dpi": 110})
@@ -16,11 +16,55 @@ PAGE_WIDTH_IN = 10.4  # 1150 px at 110 dpi: a figure this wide is shown at its o
 METRIC_LABELS = {name: m.label for name, m in METRICS.items()}  # one label per metric (run_record/names.py)
 
 
-def variant_style(variant: str, i: int) -> dict:
-    """Line style of a variant: the full model thick, black, drawn on top; the others from a colour cycle, thinner."""
-    if variant == FULL:
-        return {"color": "black", "linewidth": 2.4, "zorder": 5, "label": "full model"}
-    return {"color": plt.get_cmap("tab10")(i % 10), "linewidth": 1.4, "zorder": 3, "label": variant}
+# Variants' colours: saturated, distinct on white; no grey (events and references are grey) and no yellow. Black is the
+# full model's alone.
+PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#17becf",
+           "#393b79", "#637939", "#8c6d31", "#843c39")
+EVENT_COLOUR = "#777777"  # marked steps, thresholds, T_train: grey, told apart by line style
+
+
+class VariantEncoding:
+    """The one owner of a variant's colour and label on a page: every figure of a run's page, and of a sweep's page,
+    asks it. The full model is black and labelled "full model"; every other variant takes the next colour of PALETTE
+    in the sorted order of the names the record holds (``of``), so a run's page and its sweep's page, whose tasks hold
+    the same variants, agree, and a variant missing from one figure does not shift the others. Its label is its name,
+    as in summary.json (the theory's constructed model excepted). A name it was not built with gets the next colour."""
+
+    def __init__(self, names=()) -> None:
+        self._colours: dict[str, str] = {}
+        rest = sorted(set(names) - {FULL, CONSTRUCTED})
+        for name in rest + ([CONSTRUCTED] if CONSTRUCTED in names else []):
+            self._colours[name] = PALETTE[len(self._colours) % len(PALETTE)]
+
+    @classmethod
+    def of(cls, summaries) -> "VariantEncoding":
+        """Built from every variant name the summaries hold: scored variants (a prompt type's rows counted once),
+        declared ones, the LASER grid's target matrices and a probe's FF variants."""
+        names: set[str] = set()
+        for s in summaries:
+            names |= {v.partition(":")[0] for v in (s.get("variants") or {})} | set(s.get("variant_specs") or {})
+            names |= {e["target"] for e in ((s.get("results") or {}).get("laser_grid") or []) if e.get("target")}
+            for section in (s.get("callbacks") or {}).values():
+                if isinstance(section, dict):
+                    names |= set(section.get("ff_variants") or {})
+        return cls(names)
+
+    def colour(self, variant: str) -> str:
+        if variant == FULL:
+            return "black"
+        if variant not in self._colours:
+            self._colours[variant] = PALETTE[len(self._colours) % len(PALETTE)]
+        return self._colours[variant]
+
+    @staticmethod
+    def label(variant: str) -> str:
+        return {FULL: "full model", CONSTRUCTED: "constructed from the theory (untrained)"}.get(variant, variant)
+
+    def style(self, variant: str) -> dict:
+        """Line style: the full model thick and on top, the others thinner (past PALETTE's 12, colours repeat)."""
+        if variant == FULL:
+            return {"color": "black", "linewidth": 2.4, "zorder": 5, "label": self.label(variant)}
+        return {"color": self.colour(variant), "linewidth": 1.4, "zorder": 3, "label": self.label(variant)}
 
 
 def slots(lines: dict[str, list]) -> tuple[list, dict[str, list[float]]]:

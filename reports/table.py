@@ -47,6 +47,7 @@ class SweepTable:
     points: list[dict]
     damaged: list[dict] = field(default_factory=list)  # {"file": path, "error": why}
     protocols: dict[int, dict] = field(default_factory=dict)  # task -> its declared selection protocol
+    overrides: dict = field(default_factory=dict)  # the sweep file's fixed settings, the same for every task
 
 
 def _same(want, have) -> bool:
@@ -126,6 +127,10 @@ def read_sweep(root: str | Path) -> SweepTable:
                         "slurm/submit.py or python -m pipeline.sweep wrote, e.g. runs/sweeps/<sweep name>")
     damaged: list[dict] = []
     points = _task_points(root, damaged)
+    try:
+        overrides = files.read_json(root / TASKS_FILE).get("overrides") or {}
+    except (files.Damaged, AttributeError):
+        overrides = {}  # a damaged tasks.json is listed by _task_points
     out, protocols = [], {}
     for i, point in enumerate(points):
         attempt, note = None, None
@@ -177,7 +182,7 @@ def read_sweep(root: str | Path) -> SweepTable:
         for variant, metrics in (summary.get("variants") or {}).items():
             out.append({**base, "variant": variant, **metrics})
     flag_same_weights(out)
-    return SweepTable(out, points, damaged, protocols)
+    return SweepTable(out, points, damaged, protocols, overrides)
 
 
 CHECKPOINT_KEYS = ("model.init_args.model_name", "model.init_args.revision", "model.init_args.gguf_file")

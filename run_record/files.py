@@ -25,6 +25,7 @@ HPARAMS_FILE = "hparams.yaml"
 SPECTRA_FILE = "spectra.npz"  # WeightSpectrumLogger's singular values
 CHECKPOINT_DIR = "checkpoints"
 REPORT_DIR = "report"  # python -m reports writes report/index.html and report/figures/
+REPORT_FIGURES_FILE = "figures.json"  # report/figures.json: each figure's title, caption and legend colours
 GENERATIONS_FILE = "generations.jsonl"  # GSM8K: one generation per (variant, document)
 PREDICTIONS_FILE = "predictions.jsonl"  # prompt sets: one record per prompt, every variant's numbers
 SINGULAR_EFFECTS_FILE = "singular_effects.json"  # prompt sets: each singular component's effect on the gap, per matrix

@@ -90,11 +90,21 @@ class Constructed(TypedDict):
     t_train: int | None
 
 
+class Intervals(TypedDict):
+    """95% intervals of the newest evaluation's means, per variant and metric key (as in ``variants``), over the
+    test sequences of each set (n: set -> sequences; ``main`` for the main test set)."""
+    over: str
+    method: str  # "delta": the ratio estimator's standard error, sequences as units (lightning_modules/metrics.py)
+    n: dict[str, int]
+    variants: dict[str, dict[str, list[float] | None]]
+
+
 class NoisyRecallResults(TypedDict):
     laser_grid: list[dict[str, Any]]
     test_sets: list[TestSet]
     t_train: int | None
     constructed: NotRequired[Constructed]  # the theory's model was evaluated (model.init_args.constructed)
+    intervals: NotRequired[Intervals]
 
 
 class SelectionProtocol(TypedDict):

@@ -55,10 +55,15 @@ def _format(table: dict[str, dict[str, float | None]]) -> str:
     logged = list(dict.fromkeys(m for row in table.values() for m in row))
     cols = [m for m in TABLE_METRICS if m in logged] + [m for m in logged if m not in TABLE_METRICS]
     width = max([len("variant")] + [len(v) for v in table])
-    cell = lambda x: f"{x:>9.4f}" if isinstance(x, (int, float)) else f"{'n/a':>9}"  # noqa: E731  undefined: no position
+    def cell(column: str, x) -> str:
+        if not isinstance(x, (int, float)):
+            return f"{'n/a':>9}"  # undefined: a mean over no position
+        if column.startswith("n_") and float(x).is_integer():
+            return f"{int(x):>9d}"  # a count (GSM8K's n_docs), not a measurement with 4 decimals
+        return f"{x:>9.4f}"
     lines = [f"{'variant':<{width}}  " + "  ".join(f"{c:>9}" for c in cols)]
     for variant, row in table.items():
-        lines.append(f"{variant:<{width}}  " + "  ".join(cell(row.get(c)) for c in cols))
+        lines.append(f"{variant:<{width}}  " + "  ".join(cell(c, row.get(c)) for c in cols))
     return "\n".join(lines)
 
 

@@ -49,8 +49,8 @@ def processes(sweep: Sweep) -> tuple[int, int, bool]:
     except (yaml.YAMLError, AttributeError) as e:
         raise ValueError(f"{sweep.base}: not a readable config ({type(e).__name__})") from None
     for key in ("trainer.devices", "trainer.num_nodes", "trainer.accelerator"):
-        if key in sweep.grid:
-            raise ValueError(f"grid.{key}: every task of an array job has the same shape; set it in the base config")
+        if key in sweep.grid or key in sweep.overrides:
+            raise ValueError(f"{'grid' if key in sweep.grid else 'overrides'}.{key}: every task of an array job has the same shape; set it in the base config")
     devices, nodes = trainer.get("devices", 1), trainer.get("num_nodes", 1)
     if not isinstance(devices, int) or not isinstance(nodes, int):
         raise ValueError(f"{sweep.base}: trainer.devices and trainer.num_nodes must be integers under SLURM, got {devices!r}, {nodes!r}")

@@ -25,6 +25,7 @@ class SweepRecord:
     runs: dict[int, RunRecord]  # task -> its run (the readable ones)
     damaged: list[dict] = field(default_factory=list)
     protocols: dict[int, dict] = field(default_factory=dict)  # task -> its declared selection protocol
+    overrides: dict = field(default_factory=dict)  # the sweep file's fixed settings (not grid keys)
 
     def point(self, task: int) -> dict:
         return self.points[task] if 0 <= task < len(self.points) else {}

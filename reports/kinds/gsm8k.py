@@ -6,7 +6,7 @@ from reports import table
 from reports.kinds import ReportKind, SweepRecord, register
 from reports.page import Page
 from reports.run import RunRecord
-from reports.style import PAGE_WIDTH_IN, ordered, plt, slots, variant_style
+from reports.style import PAGE_WIDTH_IN, ordered, plt, slots
 from run_record.kinds import GSM8K
 from run_record.names import FULL, GSM8K_METRICS, selection_evaluation, split_eval_key, split_metric
 
@@ -51,10 +51,10 @@ def run_page(page: Page, run: RunRecord) -> None:
     fig, axes = plt.subplots(1, 2, figsize=(PAGE_WIDTH_IN, 3.8), sharey=True)
     for ax, (metric, by_variant) in zip(axes, panels):
         shots, xs = shot_slots(by_variant)
-        for i, variant in enumerate(ordered(by_variant)):
+        for variant in ordered(by_variant):
             points = by_variant[variant]
             ax.errorbar(xs[variant], [p[1] for p in points],
-                        yerr=[1.96 * p[2] for p in points], marker="o", linestyle="none", capsize=3, **variant_style(variant, i))
+                        yerr=[1.96 * p[2] for p in points], marker="o", linestyle="none", capsize=3, **page.variants.style(variant))
         ax.set_title({"em_strict": 'strict match ("The answer is N")', "em_flexible": "flexible extract (last number)"}[metric])
         ax.set_xlabel("few-shot exemplars")
         ax.set_xticks(range(len(shots)), [str(k) for k in shots])

@@ -15,7 +15,7 @@ from reports import attribution, memory, series
 from reports.kinds import ReportKind, SweepRecord, register
 from reports.page import Page
 from reports.run import RunRecord
-from reports.style import METRIC_LABELS, PAGE_WIDTH_IN, ordered, panel_grid, plt, variant_style
+from reports.style import EVENT_COLOUR, METRIC_LABELS, PAGE_WIDTH_IN, ordered, panel_grid, plt
 from run_record.kinds import KNOWLEDGE_HIJACK
 from run_record.contract import HIJACK_PROBE, section
 from run_record.names import CONSTRUCTED, FULL, eval_key, prev_token_key
@@ -88,21 +88,14 @@ def fit_row(setting: str, f: dict) -> dict:
                for t, b in f["by_length"].items()}}
 
 
-def ff_label(summary: dict, variant: str) -> str:
-    rho = ((probe(summary).get("ff_variants") or {}).get(variant) or {}).get("rho")
-    if variant == CONSTRUCTED:
-        return "constructed from the theory (untrained)"
-    return "full FF (rho 1)" if variant == FULL else (f"FF at rho {rho:g}" if rho is not None else variant)
-
-
 # --- run figures -------------------------------------------------------------------------------------------------
 
 def length_figure(page: Page, curves: dict[str, dict[str, list]], t_train: int | None, caption: str) -> None:
     fig, axes = plt.subplots(1, len(curves), figsize=(PAGE_WIDTH_IN, 3.6), squeeze=False, sharey=True)
     for ax, (placement, lines) in zip(axes.flat, sorted(curves.items())):
-        for i, variant in enumerate(ordered(lines)):
+        for variant in ordered(lines):
             xs, ys = zip(*lines[variant])
-            ax.plot(xs, ys, marker="o", **variant_style(variant, i))
+            ax.plot(xs, ys, marker="o", **page.variants.style(variant))
         ax.set_xscale("log", base=2)
         lengths = sorted({x for pts in lines.values() for x, _ in pts})
         ax.set_xticks(lengths, [str(x) for x in lengths])
@@ -126,8 +119,8 @@ def hijack_rates(page: Page, run: RunRecord) -> None:
     p_o, p_b = win_rates(run.summary, "p_o"), win_rates(run.summary, "p_b")
     fig, axes = plt.subplots(2, len(wins), figsize=(PAGE_WIDTH_IN, 6.0), squeeze=False, sharex=True, sharey="row")
     for col, setting in enumerate(wins):
-        for i, variant in enumerate(ordered(wins[setting])):
-            style = variant_style(variant, i) | {"label": ff_label(run.summary, variant)}
+        for variant in ordered(wins[setting]):
+            style = page.variants.style(variant)
             ns, ys = zip(*wins[setting][variant])
             axes[0, col].plot(ns, ys, marker="o", **style)
             axes[1, col].plot(*zip(*p_o[setting][variant]), marker="o", **style)
@@ -234,12 +227,12 @@ def competing(page: Page, run: RunRecord) -> None:
         ax.set_yticks(range(len(ks)), [str(k) for k in ks])
         ax.set_xlabel("pairs (q, o)", fontsize=8)
         ax.set_ylabel("pairs (q, b)", fontsize=8)
-        ax.set_title(f"{ff_label(run.summary, variant).split(' (')[0]}, {placement} {t}", fontsize=8)
+        ax.set_title(f"{page.variants.label(variant)}, {placement} {t}", fontsize=8)
         fit = (((fits.get(placement) or {}).get(variant) or {}).get("by_length") or {}).get(t) or {}
         for k in ks:
             boundary = r["boundary"] if k == 0 else r["by_k"][str(k)]["boundary"]
             predicted = fit.get("predicted_boundary") if k == 0 else (fit.get("by_k", {}).get(str(k)) or {}).get("predicted_boundary")
-            rows.append({"model": ff_label(run.summary, variant), "setting": f"{placement} {t}", "k pairs (q, b)": k,
+            rows.append({"model": page.variants.label(variant), "setting": f"{placement} {t}", "k pairs (q, b)": k,
                          "boundary n (o wins half)": "none" if boundary is None else boundary,
                          "n* of the fitted form": "none" if predicted is None else predicted})
     n_prompts = probe(run.summary).get("n_prompts")
@@ -268,14 +261,14 @@ def prev_token(page: Page, run: RunRecord) -> None:
         ax.plot([(a + b) / 2 for a, b, _ in m["profile"]], [v for *_, v in m["profile"]], marker="o", label=t,
                 color=plt.get_cmap("viridis")(i / max(1, len(measured) - 1)))
     if t_train:
-        ax.axvline(t_train, color="tab:red", linestyle="--", label=f"T_train = {t_train}")
+        ax.axvline(t_train, color=EVENT_COLOUR, linestyle="--", label=f"T_train = {t_train}")
     ax.set_xlabel("position in the sequence")
     ax.set_ylabel("attention to the previous token")
     ax.set_ylim(-0.02, 1.02)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     page.save(fig, "prev_token", f"The mechanism: the previous-token attention of {layer} by position", "Mean over clean "
-              "sequences of each length, in 16 stretches. Past the red line the positions were never seen in training.")
+              "sequences of each length, in 16 stretches. Past the dashed line the positions were never seen in training.")
 
 
 def run_page(page: Page, run: RunRecord) -> None:

@@ -15,7 +15,7 @@ from reports.page import Page
 from reports import attribution, memory
 from reports.run import History, RunRecord, unless_unread
 from run_record.files import METRICS_FILE, SPECTRA_FILE
-from reports.style import METRIC_LABELS, PAGE_WIDTH_IN, ordered, panel_grid, plt, slots, variant_style
+from reports.style import EVENT_COLOUR, METRIC_LABELS, PAGE_WIDTH_IN, ordered, panel_grid, plt, slots
 from run_record.kinds import NOISY_RECALL
 from run_record.contract import GRADIENT_NOISE, LASER_TRUNCATION, section, sections
 from run_record.names import FULL, RECALL_METRICS, RECALL_PLOTTED, eval_key, probe_key
@@ -32,6 +32,29 @@ def laser_grid(summary: dict) -> dict[str, list[tuple[float, dict[str, float]]]]
         if cell["variant"] in variants:
             out.setdefault(cell["target"], []).append((cell["rho"], variants[cell["variant"]]))
     return {k: sorted(v, key=lambda x: x[0]) for k, v in out.items()}
+
+
+def laser_grid_intervals(summary: dict) -> dict[str, dict[float, dict[str, list[float] | None]]]:
+    """{target: {rho: {metric: [low, high]}}} from the recorded intervals of the LASER grid's variants."""
+    by_variant = series.intervals(summary).get("variants") or {}
+    out: dict[str, dict[float, dict]] = {}
+    for cell in (summary.get("results") or {}).get("laser_grid") or []:
+        if cell["variant"] in by_variant:
+            out.setdefault(cell["target"], {})[cell["rho"]] = by_variant[cell["variant"]]
+    return out
+
+
+def accuracy_swing(history: History, above: float = 0.2) -> tuple[float, float, int, float, float] | None:
+    """(lowest, highest, evaluations, lowest P(noise), highest P(noise)) of the full model over the last half of its
+    evaluations, when its accuracies there are further apart than ``above``; else None."""
+    curves = series.eval_curves(history, "acc").get(FULL) or []
+    tail = curves[len(curves) // 2:]
+    acc = [v for _, v in tail]
+    if len(acc) < 3 or max(acc) - min(acc) <= above:
+        return None
+    steps = {s for s, _ in tail}
+    noise = [v for s, v in series.eval_curves(history, "p_noise").get(FULL) or [] if s in steps] or [float("nan")]
+    return min(acc), max(acc), len(acc), min(noise), max(noise)
 
 
 def probe_curves(history: History) -> dict[str, series.Curve]:
@@ -86,9 +109,9 @@ def _steps_axis(ax, marks: dict[str, int | None] | None = None, events: list[dic
     ax.grid(alpha=0.3)
     for label, step in (marks or {}).items():
         if step is not None:
-            ax.axvline(step, linestyle="--", linewidth=1.2, color="tab:red" if label.startswith("ff") else "tab:green")
+            ax.axvline(step, linestyle="--" if label.startswith("ff") else "-.", linewidth=1.2, color=EVENT_COLOUR)
     for e in events:
-        ax.axvline(e["step"], color="black", linestyle=":", linewidth=1)
+        ax.axvline(e["step"], color=EVENT_COLOUR, linestyle=":", linewidth=1)
 
 
 def metrics_over_training(page: Page, run: RunRecord, marks: dict, events: list[dict]) -> None:
@@ -98,9 +121,9 @@ def metrics_over_training(page: Page, run: RunRecord, marks: dict, events: list[
         return page.skip(title, unless_unread(run, METRICS_FILE, "the run logged no validation metrics"))
     fig, axes = plt.subplots(1, 3, figsize=(PAGE_WIDTH_IN, 3.6), sharex=True)
     for ax, (metric, curves) in zip(axes, panels):
-        for i, variant in enumerate(ordered(curves)):
+        for variant in ordered(curves):
             steps, values = zip(*curves[variant])
-            ax.plot(steps, values, marker="o", markersize=3, **variant_style(variant, i))
+            ax.plot(steps, values, marker="o", markersize=3, **page.variants.style(variant))
         ax.set_ylabel(METRIC_LABELS[metric])
         ax.set_ylim(-0.02, 1.02)
         _steps_axis(ax, marks, events)
@@ -108,9 +131,9 @@ def metrics_over_training(page: Page, run: RunRecord, marks: dict, events: list[
     when = "; ".join(f"{k.replace(':', ' ')} at step {v}" for k, v in marks.items() if v is not None)
     page.save(fig, "metrics_over_training", title,
               "At repeated triggers of the clean test set (alpha = 0). The full model (black) puts about alpha on the "
-              "noise token once its FF has learned it; without layer 2's FF (rank 0) it answers from context. Dashed: "
-              f"red, an FF's noise margin turns positive; green, the induction attention passes 0.5{' (' + when + ')' if when else ''}."
-              + (" Dotted: mid-training LASER truncations." if events else ""))
+              "noise token once its FF has learned it; without layer 2's FF (rank 0) it answers from context. Grey "
+              f"dashed: an FF's noise margin turns positive; grey dash-dot: the induction attention passes 0.5{' (' + when + ')' if when else ''}."
+              + (" Grey dotted: mid-training LASER truncations." if events else ""))
 
 
 def laser_sweep(page: Page, run: RunRecord) -> None:
@@ -120,10 +143,14 @@ def laser_sweep(page: Page, run: RunRecord) -> None:
         return page.skip(title, "the run evaluated no LASER variant")
     fig, axes = plt.subplots(1, 3, figsize=(PAGE_WIDTH_IN, 3.4))
     rhos, xs = slots({target: [rho for rho, _ in points] for target, points in grid.items()})
+    cis = laser_grid_intervals(run.summary)
     for ax, metric in zip(axes, RECALL_PLOTTED):
-        for i, (target, points) in enumerate(grid.items()):
+        for target, points in grid.items():
             # the rhos measured as slots, markers only: no line stands for the ranks between two measured ones
-            ax.plot(xs[target], [m[metric] for _, m in points], marker="o", linestyle="none", **variant_style(target, i))
+            ys = [m[metric] for _, m in points]
+            bounds = [(cis.get(target, {}).get(rho) or {}).get(metric) or [y, y] for (rho, _), y in zip(points, ys)]
+            ax.errorbar(xs[target], ys, yerr=[[y - b[0] for y, b in zip(ys, bounds)], [b[1] - y for y, b in zip(ys, bounds)]],
+                        marker="o", linestyle="none", capsize=3, **page.variants.style(target))
         ax.set_xticks(range(len(rhos)), [f"{r:g}" for r in rhos])
         ax.set_xlim(-0.5, len(rhos) - 0.5)
         ax.set_xlabel("rho (kept rank fraction)")
@@ -133,7 +160,8 @@ def laser_sweep(page: Page, run: RunRecord) -> None:
     axes[0].legend(fontsize=8)
     page.save(fig, "laser_sweep", title, "Each target matrix truncated alone, at the rhos measured (one slot each, "
               "evenly spaced whatever their values), keeping rank floor(rho min(m, n)); rho 1 is the full model. "
-              "Where the noise sits in a matrix's top singular directions, P(noise) stays high until rho = 0.")
+              "Where the noise sits in a matrix's top singular directions, P(noise) stays high until rho = 0. "
+              + (series.interval_note(series.intervals(run.summary)) or "No intervals: the run predates them."))
 
 
 def probes(page: Page, run: RunRecord, marks: dict, events: list[dict]) -> None:
@@ -159,8 +187,8 @@ def probes(page: Page, run: RunRecord, marks: dict, events: list[dict]) -> None:
         _steps_axis(ax, marks, events)
         ax.legend(fontsize=8)
     when = "; ".join(f"{k.replace(':', ' ')} at step {v}" for k, v in marks.items() if v is not None) or "neither event happened"
-    page.save(fig, "probes", title, "Dashed red: an FF's noise margin turns positive (it maps the trigger to the noise); "
-              f"dashed green: the induction attention passes 0.5. The paper: the FF learns the noise first. Here: {when}.")
+    page.save(fig, "probes", title, "Grey dashed: an FF's noise margin turns positive (it maps the trigger to the noise); "
+              f"grey dash-dot: the induction attention passes 0.5. The paper: the FF learns the noise first. Here: {when}.")
 
 
 def spectra(page: Page, run: RunRecord) -> None:
@@ -248,9 +276,20 @@ def truncation_jumps(page: Page, run: RunRecord) -> None:
 
 
 def run_page(page: Page, run: RunRecord) -> None:
-    variants = run.summary.get("variants") or {}
-    page.table("Results on the clean test set, at repeated triggers", series.variant_rows(variants, RECALL_METRICS),
-               note="One row per LASER variant; the full model once (a rho that keeps the full rank is the full model).")
+    variants, recorded = run.summary.get("variants") or {}, series.intervals(run.summary)
+    page.table("Results on the clean test set, at repeated triggers",
+               series.with_intervals(series.variant_rows(variants, RECALL_METRICS), recorded),
+               note="One row per LASER variant; the full model once (a rho that keeps the full rank is the full model). "
+                    + (series.interval_note(recorded) or "No intervals: the run predates them."))
+    spread = accuracy_swing(run.history)
+    if spread:
+        alpha = ((run.config or {}).get("data") or {}).get("init_args", {}).get("alpha")
+        page.section("Why the full model's accuracy swings", (
+            f"<p>Over its last {spread[2]} evaluations the full model's accuracy moves between {spread[0]:.2f} and "
+            f"{spread[1]:.2f}, while its P(noise) stays between {spread[3]:.2f} and {spread[4]:.2f}. It puts about alpha"
+            f"{f' = {alpha:g}' if isinstance(alpha, (int, float)) else ''} on the noise token and the rest on the in-context "
+            "one, so near alpha 0.5 the argmax flips between the two on many triggers with a small change of weights. "
+            "Read P(noise) and P(in-context token), and the intervals above, rather than one evaluation's accuracy.</p>"))
     marks, events = marked_steps(run.history), truncations(run.summary)
     metrics_over_training(page, run, marks, events)
     laser_sweep(page, run)
@@ -274,12 +313,12 @@ def sweep_final(page: Page, sweep: SweepRecord, key: str) -> None:
         return page.skip(title, "no completed task recorded these metrics")
     fig, axes = plt.subplots(1, len(panels), figsize=(PAGE_WIDTH_IN, 3.6), squeeze=False)
     for ax, (metric, by_variant) in zip(axes.flat, panels):
-        for i, variant in enumerate(ordered(by_variant)):
+        for variant in ordered(by_variant):
             points = by_variant[variant]
             xs = [p[0] for p in points]
             numeric = all(isinstance(x, (int, float)) for x in xs)
             pos = xs if numeric else list(range(len(xs)))
-            ax.errorbar(pos, [p[1] for p in points], yerr=[p[2] for p in points], marker="o", capsize=3, **variant_style(variant, i))
+            ax.errorbar(pos, [p[1] for p in points], yerr=[p[2] for p in points], marker="o", capsize=3, **page.variants.style(variant))
             if not numeric:
                 ax.set_xticks(pos, [str(x) for x in xs], rotation=30, fontsize=8)
         xs = [p[0] for pts in by_variant.values() for p in pts]
@@ -297,26 +336,34 @@ def sweep_final(page: Page, sweep: SweepRecord, key: str) -> None:
 
 
 def sweep_curves(page: Page, sweep: SweepRecord, metric: str = "p_noise") -> None:
-    title = f"{METRIC_LABELS[metric]} of the full model over training, every task"
-    curves = series.task_curves(sweep.runs, metric)
-    if not any(curves.values()):
+    """Every variant's curve over training, one panel per setting of the swept keys: the mean over seeds, with the
+    band from the lowest to the highest seed."""
+    title = f"{METRIC_LABELS[metric]} over training, every variant, mean over seeds"
+    settings = {t: ", ".join(f"{k.rsplit('.', 1)[-1]} = {sweep.point(t).get(k)}" for k in sweep.swept) or "all tasks"
+                for t in sweep.runs}
+    curves = series.setting_curves(sweep.runs, settings, metric)
+    if not curves:
         return page.skip(title, "no task has a metric history")
-    key = sweep.swept[0] if sweep.swept else None
-    values = list(dict.fromkeys(repr(sweep.point(t).get(key)) for t in curves))
-    cmap = plt.get_cmap("viridis", max(2, len(values)))
-    fig, ax = plt.subplots(figsize=(7.5, 3.8))
-    drawn = set()
-    for task, curve in curves.items():
-        if curve:
-            steps, ys = zip(*curve)
-            g = repr(sweep.point(task).get(key))
-            ax.plot(steps, ys, color=cmap(values.index(g)), alpha=0.85, label=f"{key.rsplit('.', 1)[-1]} = {g}" if key and g not in drawn else None)
-            drawn.add(g)
-    ax.set_ylabel(METRIC_LABELS[metric])
-    _steps_axis(ax)
-    if key:
-        ax.legend(fontsize=8)
-    page.save(fig, f"curves_{metric}", title, f"One line per task, coloured by {key or 'task'}.")
+    order = [s for s in dict.fromkeys(settings[t] for t in sorted(settings)) if s in curves]
+    fig, axes = panel_grid(len(order), 3, 3.2, sharey=True)
+    for ax, setting in zip(axes, order):
+        for variant in ordered(curves[setting]):
+            points = curves[setting][variant]
+            style = page.variants.style(variant)
+            steps = [p[0] for p in points]
+            ax.plot(steps, [p[1] for p in points], marker="o", markersize=3, **style)
+            ax.fill_between(steps, [p[2] for p in points], [p[3] for p in points], color=style["color"], alpha=0.15, linewidth=0)
+        ax.set_title(setting, fontsize=9)
+        ax.set_ylim(-0.02, 1.02)
+        _steps_axis(ax)
+    for ax in axes:
+        if ax.get_subplotspec().is_first_col():
+            ax.set_ylabel(METRIC_LABELS[metric])
+    axes[0].legend(fontsize=8)
+    seeds = sorted({p[4] for by_v in curves.values() for pts in by_v.values() for p in pts})
+    page.save(fig, f"curves_{metric}", title, f"Clean test set, at the steps every seed evaluated. Line: the mean over "
+              f"{' or '.join(map(str, seeds))} tasks (seeds) of each setting; band: from the lowest to the highest seed "
+              "(their spread, not a confidence interval). One colour per variant, the full model in black.")
 
 
 def probe_interval(history: History) -> int | None:

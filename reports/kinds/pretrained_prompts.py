@@ -12,7 +12,7 @@ from reports import series, table
 from reports.kinds import ReportKind, SweepRecord, register
 from reports.page import Page
 from reports.run import RunRecord
-from reports.style import METRIC_LABELS, PAGE_WIDTH_IN, ordered, plt, variant_style
+from reports.style import METRIC_LABELS, PAGE_WIDTH_IN, ordered, plt
 from run_record.kinds import PRETRAINED_PROMPTS
 from run_record.names import FULL, PROMPT_METRICS, PROMPT_PLOTTED, eval_key, split_eval_key, split_prompt_group
 
@@ -208,7 +208,7 @@ def hijack_section(page: Page, run: RunRecord) -> None:
     for col, (k, distance, length) in enumerate(groups):
         for i, variant in enumerate(variants):
             r = hj["variants"][variant]
-            style = variant_style(variant, i)
+            style = page.variants.style(variant)
             cells = [c for c in r["cells"] if (c["k"], c["distance"], c["length"]) == (k, distance, length)]
             ns = np.array([c["n"] for c in cells], dtype=float)
             shift = (i - (len(variants) - 1) / 2) * 0.08  # side by side at each n, so the intervals do not overlap
@@ -284,7 +284,7 @@ def run_page(page: Page, run: RunRecord) -> None:
         kinds = list(dict.fromkeys(k for v in bars.values() for k in v))
         width = 0.8 / len(bars)
         for i, variant in enumerate(ordered(bars)):
-            style = variant_style(variant, i)
+            style = page.variants.style(variant)
             ax.bar(np.arange(len(kinds)) + i * width, [bars[variant].get(k, np.nan) for k in kinds], width,
                    color=style["color"], label=style["label"])
         ax.set_xticks(np.arange(len(kinds)) + 0.4 - width / 2, kinds, rotation=20, fontsize=8)
@@ -364,11 +364,11 @@ def sweep_page(page: Page, sweep: SweepRecord) -> None:
             continue
         fig, axes = plt.subplots(1, len(metrics), figsize=(PAGE_WIDTH_IN, 3.6), squeeze=False)
         for ax, metric in zip(axes.flat, metrics):
-            for i, (variant, points) in enumerate(series.final_vs_key(rows, x, metric).items()):
+            for variant, points in series.final_vs_key(rows, x, metric).items():
                 xs = [max(p[0], 1) if steps else p[0] for p in points]
                 numeric = all(isinstance(v, (int, float)) for v in xs)
                 ax.errorbar(xs if numeric else range(len(xs)), [p[1] for p in points], yerr=[p[2] for p in points],
-                            marker="o", capsize=3, **variant_style(variant, i))
+                            marker="o", capsize=3, **page.variants.style(variant))
                 if not numeric:
                     ax.set_xticks(range(len(xs)), [str(v) for v in xs], rotation=30, fontsize=8)
             if steps:

@@ -28,8 +28,13 @@ def only_run_dir(root: Path) -> Path:
     return runs[0]
 
 
+def config_n_test(run) -> int:
+    return yaml.safe_load((run / "config.yaml").read_text())["data"]["init_args"]["n_test"]
+
+
 def test_fit_through_main_py_writes_config_summary_and_an_offline_wandb_run(repo, tmp_path):
     env = {**os.environ, "WANDB_MODE": "offline", "PYTHONPATH": repo}
+    env.pop("WANDB_SILENT", None)  # as a user's shell has it: the CLI itself keeps W&B's start-up lines out
     out = subprocess.run(
         [sys.executable, "main.py", "fit", *TINY, "--trainer.default_root_dir", str(tmp_path), "--report", "true"],
         cwd=repo, env=env, capture_output=True, text=True, timeout=300,
@@ -43,7 +48,8 @@ def test_fit_through_main_py_writes_config_summary_and_an_offline_wandb_run(repo
     table_at = next(i for i, line in enumerate(tail) if line.startswith("Results on the clean test set"))
     assert tail[table_at - 2].startswith("W&B (offline): wandb sync ") and tail[table_at + 1].split() == ["variant", "p_correct", "p_noise", "acc", "loss"]
     assert "Run history" not in out.stdout + out.stderr and "Tip: For seamless" not in out.stdout + out.stderr
-    for noise in ("GPU available:", "TPU available:", "LeafSpec"):  # Lightning's lines about nothing in this run
+    for noise in ("GPU available:", "TPU available:", "LeafSpec",  # Lightning's lines about nothing in this run
+                  "Run data is saved locally", "wandb online", "wandb leet"):  # W&B's: its sync line comes last
         assert noise not in out.stdout + out.stderr, noise
 
     summary = json.loads((run / "summary.json").read_text())
@@ -61,6 +67,15 @@ def test_fit_through_main_py_writes_config_summary_and_an_offline_wandb_run(repo
         assert set(row) == {"p_correct", "p_noise", "acc", "loss"} and all(0 <= row[k] <= 1 for k in ("p_correct", "p_noise", "acc"))
     # rho = 0 removes the FF output entirely, so the prediction differs
     assert summary["variants"]["layers.1.ff.w2@rho0"]["loss"] != pytest.approx(summary["variants"]["full"]["loss"])
+    # every mean has its 95% interval over the test sequences, around it; the page's table shows it with n
+    intervals = summary["results"]["intervals"]
+    assert intervals["n"] == {"main": config_n_test(run)} and set(intervals["variants"]) == set(summary["variants"])
+    for variant, row in summary["variants"].items():
+        for metric, mean in row.items():
+            low, high = intervals["variants"][variant][metric]
+            assert low <= mean <= high and (metric == "loss" or 0 <= low and high <= 1), (variant, metric)
+    page = (run / "report" / "index.html").read_text()
+    assert "p_noise 95% CI" in page and f"95% intervals over the {config_n_test(run)} test sequences" in page
 
     config = yaml.safe_load((run / "config.yaml").read_text())
     assert config["data"]["init_args"]["alpha"] == 0.5 and config["model"]["init_args"]["model"]["dim"] == 16

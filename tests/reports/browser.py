@@ -16,7 +16,8 @@ def install() -> str | None:
 
 
 def open_page(path: str, screenshot: str) -> dict:
-    """Load a local page; return the URLs it requested, each image's naturalWidth, and write a screenshot."""
+    """Load a local page; return the URLs it requested, each image's naturalWidth, its text, the absolute URLs of its
+    links, and write a screenshot."""
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
@@ -29,7 +30,8 @@ def open_page(path: str, screenshot: str) -> dict:
             page.wait_for_load_state("load")
             widths = page.evaluate("[...document.images].map(i => i.complete ? i.naturalWidth : 0)")
             text = page.inner_text("body")
+            links = page.evaluate("[...document.links].map(a => a.href)")
             page.screenshot(path=screenshot, full_page=True)
         finally:
             browser.close()
-    return {"requests": requests, "image_widths": widths, "text": text}
+    return {"requests": requests, "image_widths": widths, "text": text, "links": links}

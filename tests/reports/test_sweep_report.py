@@ -3,6 +3,8 @@ table with run directories and mean +- std over seeds; and the W&B report built 
 import csv
 import json
 import time
+from pathlib import Path
+from urllib.parse import unquote, urlparse
 
 import matplotlib.pyplot as plt
 import pytest
@@ -25,8 +27,8 @@ def swept(tmp_path_factory):
     path = root / "four.yaml"
     # alpha 7 parses (a float) and fails in the datamodule: one failed task out of 4
     grid = TINY_GRID | {"data.init_args.alpha": [0.0, 0.9, 7.0], "seed_everything": [0, 1]}
-    grid["trainer.max_steps"] = [3]
-    path.write_text(yaml.safe_dump({"base": "configs/noisy.yaml", "grid": grid}))
+    del grid["trainer.max_steps"]  # fixed for every task: an override, not a grid column
+    path.write_text(yaml.safe_dump({"base": "configs/noisy.yaml", "grid": grid, "overrides": {"trainer.max_steps": 3}}))
     mp = pytest.MonkeyPatch()
     mp.setenv("WANDB_MODE", "offline")
     with pytest.raises(SystemExit, match="2 of 6 tasks failed"):
@@ -37,6 +39,7 @@ def swept(tmp_path_factory):
 
 def test_the_sweep_table_has_run_directories_eval_steps_and_mean_std_over_seeds(swept):
     rows = list(csv.DictReader(open(swept / "results.csv")))
+    assert "trainer.max_steps" not in rows[0] and "data.init_args.alpha" in rows[0]  # the override is no column
     done = [r for r in rows if r["status"] == "completed"]
     assert len({r["task"] for r in done}) == 4 and all(r["run_dir"] and r["eval_step"] == "3" for r in done)
     by = list(csv.DictReader(open(swept / table.BY_SETTING_FILE)))
@@ -63,6 +66,39 @@ def test_sweep_figures_hold_one_line_per_variant_and_the_failure_is_listed(swept
     seen = open_page(str(page), str(tmp_path / "sweep.png"))
     assert all(u.startswith(("file://", "data:")) for u in seen["requests"]) and all(w > 0 for w in seen["image_widths"])
     assert "Tasks that did not complete" in seen["text"] and "data.alpha must be in [0, 1], got 7.0" in seen["text"]
+    assert "Fixed for every task (the sweep file's overrides): trainer.max_steps = 3." in seen["text"]
+    # every task with a run links to its page (built here: the tasks ran with report: false), and the links resolve
+    run_dirs = {r["task"]: r["run_dir"] for r in rows if r.get("run_dir")}
+    pages = sorted(Path(unquote(urlparse(u).path)).resolve() for u in seen["links"] if u.endswith("/report/index.html"))
+    assert pages == sorted((Path(d) / "report" / "index.html").resolve() for d in run_dirs.values())
+    assert len(pages) == 4 and all(p.is_file() for p in pages)  # the 2 failed tasks stopped before their run began
+    assert seen["text"].count("no run directory") == 2
+
+
+def test_a_variant_has_one_colour_and_label_on_every_figure_of_the_sweep_and_its_task_pages(swept):
+    from reports.style import PALETTE
+
+    build.report(swept)
+    seen: dict[str, set] = {}
+    task_pages = sorted(Path(r["run_dir"]) / "report" for r in table.rows(swept) if r.get("status") == "completed")
+    for report in [swept / "report", *task_pages]:
+        for figure in json.loads((report / "figures.json").read_text()):
+            for label, colour in figure["legend"].items():
+                seen.setdefault(label, set()).add(colour)
+    labels = {"full model"} | (VARIANTS - {"full"})
+    assert labels <= set(seen)  # every variant is drawn, under its name (the full model as "full model")
+    assert all(len(seen[v]) == 1 for v in labels), {v: seen[v] for v in labels}
+    assert seen["full model"] == {"#000000"}
+    colours = [next(iter(seen[v])) for v in sorted(labels - {"full model"})]
+    assert len(set(colours)) == len(colours) and set(colours) <= set(PALETTE)  # distinct, none grey, none yellow
+    # the sweep's curves: every variant, the mean over the seeds of each setting, between the seeds' extremes
+    runs = build.load_sweep(swept).runs
+    settings = {t: table.rows(swept) and runs[t].summary["sweep_task"]["point"]["data.init_args.alpha"] for t in runs}
+    curves = series.setting_curves(runs, settings, "p_noise")
+    assert set(curves[0.9]) == VARIANTS
+    last = [dict(series.eval_curves(runs[t].history, "p_noise")["layers.1.ff.w2@rho0"])[3] for t in runs if settings[t] == 0.9]
+    step, mean, low, high, n = curves[0.9]["layers.1.ff.w2@rho0"][-1]
+    assert (step, n) == (3, 2) and mean == pytest.approx(sum(last) / 2) and (low, high) == (min(last), max(last))
 
 
 def test_the_wandb_report_is_built_offline_and_references_only_logged_keys(swept, monkeypatch, capsys):
