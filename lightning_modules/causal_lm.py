@@ -141,6 +141,8 @@ class CausalLMModule(PretrainedRecord, L.LightningModule):
 
     def on_test_epoch_start(self) -> None:
         self._started = time.perf_counter()
+        self._console_lines: list[str] = []  # printed after the results table, the choice last (console_results)
+        self._choice_line = ""
         # one factorisation per matrix for the whole test (the weights do not change)
         self._factors = factorise(self.net, self.variants.values(), randomized=self.svd == "randomized")
         self._svd_seconds = time.perf_counter() - self._started
@@ -199,7 +201,9 @@ class CausalLMModule(PretrainedRecord, L.LightningModule):
                     "p_answer": math.exp(scores["lp_answer"][i]), "p_generic": math.exp(scores["lp_generic"][i]),
                     "log_ratio": scores["lp_answer"][i] - scores["lp_generic"][i],
                     "logit_diff": None if math.isnan(scores["logit_diff"][i]) else scores["logit_diff"][i],
-                    "argmax_id": scores["argmax"][i]}
+                    "argmax_id": scores["argmax"][i], "top_ids": scores["top_ids"][i],
+                    "top_p": [math.exp(x) for x in scores["top_lp"][i]]}
+        self._progress(batch_idx, dataloader_idx)
 
     def on_test_epoch_end(self) -> None:
         overall: dict[str, dict[str, dict[str, float]]] = {}
@@ -220,8 +224,9 @@ class CausalLMModule(PretrainedRecord, L.LightningModule):
             self.selection = {"by": by, "selected": chosen, "keeping": self.hparams.select_keeping, "candidates": len(candidates),
                               "selection": {v: r[by] for v, r in overall["selection"].items()},
                               "test": {v: r[by] for v, r in overall["test"].items()}}
-            print(f"\nSelected on the selection split by {by}: {chosen} ({overall['selection'][chosen][by]:.4f}); "
-                  f"on test {overall['test'][chosen][by]:.4f} (full model {overall['test'][FULL][by]:.4f})")
+            self._choice_line = (f"Chosen on the selection split by {by}: {chosen} ({overall['selection'][chosen][by]:.4f}); "
+                                 f"on test {overall['test'][chosen][by]:.4f} (full model {overall['test'][FULL][by]:.4f}); "
+                                 f"{len(self.variants)} variants scored, every one on the run's page.")
         if self.prediction:
             self._compare_prediction(overall[self.prediction["split"]])
         if getattr(self.trainer.datamodule, "hijack", None) is not None:
@@ -229,6 +234,27 @@ class CausalLMModule(PretrainedRecord, L.LightningModule):
         self._factors = {}
         if self.trainer.is_global_zero:
             self._write_predictions()
+
+    def console_results(self, variants: dict[str, dict[str, float | None]]) -> tuple[dict, str]:
+        """The console's table: over all prompts of the test split, the full model, the chosen variant and the named
+        ones (a search's grid points are on the page), and the choice after it."""
+        grid = {c["variant"] for c in self.grid} - {self.selection.get("selected")}
+        shown = {v: {k: x for k, x in row.items() if "@" not in k} for v, row in variants.items()
+                 if ":" not in v and v not in grid}
+        return shown, "\n".join(getattr(self, "_console_lines", []) + [x for x in [getattr(self, "_choice_line", "")] if x])
+
+    def _progress(self, batch_idx: int, dataloader_idx: int) -> None:
+        """With the progress bar off (a long CPU run under a scheduler's log), one line per batch scored by every
+        variant, with the time so far and the time left."""
+        if self.trainer.progress_bar_callback is not None or not self.trainer.is_global_zero:
+            return
+        batches = self.trainer.num_test_batches[dataloader_idx]
+        done = batch_idx + 1 + sum(self.trainer.num_test_batches[:dataloader_idx])
+        total = sum(self.trainer.num_test_batches)
+        elapsed = time.perf_counter() - self._started
+        print(f"scored batch {batch_idx + 1}/{batches} of the {self.split_names[dataloader_idx]} split with all "
+              f"{len(self.variants)} variants: {elapsed:.0f} s so far, about {elapsed / done * (total - done):.0f} s left",
+              flush=True)
 
     def _compare_prediction(self, measured: dict[str, dict[str, float]]) -> None:
         """The measured change of the mean log ratio beside the prediction, and their Spearman correlation per method."""
@@ -255,8 +281,9 @@ class CausalLMModule(PretrainedRecord, L.LightningModule):
         p["ranking"] = sorted(p["variants"], key=lambda v: -p["variants"][v]["linear"])
         rho = ", ".join(f"{m} {r:+.2f} [95% {p['spearman_ci'][m][0]:+.2f}, {p['spearman_ci'][m][1]:+.2f}] "
                         f"({p['n_variants'][m]} variants)" for m, r in p["spearman"].items() if r is not None)
-        print(f"Predicted from singular directions in {p['seconds']['attribution']:.1f} s (the search: "
-              f"{p['seconds']['search']:.1f} s): Spearman with the measured change on the {p['split']} split: {rho}")
+        self._console_lines.append(f"Predicted from singular directions in {p['seconds']['attribution']:.1f} s (the search: "
+                                   f"{p['seconds']['search']:.1f} s): Spearman with the measured change on the "
+                                   f"{p['split']} split: {rho}")
 
     def _summarise_hijack(self) -> None:
         """Knowledge-hijack prompts: per variant and cell, P(B_fake), P(B), the win rate and the gap; the boundary n*
@@ -267,18 +294,21 @@ class CausalLMModule(PretrainedRecord, L.LightningModule):
         self.hijack = hijack_results(rows, scores)
         for variant, r in self.hijack["variants"].items():
             where = "; ".join(f"k={b['k']}, distance {b['distance']}: n* = {b['measured']}" for b in r["boundaries"])
-            print(f"Knowledge hijack, {variant}: {where}")
+            self._console_lines.append(f"Knowledge hijack, {variant}: {where}")
 
     def _write_predictions(self) -> None:
         """predictions.jsonl: each prompt (split, text, answer, competitor, type) with every variant's P(answer),
-        P(generic), log ratio, logit difference and argmax token, so any mean can be audited."""
+        P(generic), log ratio, logit difference, argmax token and top 3 tokens with their probabilities, so any mean
+        can be audited and the page can show examples."""
         dm = self.trainer.datamodule
         decode = lambda i: dm.tokenizer.decode([i])  # noqa: E731
         records = []
         for (split, row), by_variant in sorted(self.predictions.items()):
             prompt = dm.splits[split][row]
             records.append({"split": split, "row": row, **{k: prompt[k] for k in ("prompt", "answer", "competitor", "type")},
-                            "variants": {v: {k: x for k, x in m.items() if k != "argmax_id"} | {"argmax": decode(m["argmax_id"])}
+                            "variants": {v: {k: x for k, x in m.items() if k not in ("argmax_id", "top_ids", "top_p")}
+                                         | {"argmax": decode(m["argmax_id"]),
+                                            "top": [[decode(t), p] for t, p in zip(m["top_ids"], m["top_p"])]}
                                          for v, m in by_variant.items()}})
         self._predictions_path = os.path.join(self.trainer.log_dir, PREDICTIONS_FILE)
         files.write_jsonl(self._predictions_path, records)

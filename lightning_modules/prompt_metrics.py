@@ -9,15 +9,16 @@ from run_record.names import PROMPT_METRICS  # noqa: F401
 
 def prompt_scores(logits: torch.Tensor, answer: torch.Tensor, generic: torch.Tensor, competitor: torch.Tensor) -> dict[str, torch.Tensor]:
     """Per prompt, from the (B, V) logits of its last position: log P(answer), log P(generic), logit(answer) -
-    logit(competitor) (NaN where there is no competitor) and the argmax token. The metrics and predictions.jsonl
-    both read these."""
+    logit(competitor) (NaN where there is no competitor), the argmax token and the top 3 tokens with their log
+    probabilities. The metrics and predictions.jsonl both read these."""
     logits = logits.double()
     logp = logits.log_softmax(-1)
     rows = torch.arange(len(answer), device=logits.device)
     has = competitor >= 0
     diff = torch.where(has, logits[rows, answer] - logits[rows, competitor.clamp_min(0)], float("nan"))
+    top = logp.topk(min(3, logp.shape[-1]), dim=-1)
     return {"lp_answer": logp[rows, answer], "lp_generic": logp[rows, generic], "logit_diff": diff,
-            "argmax": logits.argmax(-1)}
+            "argmax": logits.argmax(-1), "top_ids": top.indices, "top_lp": top.values}
 
 
 class AnswerVsGenericMetrics(Metric):

@@ -121,13 +121,21 @@ class ExperimentCLI(CLIHooks):
         parser.link_arguments("model.init_args.model_name", "data.init_args.tokenizer", apply_on="parse")
         parser.link_arguments("model.init_args.revision", "data.init_args.revision", apply_on="parse")
         parser.link_arguments("model.init_args.gguf_file", "data.init_args.gguf_file", apply_on="parse")
-        with contextlib.suppress(KeyError):  # test / validate have it (fit does not)
-            parser.set_defaults(verbose=False)  # Lightning's table of every logged key: the results table says it better
         parser.add_argument("--report", type=bool, default=True,
                             help="write the run's report (<run>/report/index.html) when it ends (python -m reports later)")
 
+    def before_test(self) -> None:
+        # Lightning's table of every logged key (thousands of lines for a search over prompt types) is off unless
+        # asked for with --verbose: the results table printed last says what matters. (Its default cannot be set on
+        # the parser: the subcommand's method arguments are added after add_arguments_to_parser.)
+        if not any(a == "--verbose" or a.startswith("--verbose=") for a in self.argv):
+            self.config_init[self.subcommand]["verbose"] = False
+
+    before_validate = before_test
+
     def parse_arguments(self, parser, args) -> None:
-        check_config_files(list(sys.argv[1:] if args is None else args))
+        self.argv = list(sys.argv[1:] if args is None else args)
+        check_config_files(self.argv)
         stderr = io.StringIO()
         try:
             with contextlib.redirect_stderr(stderr):

@@ -43,6 +43,18 @@ def unless_unread(run: RunRecord, name: str, reason: str) -> str:
     return f"{name} was not read ({run.damaged[name]})" if name in run.damaged else reason
 
 
+def declared_records(run: RunRecord, name: str | None) -> list[dict] | None:
+    """The records of a JSON-lines file the run declared (``name``, from its summary), or None where it has none or
+    the file cannot be read (a damaged one is listed in ``run.damaged``)."""
+    if not name or name in run.damaged or not (run.path / name).is_file():
+        return None
+    try:
+        return files.read_jsonl(run.path / name)
+    except files.Damaged as e:
+        run.damaged[name] = e.reason
+        return None
+
+
 def read_history(path: Path) -> History:
     """Lightning's CSVLogger file: a ``step`` column and one column per metric, empty where not logged that row."""
     history: History = {}

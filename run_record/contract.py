@@ -70,6 +70,11 @@ class RecordedModule(RecordWriter):
         """summary.json ``results``: what the module measured beyond scalar metrics (its kind's schema)."""
         return None
 
+    def console_results(self, variants: dict[str, dict[str, float | None]]) -> tuple[dict, str]:
+        """What the console's last table shows of summary.json ``variants`` (all of them by default), and a line after
+        it (the choice of a search); the page and summary.json keep everything."""
+        return variants, ""
+
 
 class RecordedData(RecordWriter):
     """A LightningDataModule of this project."""

@@ -23,6 +23,7 @@ SUMMARY_FILE = "summary.json"  # the run record: status, kinds, final metrics, w
 METRICS_FILE = "metrics.csv"  # every logged scalar by step (the history; run_record/history.py)
 HPARAMS_FILE = "hparams.yaml"
 SPECTRA_FILE = "spectra.npz"  # WeightSpectrumLogger's singular values
+ATTENTION_EXAMPLE_FILE = "attention_example.npz"  # AttentionProbe: one sequence's attention patterns, full and a variant
 CHECKPOINT_DIR = "checkpoints"
 REPORT_DIR = "report"  # python -m reports writes report/index.html and report/figures/
 REPORT_FIGURES_FILE = "figures.json"  # report/figures.json: each figure's title, caption and legend colours
@@ -170,6 +171,14 @@ def read_json(path: str | os.PathLike) -> Any:
         return json.loads(path.read_text())
     except (UnicodeDecodeError, ValueError) as e:
         raise Damaged(path, f"not valid JSON ({e})") from e
+
+
+def read_jsonl(path: str | os.PathLike) -> list[dict]:
+    path = Path(path)
+    try:
+        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    except (UnicodeDecodeError, ValueError) as e:
+        raise Damaged(path, f"not valid JSON lines ({e})") from e
 
 
 def read_yaml(path: str | os.PathLike, required: tuple[str, ...] = ()) -> dict:

@@ -313,6 +313,7 @@ class RunSummary(RecordedCallback, L.Callback):
             stale = f" (from step {self.eval_step}, not the last step {trainer.global_step})" if stage == "val" and self.eval_step != trainer.global_step else ""
             module = trainer.lightning_module
             title = module.results_title if isinstance(module, RecordedModule) else "Results"
+            shown, after = module.console_results(summary["variants"]) if isinstance(module, RecordedModule) else (summary["variants"], "")
             # printed by the CLI at the very end, after W&B and the report, so that the console ends with it
-            self.results_text = f"{title}{stale}:\n{format_table(summary['variants'])}"
+            self.results_text = f"{title}{stale}:\n{format_table(shown)}" + (f"\n\n{after}" if after else "")
         self.final = summary

@@ -1,5 +1,7 @@
 """The headline of Chen, Bruna & Bietti (2406.03068) from the shipped CPU config, exactly as `make demo` runs it."""
 import json
+
+import numpy as np
 import os
 import subprocess
 import sys
@@ -40,6 +42,16 @@ def test_default_config_shows_noise_in_ff2_and_in_context_answers_without_it(rep
     snr = {g: s["snr"] for g, s in summary["callbacks"]["gradient_noise"]["0"].items()}
     assert snr["layers.1.ff"] == max(snr.values())
     assert summary["callbacks"]["weight_spectrum"]["steps"] == 16  # steps 0, 100, ..., 1500
+    # the page's example, checked by hand from its tokens: at the last trigger, layer 2 attends to the outputs after
+    # the trigger's earlier occurrences; the full model ranks the noise first or second, the variant without FF2 not first
+    example = probe["example"]
+    with np.load(summary_path.parent / example["file"]) as z:
+        layer2 = z["patterns:full"][1]
+    tokens, q = example["tokens"], example["query"] - example["start"]
+    after = [j + 1 for j in range(q) if tokens[j] == tokens[q] and example["roles"][j + 1] == "output"]
+    assert after and layer2[q, after].sum() > 0.5
+    assert example["noise_id"] in [t for t, _ in example["top"]["full"][:2]]
+    assert example["top"]["layers.1.ff.w2@rho0"][0][0] != example["noise_id"]
     # where the noise sits in w2: its top singular directions (keeping 10% of the rank keeps it), and the
     # single-component removals predict the direction of every measured LASER point
     w2 = summary["callbacks"]["singular_attribution"]["matrices"]["layers.1.ff.w2"]

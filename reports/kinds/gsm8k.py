@@ -5,7 +5,7 @@ from __future__ import annotations
 from reports import table
 from reports.kinds import ReportKind, SweepRecord, register
 from reports.page import Page
-from reports.run import RunRecord
+from reports.run import RunRecord, declared_records
 from reports.style import PAGE_WIDTH_IN, ordered, plt, slots
 from run_record.kinds import GSM8K
 from run_record.names import FULL, GSM8K_METRICS, selection_evaluation, split_eval_key, split_metric
@@ -32,6 +32,15 @@ def by_shots(summary: dict, metric: str = "em_flexible", split: str = "test") ->
 def shot_slots(by_variant: dict[str, list[tuple]]) -> tuple[list[int], dict[str, list[float]]]:
     """The shot counts as slots (``style.slots``) and each variant's x positions."""
     return slots({v: [p[0] for p in points] for v, points in by_variant.items()})
+
+
+def examples(page: Page, run: RunRecord) -> None:
+    rows = generation_examples(run)
+    if rows:
+        page.table("Examples: problems the full model and a variant answer differently", rows,
+                   note="Test problems where one of the two is right and the other wrong (the last number of the "
+                        "generation, lm-eval's flexible extraction); generations cut at 400 characters "
+                        "(generations.jsonl holds them whole).")
 
 
 def run_page(page: Page, run: RunRecord) -> None:
@@ -69,6 +78,25 @@ def run_page(page: Page, run: RunRecord) -> None:
               f"Mean over {', '.join(map(str, n)) or 'the'} test problems per point; error bars: 95% intervals (1.96 x the "
               "harness's standard errors). Variants side by side at each shot count. The paper: late-FF LASER helps at "
               "1-2 shots and hurts at 8.")
+    examples(page, run)
+
+
+def generation_examples(run: RunRecord, n: int = 3) -> list[dict]:
+    """Up to ``n`` test problems where the full model and a variant disagree on correctness (flexible extraction),
+    each with both generations (generations.jsonl); the variant is the chosen one where the run chose."""
+    records = declared_records(run, ((run.summary.get("results") or {}).get("gsm8k") or {}).get("generations")) or []
+    chosen = set((((run.summary.get("results") or {}).get("gsm8k") or {}).get("selected") or {}).values())
+    by = {(r["variant"], r["split"], r["num_fewshot"], r["doc_id"]): r for r in records}
+    out = []
+    for (variant, split, shots, doc), r in by.items():
+        full = by.get((FULL, split, shots, doc))
+        if variant == FULL or split != "test" or full is None or (chosen and variant not in chosen):
+            continue
+        if full["correct_flexible"] != r["correct_flexible"] and len(out) < n:
+            out.append({"shots": shots, "question": full["question"], "answer": full["target"],
+                        "full model": f"{full['generation'].strip()[:400]} [{'right' if full['correct_flexible'] else 'wrong'}]",
+                        variant: f"{r['generation'].strip()[:400]} [{'right' if r['correct_flexible'] else 'wrong'}]"})
+    return out
 
 
 def sweep_page(page: Page, sweep: SweepRecord) -> None:

@@ -11,7 +11,7 @@ import numpy as np
 from reports import series, table
 from reports.kinds import ReportKind, SweepRecord, register
 from reports.page import Page
-from reports.run import RunRecord
+from reports.run import RunRecord, declared_records
 from reports.style import METRIC_LABELS, PAGE_WIDTH_IN, ordered, plt
 from run_record.kinds import PRETRAINED_PROMPTS
 from run_record.names import FULL, PROMPT_METRICS, PROMPT_PLOTTED, eval_key, split_eval_key, split_prompt_group
@@ -258,14 +258,19 @@ def hijack_section(page: Page, run: RunRecord) -> None:
 
 
 def run_page(page: Page, run: RunRecord) -> None:
-    page.table("Next-token probabilities after each prompt", series.variant_rows(overall(run.summary), PROMPT_METRICS),
+    cis, n = prompt_intervals(run)
+    page.table("Next-token probabilities after each prompt",
+               series.with_intervals(series.variant_rows(overall(run.summary), PROMPT_METRICS), {"variants": cis}),
                note='P(answer) and P(" the") after the prompt, their log ratio, whether the answer is the argmax and, for '
-                    "IOI, logit(IO) - logit(S); one row per variant, the full model first.")
+                    "IOI, logit(IO) - logit(S); one row per variant, the full model first. "
+                    + (f"Means over the {n} test prompts; 95% intervals: a percentile bootstrap over prompts "
+                       f"({BOOTSTRAP} resamples, predictions.jsonl)." if cis else ""))
     sel = (run.summary.get("results") or {}).get("selection")
     if sel:
         page.table(f"Chosen on the selection split by {sel['by']}: {sel['selected']}",
                    [{"variant": v, f"{sel['by']} (selection)": s, f"{sel['by']} (test)": sel["test"].get(v)}
                     for v, s in sel["selection"].items()], note="Test scores play no part in the choice.")
+    examples(page, run)
     search_figure(page, run)
     prediction_figure(page, run)
     layer_figure(page, run)
@@ -293,6 +298,55 @@ def run_page(page: Page, run: RunRecord) -> None:
     axes.flat[0].legend(fontsize=8)
     page.save(fig, "prompt_types", "Per prompt type, per variant", 'The answer against the generic token " the". '
               "The paper: LASER on late FF layers raises P(answer) / P(\" the\") in Pythia.")
+
+
+def _top(scores: dict) -> str:
+    return ", ".join(f"{token!r} {p:.3g}" for token, p in scores.get("top") or [])
+
+
+BOOTSTRAP = 2000  # resamples of the prompts for an interval
+
+
+def prompt_intervals(run: RunRecord, metrics: tuple[str, ...] = ("p_answer", "log_ratio")) -> tuple[dict, int]:
+    """({variant: {metric: [low, high]}}, n): 95% percentile-bootstrap intervals of each variant's mean over the test
+    prompts (predictions.jsonl; the prompts resampled together for every variant), and n."""
+    records = [r for r in declared_records(run, (run.summary.get("results") or {}).get("predictions")) or []
+               if r.get("split") == "test"]
+    if len(records) < 2:
+        return {}, len(records)
+    draws = np.random.default_rng(0).integers(0, len(records), size=(BOOTSTRAP, len(records)))
+    out: dict[str, dict[str, list[float]]] = {}
+    for variant in records[0]["variants"]:
+        for metric in metrics:
+            values = np.array([r["variants"].get(variant, {}).get(metric, np.nan) for r in records], dtype=float)
+            if np.isfinite(values).all():
+                means = values[draws].mean(1)
+                out.setdefault(variant, {})[metric] = [float(np.quantile(means, 0.025)), float(np.quantile(means, 0.975))]
+    return out, len(records)
+
+
+def example_prompts(run: RunRecord, variant: str, n: int = 6) -> list[dict]:
+    """Up to ``n`` test prompts where ``variant`` moves the prediction most: a changed argmax first, then the largest
+    change of log P(answer) / P(" the"); each with both models' top tokens (predictions.jsonl)."""
+    records = declared_records(run, (run.summary.get("results") or {}).get("predictions")) or []
+    pairs = [(r, r["variants"][FULL], r["variants"][variant]) for r in records
+             if r.get("split") == "test" and FULL in r["variants"] and variant in r["variants"]]
+    pairs.sort(key=lambda x: (x[1]["argmax"] == x[2]["argmax"], -abs(x[2]["log_ratio"] - x[1]["log_ratio"])))
+    return [{"prompt": ("…" + r["prompt"][-70:]) if len(r["prompt"]) > 70 else r["prompt"], "answer": repr(r["answer"]),
+             "full model: top 3": _top(full), f"{variant}: top 3": _top(v),
+             "P(answer), full → variant": f"{full['p_answer']:.3f} → {v['p_answer']:.3f}"} for r, full, v in pairs[:n]]
+
+
+def examples(page: Page, run: RunRecord) -> None:
+    """A few prompts with the full model's and the chosen (or first named) variant's next tokens."""
+    results = run.summary.get("results") or {}
+    variant = (results.get("selection") or {}).get("selected") or next((v for v in ordered(overall(run.summary)) if v != FULL), None)
+    rows = example_prompts(run, variant) if variant and variant != FULL else []
+    if rows:
+        page.table(f"Examples: the full model against {variant}", rows,
+                   note="Test prompts where the variant changes the prediction most (a changed top token first), with "
+                        "each model's three most probable next tokens and their probabilities (predictions.jsonl holds "
+                        "every prompt).")
 
 
 def same_weights_table(page: Page, sweep: SweepRecord) -> None:

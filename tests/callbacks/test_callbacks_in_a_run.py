@@ -69,6 +69,19 @@ def test_wandb_run_holds_spectrum_scalars_charts_snr_and_probes(run):
         assert 0 <= by_step[step]["probe/layers.1.attn/to_noise"] < 1
         assert "probe/layers.1.ff/noise_margin" in by_step[step]
     assert by_step[4]["laser/before/loss"] != pytest.approx(by_step[4]["laser/after/loss"])
+    # the W&B report has a panel for the page's headline figures (LASER against rho, the gradient SNR), and every
+    # key it plots is one this W&B run logged
+    from reports import wandb_report
+    from reports.run import load_run
+
+    panels = {p["title"]: p for p in wandb_report.panels_for_run(load_run(run))}
+    assert panels["LASER at the end of training: p_noise per variant"]["y"] == [
+        f"val/{v}/p_noise" for v in ("full", "layers.1.ff.w2@rho0", "layers.1.ff.w2@rho0.1", "layers.1.ff.w2@rho0.2")]
+    keys = {k for h in logged["history"] for k in h}
+    snr = panels["gradient signal-to-noise per parameter group"]["y"]
+    assert set(snr) == {k for k in keys if k.startswith("gradnoise/") and k.endswith("/snr")}
+    assert {f"gradnoise/{g}/snr" for g in ("layers.1.ff", "layers.0.attn.wk", "layers.1.attn.wo")} <= set(snr)
+    assert {k for p in panels.values() for k in p["y"]} <= keys
 
 
 def test_summary_json_collects_what_the_callbacks_measured(run):
@@ -78,6 +91,22 @@ def test_summary_json_collects_what_the_callbacks_measured(run):
     assert summary["weight_spectrum"]["steps"] == 3 and summary["weight_spectrum"]["file"] == str(run / "spectra.npz")
     assert set(summary["gradient_noise"]) == {"0", "3"}
     assert summary["attention_probe"]["step"] == 6
+    # the end-of-training example: one sequence's causal attention patterns, full model and the most truncated variant
+    example = summary["attention_probe"]["example"]
+    with np.load(run / example["file"]) as z:
+        patterns = {k: z[k] for k in z.files}
+    assert example["variants"] == ["full", "layers.1.ff.w2@rho0"] and set(patterns) == {"patterns:full", "patterns:layers.1.ff.w2@rho0"}
+    width = len(example["tokens"])
+    assert width == example["query"] - example["start"] + 1 == len(example["roles"])
+    full = patterns["patterns:full"]
+    assert full.shape == (2, width, width) and np.allclose(np.triu(full, 1), 0)  # causal
+    if example["start"] == 0:
+        assert np.allclose(full.sum(-1), 1, atol=1e-5)  # the whole prefix: each query's weights sum to 1
+    # truncating layer 2's FF, after its attention, changes no pattern
+    assert np.allclose(full, patterns["patterns:layers.1.ff.w2@rho0"], atol=1e-6)
+    assert all(len(example["top"][v]) == 3 for v in example["variants"])
+    assert [r for t, r in zip(example["tokens"], example["roles"]) if t == example["noise_id"]] == \
+        ["noise"] * example["tokens"].count(example["noise_id"])
 
 
 def test_measuring_does_not_change_the_experiment(tmp_path, monkeypatch):

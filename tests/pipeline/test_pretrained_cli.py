@@ -69,7 +69,7 @@ def test_the_selection_split_chooses_a_variant_without_the_test_prompts(tiny_hf,
     for v in sel["selection"]:
         assert sel["selection"][v] == pytest.approx(summary["variants"][v]["logit_diff@selection"], rel=1e-6)
         assert sel["test"][v] == pytest.approx(summary["variants"][v]["logit_diff"], rel=1e-6)
-    assert f"Selected on the selection split by logit_diff: {sel['selected']}" in capsys.readouterr().out
+    assert f"Chosen on the selection split by logit_diff: {sel['selected']}" in capsys.readouterr().out
 
 
 def test_selection_and_test_prompts_are_disjoint_and_bad_settings_are_refused(tiny_hf):
@@ -120,6 +120,18 @@ def test_prediction_and_layer_attribution_through_the_cli(tiny_hf, tmp_path, cap
     assert summary["files"][pred["file"]]["bytes"] > 0
     out = capsys.readouterr().out
     assert "Predicted from singular directions in" in out and "Spearman with the measured change" in out
+    # the console, as after training: a line per batch scored (the bar is off), then a short table (the full model,
+    # the named variants and the choice; the 12 grid points are on the page), the choice, the run directory, last
+    lines = out.strip().splitlines()
+    progress = [line for line in lines if line.startswith("scored batch ")]
+    assert progress[-1].startswith("scored batch 3/3 of the test split with all 15 variants") and progress[-1].endswith("about 0 s left")
+    table = lines[lines.index("Next-token probabilities after each prompt:") + 1:]
+    chosen = summary["results"]["selection"]["selected"]
+    rows = table[1:table.index("")]
+    assert table[0].split()[0] == "variant" and sorted(r.split()[0] for r in rows) == sorted({"full", "late_mlp_out", "all_mlp_in", chosen})
+    assert lines[-5].startswith(f"Chosen on the selection split by log_ratio: {chosen}") and lines[-3].startswith("Run directory: ")
+    assert lines[-1].startswith("Report: ")
+    assert len(lines) < 40
     # the per-layer split of the test split's gap: the parts add up to each prompt's gap, and their means to the mean
     layers = summary["results"]["layer_attribution"]
     assert layers["max_residual"] < 1e-4 and layers["n"] == {"all": 20, "ABBA": layers["n"]["ABBA"], "BABA": 20 - layers["n"]["ABBA"]}

@@ -8,6 +8,7 @@ import matplotlib.pyplot as plt
 from reports import build
 from reports.kinds import SweepRecord, pretrained_prompts
 from reports.page import Page
+from reports.run import load_run
 from tests.pipeline.test_cli import only_run_dir
 from tests.pipeline.test_pretrained_cli import run_test
 from tests.reports.browser import open_page
@@ -33,6 +34,44 @@ def test_a_pretrained_run_page_shows_its_prompts_and_no_toy_notes(tiny_hf, tmp_p
     assert "(a pretrained model, evaluated only)" in text and "at step" not in text and "steps 0" not in text
     assert "revision" not in text.split("Run ")[1].split(".")[0] and f"model {tiny_hf['gpt_neox']}" in text
     assert all(u.startswith(("file://", "data:")) for u in seen["requests"]) and all(w > 0 for w in seen["image_widths"])
+    # examples beside the means: test prompts with both models' top tokens, as predictions.jsonl has them
+    rows = pretrained_prompts.example_prompts(load_run(run), "late_mlp_out")
+    records = [json.loads(line) for line in (run / "predictions.jsonl").read_text().splitlines()]
+    first = next(r for r in records if r["split"] == "test" and r["prompt"].endswith(rows[0]["prompt"].lstrip("…")))
+    top = first["variants"]["full"]["top"]
+    assert len(rows) == 6 and len(top) == 3 and top[0][0] == first["variants"]["full"]["argmax"]
+    assert top[0][1] >= top[1][1] >= top[2][1] and rows[0]["full model: top 3"].startswith(f"{top[0][0]!r} {top[0][1]:.3g}")
+    changes = [abs(r["variants"]["late_mlp_out"]["log_ratio"] - r["variants"]["full"]["log_ratio"]) for r in records
+               if r["split"] == "test" and r["variants"]["full"]["argmax"] == r["variants"]["late_mlp_out"]["argmax"]]
+    assert "Examples: the full model against late_mlp_out" in text and len(changes) >= 6  # ranked by the change
+    # the means' intervals over the test prompts, the same bootstrap by hand
+    import numpy as np
+
+    cis, n = pretrained_prompts.prompt_intervals(load_run(run))
+    tests = [r for r in records if r["split"] == "test"]
+    values = np.array([r["variants"]["full"]["log_ratio"] for r in tests])
+    means = values[np.random.default_rng(0).integers(0, n, size=(2000, n))].mean(1)
+    assert n == len(tests) and cis["full"]["log_ratio"] == [np.quantile(means, 0.025), np.quantile(means, 0.975)]
+    assert cis["full"]["log_ratio"][0] < summary["variants"]["full"]["log_ratio"] < cis["full"]["log_ratio"][1]
+    assert "log_ratio 95% CI" in text and f"Means over the {n} test prompts" in text
+
+
+def test_gsm8k_examples_pair_the_generations_where_the_answers_differ(tmp_path):
+    from reports.kinds import gsm8k
+    from reports.run import RunRecord
+
+    def gen(variant, doc, text, right):
+        return {"variant": variant, "split": "test", "num_fewshot": 1, "doc_id": doc, "question": f"q{doc}", "target": "4",
+                "generation": text, "correct_flexible": right}
+
+    records = [gen("full", 0, "2 + 2 = 4", True), gen("cut", 0, "2 + 2 = 5", False),
+               gen("full", 1, "so 4", True), gen("cut", 1, "so 4", True),
+               gen("full", 2, "it is 3", False), gen("cut", 2, "it is 4", True)]
+    (tmp_path / "generations.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    run = RunRecord(tmp_path, {"results": {"gsm8k": {"generations": "generations.jsonl", "selected": {}}}}, {}, {})
+    rows = gsm8k.generation_examples(run)
+    assert [(r["question"], r["full model"], r["cut"]) for r in rows] == [
+        ("q0", "2 + 2 = 4 [right]", "2 + 2 = 5 [wrong]"), ("q2", "it is 3 [wrong]", "it is 4 [right]")]
 
 
 def test_a_revision_sweep_is_drawn_against_the_training_step(tmp_path):

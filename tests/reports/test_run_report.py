@@ -20,7 +20,8 @@ from tests.reports.browser import open_page
 from tests.wandb_records import read_run
 
 CALLBACKS = measuring_callbacks_yaml("{targets: [layers.1.ff.w2], rho: 0.0, at_steps: [6]}")
-FIGURES = {"metrics_over_training", "laser_sweep", "probes", "spectra", "ranks", "gradient_snr", "truncation", "memory_probes"}
+FIGURES = {"metrics_over_training", "laser_sweep", "probes", "spectra", "ranks", "gradient_snr", "truncation", "memory_probes",
+           "attention_example"}
 
 
 @pytest.fixture(scope="module")
