@@ -9,6 +9,7 @@ import math
 from typing import Any
 
 from lightning_modules.hijack_theory import Point, fit, measured_boundary
+from lightning_modules.metrics import wilson_interval
 
 
 def _interval(values: list[float]) -> list[float]:
@@ -22,10 +23,7 @@ def _interval(values: list[float]) -> list[float]:
 
 def _wilson(wins: list[float]) -> list[float]:
     """95% Wilson score interval of a win rate (stays inside [0, 1], unlike a normal interval at 0 or 1 wins)."""
-    n, p, z = len(wins), sum(wins) / len(wins), 1.96
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return [max(0.0, centre - half), min(1.0, centre + half)]
+    return wilson_interval(sum(wins) / len(wins), len(wins))
 
 
 def hijack_results(rows: list[dict], scores: dict[int, dict[str, dict[str, float]]]) -> dict[str, Any]:

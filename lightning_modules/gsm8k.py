@@ -6,6 +6,7 @@ run), the harness's ``HFLM`` evaluates that in-memory model, and the weights are
 """
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from typing import Any, Literal
@@ -24,6 +25,28 @@ from run_record.kinds import GSM8K
 from run_record.names import eval_key, evaluation_set
 from run_record.wandb import wandb_logger
 
+
+
+class _HarnessNotes(logging.Filter):
+    """The harness's lines that say nothing to the user of this module, each time a variant is scored: its own task
+    index overriding a task of the same name, the generation length and shot count this module sets on purpose, and
+    the in-memory model this module passes on purpose (one process, no accelerate)."""
+
+    NOTES = ("overrides existing task", "specified through cli, these settings will update", "Overwriting default num_fewshot",
+             "`pretrained` model kwarg is not of type `str`", "Passed an already-initialized model through `pretrained`")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not any(n in str(record.msg) for n in self.NOTES)
+
+
+def quiet_harness() -> None:
+    import datasets
+
+    datasets.disable_progress_bars()  # "Generating test split" for each task the harness builds from a local file
+    for name in ("lm_eval.evaluator", "lm_eval.tasks._index", "lm_eval.models.huggingface"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _HarnessNotes) for f in logger.filters):
+            logger.addFilter(_HarnessNotes())
 
 
 def require_harness() -> None:
@@ -147,6 +170,7 @@ class GSM8KModule(PretrainedRecord, L.LightningModule):
         from lightning_modules.stopping import hflm_stopping_each_row
 
         lm_class = hflm_stopping_each_row() if self.hparams.stop_each_row else HFLM
+        quiet_harness()
         self._lm = lm_class(pretrained=self.net, tokenizer=self.tokenizer, batch_size=self.hparams.batch_size)
         self._factors = factorise(self.net, self.variants.values(), randomized=self.hparams.svd == "randomized")
         self._tasks = self.trainer.datamodule.task_manager()

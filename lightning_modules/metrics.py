@@ -10,6 +10,13 @@ from run_record.names import RECALL_METRICS as METRIC_NAMES  # noqa: F401
 INTERVAL_OF = ("p_correct", "p_noise", "acc", "loss", "p_global")  # every mean compute() returns
 
 
+def wilson_interval(p: float, n: int, z: float = 1.96) -> list[float]:
+    """95% Wilson score interval of a proportion p of n (stays inside [0, 1], unlike a normal interval near 0 or 1)."""
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * (p * (1 - p) / n + z * z / (4 * n * n)) ** 0.5 / (1 + z * z / n)
+    return [max(0.0, centre - half), min(1.0, centre + half)]
+
+
 class TriggerRecallMetrics(Metric):
     """Means over scored positions of: P(in-context answer), P(noise token), argmax == answer, cross-entropy.
 

@@ -36,6 +36,10 @@ def variants_table(metrics: dict[str, float], stage: str = "val") -> dict[str, d
     return table
 
 
+# metrics that count (GSM8K: documents, prompts the harness cut, answers flipped either way), printed as integers
+COUNT_COLUMNS = ("n_", "truncated_prompts", "right_to_wrong", "wrong_to_right")
+
+
 def format_table(table: dict[str, dict[str, float]]) -> str:
     """The main test set's metrics per variant; metrics of the other test sets (``<metric>@<set>``) follow as one row
     per (variant, set)."""
@@ -58,8 +62,8 @@ def _format(table: dict[str, dict[str, float | None]]) -> str:
     def cell(column: str, x) -> str:
         if not isinstance(x, (int, float)):
             return f"{'n/a':>9}"  # undefined: a mean over no position
-        if column.startswith("n_") and float(x).is_integer():
-            return f"{int(x):>9d}"  # a count (GSM8K's n_docs), not a measurement with 4 decimals
+        if column.startswith(COUNT_COLUMNS) and float(x).is_integer():
+            return f"{int(x):>9d}"  # a count, not a measurement with 4 decimals
         return f"{x:>9.4f}"
     lines = [f"{'variant':<{width}}  " + "  ".join(f"{c:>9}" for c in cols)]
     for variant, row in table.items():

@@ -5,6 +5,7 @@ from __future__ import annotations
 from reports import table
 from reports.kinds import ReportKind, SweepRecord, register
 from reports.page import Page
+from lightning_modules.metrics import wilson_interval
 from reports.run import RunRecord, declared_records
 from reports.style import PAGE_WIDTH_IN, ordered, plt, slots
 from run_record.kinds import GSM8K
@@ -16,16 +17,20 @@ def scores(summary: dict) -> dict[str, dict[str, dict]]:
     return ((summary.get("results") or {}).get("gsm8k") or {}).get("scores") or {}
 
 
-def by_shots(summary: dict, metric: str = "em_flexible", split: str = "test") -> dict[str, list[tuple[int, float, float]]]:
-    """{variant: [(shots, exact match, its standard error)]} on ``split`` (test or selection)."""
-    out: dict[str, list[tuple[int, float, float]]] = {}
+def by_shots(summary: dict, metric: str = "em_flexible", split: str = "test") -> dict[str, list[tuple[int, float, list[float]]]]:
+    """{variant: [(shots, exact match, its 95% Wilson interval over the n_docs problems)]} on ``split`` (test or
+    selection). Wilson's, not 1.96 x the harness's standard error: with a few problems or a score near 0 or 1 the
+    normal interval leaves [0, 1]."""
+    out: dict[str, list[tuple[int, float, list[float]]]] = {}
     for setting, by_variant in scores(summary).items():
         where, _, shots = setting.partition(":")
         if where != split:
             continue
         for variant, row in by_variant.items():
             if isinstance(row.get(metric), (int, float)):
-                out.setdefault(variant, []).append((int(shots.removesuffix("shot")), row[metric], row.get(f"{metric}_stderr") or 0.0))
+                n = int(row.get("n_docs") or 0)
+                ci = wilson_interval(row[metric], n) if n else [row[metric], row[metric]]
+                out.setdefault(variant, []).append((int(shots.removesuffix("shot")), row[metric], ci))
     return {v: sorted(points) for v, points in out.items()}
 
 
@@ -62,8 +67,8 @@ def run_page(page: Page, run: RunRecord) -> None:
         shots, xs = shot_slots(by_variant)
         for variant in ordered(by_variant):
             points = by_variant[variant]
-            ax.errorbar(xs[variant], [p[1] for p in points],
-                        yerr=[1.96 * p[2] for p in points], marker="o", linestyle="none", capsize=3, **page.variants.style(variant))
+            ax.errorbar(xs[variant], [p[1] for p in points], yerr=[[p[1] - p[2][0] for p in points], [p[2][1] - p[1] for p in points]],
+                        marker="o", linestyle="none", capsize=3, **page.variants.style(variant))
         ax.set_title({"em_strict": 'strict match ("The answer is N")', "em_flexible": "flexible extract (last number)"}[metric])
         ax.set_xlabel("few-shot exemplars")
         ax.set_xticks(range(len(shots)), [str(k) for k in shots])
@@ -75,8 +80,8 @@ def run_page(page: Page, run: RunRecord) -> None:
     n = sorted({int(r["n_docs"]) for s, by_v in scores(run.summary).items() if s.startswith("test")
                 for r in by_v.values() if "n_docs" in r})
     page.save(fig, "gsm8k", "GSM8K exact match by number of shots, per LASER variant",
-              f"Mean over {', '.join(map(str, n)) or 'the'} test problems per point; error bars: 95% intervals (1.96 x the "
-              "harness's standard errors). Variants side by side at each shot count. The paper: late-FF LASER helps at "
+              f"Mean over {', '.join(map(str, n)) or 'the'} test problems per point; error bars: 95% Wilson intervals over "
+              "the problems (the table has the harness's standard errors). Variants side by side at each shot count. The paper: late-FF LASER helps at "
               "1-2 shots and hurts at 8.")
     examples(page, run)
 

@@ -31,7 +31,8 @@ def test_ioi_through_the_cli(tiny_hf, tmp_path, arch, capsys):
     assert info["model_name"] == tiny_hf[arch] and info["revision"] is None  # a local directory has no revisions
     assert sum(info["laser_ranks"]["all_mlp_in"].values()) == 0 and len(info["laser_ranks"]["late_mlp_out"]) == 1
     out = capsys.readouterr().out
-    assert "Next-token probabilities after each prompt" in out and "late_mlp_out:BABA" in out
+    table = out.split("Next-token probabilities after each prompt:\n")[1].split("\n\n")[0].splitlines()
+    assert [row.split()[0] for row in table] == ["variant", "full", "late_mlp_out", "all_mlp_in"]  # prompt types: on the page
 
 
 def test_facts_through_the_cli(tiny_hf, tmp_path):

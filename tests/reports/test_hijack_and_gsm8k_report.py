@@ -32,20 +32,26 @@ def test_accuracy_by_test_length_per_encoding_averages_seeds(tmp_path):
 
 
 def test_gsm8k_exact_match_by_shots(tmp_path):
-    scores = {"test:1shot": {"full": {"em_flexible": 0.5, "em_flexible_stderr": 0.02, "em_strict": 0.4, "em_strict_stderr": 0.02},
-                             "cut": {"em_flexible": 0.55, "em_flexible_stderr": 0.02, "em_strict": 0.45, "em_strict_stderr": 0.02}},
-              "test:8shot": {"full": {"em_flexible": 0.6, "em_flexible_stderr": 0.02, "em_strict": 0.58, "em_strict_stderr": 0.02}},
-              "selection:1shot": {"full": {"em_flexible": 0.9, "em_flexible_stderr": 0.0}}}
+    n = {"n_docs": 100.0}
+    scores = {"test:1shot": {"full": {"em_flexible": 0.5, "em_flexible_stderr": 0.02, "em_strict": 0.4, "em_strict_stderr": 0.02, **n},
+                             "cut": {"em_flexible": 0.55, "em_flexible_stderr": 0.02, "em_strict": 0.45, "em_strict_stderr": 0.02, **n}},
+              "test:8shot": {"full": {"em_flexible": 0.6, "em_flexible_stderr": 0.02, "em_strict": 0.58, "em_strict_stderr": 0.02, **n}},
+              "selection:1shot": {"full": {"em_flexible": 0.0, "em_flexible_stderr": 0.0, "n_docs": 8.0}}}
     summary = {"kinds": ["gsm8k"], "results": {"gsm8k": {"scores": scores}}}
-    assert gsm8k.by_shots(summary) == {"full": [(1, 0.5, 0.02), (8, 0.6, 0.02)], "cut": [(1, 0.55, 0.02)]}
-    assert gsm8k.by_shots(summary, split="selection") == {"full": [(1, 0.9, 0.0)]}
+    points = gsm8k.by_shots(summary)
+    assert {v: [p[:2] for p in pts] for v, pts in points.items()} == {"full": [(1, 0.5), (8, 0.6)], "cut": [(1, 0.55)]}
+    # Wilson's 95% interval over the 100 problems: 0.5 of 100 -> [0.404, 0.596] (a table value)
+    assert points["full"][0][2] == pytest.approx([0.4038, 0.5962], abs=1e-4)
+    # 0 of 8 right: an interval inside [0, 1], not 0 +- 1.96 x 0
+    (selection,) = gsm8k.by_shots(summary, split="selection")["full"]
+    assert selection[2][0] == 0.0 and selection[2][1] == pytest.approx(0.3244, abs=1e-4)
     from reports.run import RunRecord
 
     page = Page("t", tmp_path)
     gsm8k.run_page(page, RunRecord(tmp_path, summary, {}, {}))
     (fig,) = page.figures
     assert fig.name == "gsm8k" and plt.imread(fig.png).std() > 0.01
-    assert "95% intervals (1.96 x the harness's standard errors)" in fig.caption
+    assert "95% Wilson intervals over the problems" in fig.caption and "Mean over 100 test problems" in fig.caption
     # the shot counts are slots: one count alone sits at its tick (not at the panel's edges), variants beside it
     shots, xs = gsm8k.shot_slots({"full": [(1, 0.5, 0.0)], "cut": [(1, 0.4, 0.0)]})
     assert shots == [1] and xs["full"][0] < 0 < xs["cut"][0] and max(abs(x) for v in xs.values() for x in v) <= 0.1
