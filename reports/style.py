@@ -79,9 +79,11 @@ def slots(lines: dict[str, list]) -> tuple[list, dict[str, list[float]]]:
 
 
 def ordered(variants) -> list[str]:
-    """The full model first, then the others in their recorded order."""
+    """The full model first, then the others by name (VariantEncoding's order, so legends list the colours in the
+    same order everywhere), the theory's constructed model last."""
     variants = list(variants)
-    return ([FULL] if FULL in variants else []) + [v for v in variants if v != FULL]
+    rest = sorted(v for v in variants if v not in (FULL, CONSTRUCTED))
+    return ([FULL] if FULL in variants else []) + rest + ([CONSTRUCTED] if CONSTRUCTED in variants else [])
 
 
 def panel_grid(n: int, max_cols: int, panel_height_in: float, **subplots):

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from reports import attribution, memory, series
+from reports import attention, attribution, memory, series
 from reports.kinds import ReportKind, SweepRecord, register
 from reports.page import Page
 from reports.run import RunRecord
@@ -28,6 +28,19 @@ ENCODING = "model.init_args.model.positional"  # the sweep's comparison
 def test_sets(summary: dict) -> list[dict]:
     """The run's test sets as the module declared them: {name (None: the main set), length, placement}."""
     return (summary.get("results") or {}).get("test_sets") or []
+
+
+def length_intervals(summary: dict, metric: str = "acc") -> dict[tuple[str, str, int], list[float]]:
+    """{(variant, placement, length): 95% interval} of ``metric`` from the module's recorded intervals (the main test
+    set counts for ``anywhere``, as in ``by_length``)."""
+    recorded = series.intervals(summary).get("variants") or {}
+    out = {}
+    for s in test_sets(summary):
+        key, placement = (metric, "anywhere") if s["placement"] == "main" else (f"{metric}@{s['name']}", s["placement"])
+        for variant, cis in recorded.items():
+            if cis.get(key):
+                out[(variant, placement, s["length"])] = cis[key]
+    return out
 
 
 def by_length(summary: dict, metric: str = "acc") -> dict[str, dict[str, list[tuple[int, float]]]]:
@@ -276,13 +289,20 @@ def run_page(page: Page, run: RunRecord) -> None:
     t_train = (run.summary.get("results") or {}).get("t_train")
     if curves:
         lengths = sorted({x for lines in curves.values() for pts in lines.values() for x, _ in pts})
-        rows = [{"variant": v, "placement": p, **{f"T {x}": y for x, y in pts}} for p, lines in sorted(curves.items())
-                for v in ordered(lines) for pts in [lines[v]]]
-        page.table("Accuracy by test length and placement", rows, ["variant", "placement", *[f"T {x}" for x in lengths]],
-                   note=f"At repeated triggers; T_train = {t_train}. 'beyond': every in-context pair lies past T_train.")
+        cis = length_intervals(run.summary)
+        rows = [{"variant": v, "placement": p, **{f"T {x}": y for x, y in pts},
+                 **{f"T {x} 95% CI": f"[{ci[0]:.3f}, {ci[1]:.3f}]" for x, _ in pts if (ci := cis.get((v, p, x)))}}
+                for p, lines in sorted(curves.items()) for v in ordered(lines) for pts in [lines[v]]]
+        n = (series.intervals(run.summary).get("n") or {})
+        page.table("Accuracy by test length and placement", rows,
+                   ["variant", "placement", *[c for x in lengths for c in (f"T {x}", f"T {x} 95% CI")]],
+                   note=f"At repeated triggers; T_train = {t_train}. 'beyond': every in-context pair lies past T_train. "
+                        + (f"95% intervals over each set's test sequences ({', '.join(f'{k}: {v}' for k, v in n.items())}), "
+                           "each sequence one unit." if n else ""))
         length_figure(page, curves, t_train, "Solid black: the full model; one line per LASER variant. Dotted: T_train. "
                       "With absolute positions, the positions past T_train were never trained.")
     hijack_rates(page, run)
+    attention.example_figure(page, run)
     logit_split(page, run)
     attribution.figure(page, run)
     competing(page, run)

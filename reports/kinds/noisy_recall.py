@@ -8,18 +8,16 @@ metric against each swept key, per variant, and every task's P(noise) curve.
 from __future__ import annotations
 
 import numpy as np
-from matplotlib.colors import PowerNorm
 
 from reports import series
 from reports.kinds import ReportKind, SweepRecord, register
 from reports.page import Page
-from reports import attribution, memory
+from reports import attention, attribution, memory
 from reports.run import History, RunRecord, unless_unread
 from run_record.files import METRICS_FILE, SPECTRA_FILE
 from reports.style import EVENT_COLOUR, METRIC_LABELS, PAGE_WIDTH_IN, ordered, panel_grid, plt, slots
 from run_record.kinds import NOISY_RECALL
-from run_record import files
-from run_record.contract import ATTENTION_PROBE, GRADIENT_NOISE, LASER_TRUNCATION, section, sections
+from run_record.contract import GRADIENT_NOISE, LASER_TRUNCATION, section, sections
 from run_record.names import FULL, RECALL_METRICS, RECALL_PLOTTED, eval_key, probe_key
 
 
@@ -136,55 +134,6 @@ def metrics_over_training(page: Page, run: RunRecord, marks: dict, events: list[
               "noise token once its FF has learned it; without layer 2's FF (rank 0) it answers from context. Grey "
               f"dashed: an FF's noise margin turns positive; grey dash-dot: the induction attention passes 0.5{' (' + when + ')' if when else ''}."
               + (" Grey dotted: mid-training LASER truncations." if events else ""))
-
-
-ROLE_MARKS = {"trigger": ("q", "black"), "output": ("o", "#1f77b4"), "noise": ("N", "#d62728")}
-
-
-def attention_example(page: Page, run: RunRecord) -> None:
-    """One sequence's attention patterns at the end of training, every layer, the full model beside the most truncated
-    variant, with the triggers, in-context outputs and noise tokens marked (AttentionProbe's example)."""
-    example = (section(run.summary, ATTENTION_PROBE) or {}).get("example")
-    if not example:
-        return None
-    try:
-        patterns = files.read_npz(run.path / example["file"])
-    except (files.Damaged, OSError) as e:
-        return page.skip("An example sequence's attention", f"{example['file']} was not read ({getattr(e, 'reason', e)})")
-    models = [v for v in example["variants"] if f"patterns:{v}" in patterns]
-    n_layers = patterns[f"patterns:{models[0]}"].shape[0]
-    roles, start, q = example["roles"], example["start"], example["query"]
-    marked = [i for i, r in enumerate(roles) if r]
-    fig, axes = plt.subplots(len(models), n_layers, figsize=(PAGE_WIDTH_IN, 4.6 * len(models)), squeeze=False,
-                             layout="constrained")
-    for row, model in enumerate(models):
-        for layer in range(n_layers):
-            ax = axes[row, layer]
-            # a square-root scale: an induction head's few strong weights and a previous-token head's diagonal both show
-            image = ax.imshow(patterns[f"patterns:{model}"][layer], cmap="Greys", norm=PowerNorm(0.5, vmin=0, vmax=1),
-                              interpolation="nearest")
-            for setter, colour_of in ((ax.set_xticks, ax.get_xticklabels), (ax.set_yticks, ax.get_yticklabels)):
-                setter(marked, [ROLE_MARKS[roles[i]][0] for i in marked], fontsize=7)
-                for label, i in zip(colour_of(), marked):
-                    label.set_color(ROLE_MARKS[roles[i]][1])
-            ax.axhline(q - start, color=page.variants.colour(model), linewidth=0.8, alpha=0.7)
-            ax.set_title(f"layer {layer + 1}, {page.variants.label(model)}", fontsize=9, color=page.variants.colour(model))
-            ax.set_xlabel("key position (attended to)", fontsize=8)
-            if layer == 0:
-                ax.set_ylabel("query position", fontsize=8)
-    fig.colorbar(image, ax=axes, shrink=0.6, label="attention weight (square-root scale)")
-    same = (" The variant's patterns equal the full model's: its truncation acts after every attention (a last-layer "
-            "FF), so it changes what is written, not where the model looks.")
-    top = "; ".join(f"{page.variants.label(m)}: " + ", ".join(f"{'noise' if t == example['noise_id'] else t} {p:.2f}"
-                                                             for t, p in example["top"][m]) for m in models)
-    page.save(fig, "attention_example", "An example: one training sequence's attention, full model and variant",
-              f"One sequence of the training distribution (noise in context), positions {start}-{q}: each row a query, "
-              "each column a key, darker = more attention (the mean over heads); ticks mark triggers (q, black), the outputs after them (o, "
-              "blue) and noise tokens (N, red); the line marks the last trigger, where the model predicts. In-context "
-              f"answer there: token {example['answer']}; the data's next token: "
-              f"{'noise' if example['next_token'] == example['noise_id'] else example['next_token']}. Top 3 next tokens "
-              f"(token, probability): {top}." + (same if len(models) == 2 and np.allclose(
-                  patterns[f"patterns:{models[0]}"], patterns[f"patterns:{models[1]}"], atol=1e-6) else ""))
 
 
 def laser_sweep(page: Page, run: RunRecord) -> None:
@@ -344,7 +293,7 @@ def run_page(page: Page, run: RunRecord) -> None:
     marks, events = marked_steps(run.history), truncations(run.summary)
     metrics_over_training(page, run, marks, events)
     laser_sweep(page, run)
-    attention_example(page, run)
+    attention.example_figure(page, run)
     attribution.figure(page, run)
     probes(page, run, marks, events)
     memory.figure(page, run)
@@ -448,11 +397,16 @@ def sweep_events(page: Page, sweep: SweepRecord, key: str) -> None:
     numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
     pos = {v: (v if numeric else i) for i, v in enumerate(values)}
     fig, ax = plt.subplots(figsize=(7.5, 3.8))
-    for i, (event, points) in enumerate(sorted(events.items())):
-        color = plt.get_cmap("tab10")(i % 10)
-        ax.plot([pos[v] for v, _, _ in points], [s for _, s, _ in points], "o", color=color, alpha=0.5, markersize=5)
+    # events are drawn as on the run page (grey, dashed for the FF, dash-dot for the induction head), never in a
+    # variant's colour; the layer sets the shade
+    layers = sorted({e.split(":", 1)[-1] for e in events})
+    for event, points in sorted(events.items()):
+        color = ("#222222", EVENT_COLOUR, "#aaaaaa")[layers.index(event.split(":", 1)[-1]) % 3]
+        line, marker = ("--", "s") if event.startswith("ff") else ("-.", "^")
+        ax.plot([pos[v] for v, _, _ in points], [s for _, s, _ in points], marker, color=color, alpha=0.5, markersize=5,
+                linestyle="none")
         means = [(pos[v], float(np.mean([s for w, s, _ in points if w == v]))) for v in values if any(w == v for w, _, _ in points)]
-        ax.plot(*zip(*means), "-", color=color, linewidth=1.6, label=event.replace(":", " "))
+        ax.plot(*zip(*means), linestyle=line, marker=marker, color=color, linewidth=1.6, label=event.replace(":", " "))
     if numeric and len(values) > 1 and min(values) > 0 and max(values) / min(values) >= 8:
         ax.set_xscale("log", base=2)
     ax.set_xticks([pos[v] for v in values], [str(v) for v in values])

@@ -35,15 +35,15 @@ def test_a_pretrained_run_page_shows_its_prompts_and_no_toy_notes(tiny_hf, tmp_p
     assert "revision" not in text.split("Run ")[1].split(".")[0] and f"model {tiny_hf['gpt_neox']}" in text
     assert all(u.startswith(("file://", "data:")) for u in seen["requests"]) and all(w > 0 for w in seen["image_widths"])
     # examples beside the means: test prompts with both models' top tokens, as predictions.jsonl has them
-    rows = pretrained_prompts.example_prompts(load_run(run), "late_mlp_out")
+    rows = pretrained_prompts.example_prompts(load_run(run), "all_mlp_in")
     records = [json.loads(line) for line in (run / "predictions.jsonl").read_text().splitlines()]
     first = next(r for r in records if r["split"] == "test" and r["prompt"].endswith(rows[0]["prompt"].lstrip("…")))
     top = first["variants"]["full"]["top"]
     assert len(rows) == 6 and len(top) == 3 and top[0][0] == first["variants"]["full"]["argmax"]
     assert top[0][1] >= top[1][1] >= top[2][1] and rows[0]["full model: top 3"].startswith(f"{top[0][0]!r} {top[0][1]:.3g}")
-    changes = [abs(r["variants"]["late_mlp_out"]["log_ratio"] - r["variants"]["full"]["log_ratio"]) for r in records
-               if r["split"] == "test" and r["variants"]["full"]["argmax"] == r["variants"]["late_mlp_out"]["argmax"]]
-    assert "Examples: the full model against late_mlp_out" in text and len(changes) >= 6  # ranked by the change
+    changes = [abs(r["variants"]["all_mlp_in"]["log_ratio"] - r["variants"]["full"]["log_ratio"]) for r in records
+               if r["split"] == "test" and r["variants"]["full"]["argmax"] == r["variants"]["all_mlp_in"]["argmax"]]
+    assert "Examples: the full model against all_mlp_in" in text and len(changes) >= 6  # ranked by the change
     # the means' intervals over the test prompts, the same bootstrap by hand
     import numpy as np
 
