@@ -126,10 +126,10 @@ class AttentionProbe(RecordedCallback, EveryNSteps, L.Callback):
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.is_global_zero and trainer.log_dir:
-            self.record_example(pl_module, os.path.join(os.path.abspath(trainer.log_dir), ATTENTION_EXAMPLE_FILE))
+            self.write_example(pl_module, os.path.join(os.path.abspath(trainer.log_dir), ATTENTION_EXAMPLE_FILE))
 
     @torch.no_grad()
-    def record_example(self, pl_module: L.LightningModule, path: str) -> None:
+    def write_example(self, pl_module: L.LightningModule, path: str) -> None:
         """The end-of-training example (class docstring), written to ``path``."""
         net, noise_id = network(pl_module), pl_module.hparams.noise_id
         batch = {k: v.to(pl_module.device) for k, v in self.batch.items()}
