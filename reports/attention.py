@@ -51,10 +51,13 @@ def example_figure(page: Page, run: RunRecord) -> None:
             "FF), so it changes what is written, not where the model looks.")
     top = "; ".join(f"{page.variants.label(m)}: " + ", ".join(f"{'noise' if t == example['noise_id'] else t} {p:.2f}"
                                                              for t, p in example["top"][m]) for m in models)
+    present = [r for r in ROLE_MARKS if r in roles]  # a run without noise in context names no noise token
+    marks = ", ".join({"trigger": "triggers (q, black)", "output": "the outputs after them (o, blue)",
+                       "noise": "noise tokens (N, red)"}[r] for r in present) or "nothing (no trigger in it)"
     page.save(fig, "attention_example", "An example: one training sequence's attention, full model and variant",
               f"One sequence of the training distribution, positions {start}-{q}: each row a query, "
-              "each column a key, darker = more attention (the mean over heads); ticks mark triggers (q, black), the outputs after them (o, "
-              "blue) and noise tokens (N, red); the line marks the last trigger, where the model predicts. In-context "
+              f"each column a key, darker = more attention (the mean over heads); ticks mark {marks}; the line marks "
+              "the last trigger, where the model predicts. In-context "
               f"answer there: token {example['answer']}; the data's next token: "
               f"{'noise' if example['next_token'] == example['noise_id'] else example['next_token']}. Top 3 next tokens "
               f"(token, probability): {top}." + (same if len(models) == 2 and np.allclose(

@@ -7,7 +7,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from run_record.names import CONSTRUCTED, FULL, METRICS  # noqa: E402
+from run_record.names import CONSTRUCTED, FULL, METRICS, split_prompt_group  # noqa: E402
 
 plt.rcParams.update({"font.size": 10, "axes.titlesize": 10, "axes.labelsize": 10, "legend.fontsize": 9,
                      "xtick.labelsize": 9, "ytick.labelsize": 9, "figure.dpi": 110})
@@ -40,13 +40,13 @@ class VariantEncoding:
     def of(cls, summaries) -> "VariantEncoding":
         """Built from every variant name the summaries hold: scored variants (a prompt type's rows counted once),
         declared ones, the LASER grid's target matrices and a probe's FF variants."""
+        from run_record.contract import HIJACK_PROBE, section
+
         names: set[str] = set()
         for s in summaries:
-            names |= {v.partition(":")[0] for v in (s.get("variants") or {})} | set(s.get("variant_specs") or {})
+            names |= {split_prompt_group(v)[0] for v in (s.get("variants") or {})} | set(s.get("variant_specs") or {})
             names |= {e["target"] for e in ((s.get("results") or {}).get("laser_grid") or []) if e.get("target")}
-            for section in (s.get("callbacks") or {}).values():
-                if isinstance(section, dict):
-                    names |= set(section.get("ff_variants") or {})
+            names |= set(section(s, HIJACK_PROBE).get("ff_variants") or {})
         return cls(names)
 
     def colour(self, variant: str) -> str:

@@ -61,7 +61,7 @@ def hijack_pe_sweep(tmp_path_factory) -> dict:
     root = tmp_path_factory.mktemp("hijack_pe")
     spec = {"base": "configs/hijack.yaml", "grid": {
         "model.init_args.model.positional": ["absolute", "relative"], "seed_everything": [0, 1],
-        "trainer.enable_progress_bar": [False], "report": [False]}}
+        "trainer.enable_progress_bar": [False]}, "overrides": {"report": True}}  # pages at run end, two at a time
     path = root / "hijack_pe_test.yaml"
     path.write_text(yaml.safe_dump(spec))
     sweep_root = root / "sweep"

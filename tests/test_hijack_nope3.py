@@ -62,7 +62,8 @@ def test_the_constructed_model_answers_the_runs_prompts_and_test_sets_beside_the
     assert all(0 <= m["acc"] <= 1 for m in hijack["constructed_test_sets"].values())
     # the page draws it under its own label (the page itself is rendered by tests/reports on the hijack fixture)
     from reports.kinds import knowledge_hijack
+    from reports.style import VariantEncoding
 
     summary = {"callbacks": {"hijack_probe": hijack}}
     assert "constructed" in knowledge_hijack.win_rates(summary)["late T64"]
-    assert knowledge_hijack.ff_label(summary, "constructed") == "constructed from the theory (untrained)"
+    assert VariantEncoding.of([summary]).style("constructed")["label"] == "constructed from the theory (untrained)"

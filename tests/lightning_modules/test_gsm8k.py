@@ -413,17 +413,22 @@ def test_a_gsm8k_sweep_runs_and_collects_the_selected_variant(tiny_hf, gsm8k_dir
     assert panel["groupby"] == "config.model.init_args.laser" and "test/full/em_flexible@1shot" in panel["y"]
 
 
-def test_scores_and_generations_reach_wandb_as_tables(tiny_hf, gsm8k_dir, tmp_path, monkeypatch):
+def test_a_run_reaches_wandb_as_tables_and_its_wandb_report_plots_only_logged_keys(tiny_hf, gsm8k_dir, tmp_path, monkeypatch):
+    """One offline run (two shot counts), read back from its W&B files: the scores and generations tables, and the
+    report spec built from the run, whose every key the run logged."""
     import glob
 
+    from reports import wandb_report
+    from reports.__main__ import main as reports_main
     from tests.wandb_records import read_run
 
     monkeypatch.setenv("WANDB_MODE", "offline")
     run_dir = run(tiny_hf["llama"], gsm8k_dir, tmp_path, "--model.init_args.laser",
-                  '{"x": [{"matrix": "mlp_out", "rho": 0.0}]}', "--data.init_args.num_fewshot", "[1]")
+                  '{"x": [{"matrix": "mlp_out", "rho": 0.0}]}', "--data.init_args.num_fewshot", "[0, 1]")
     logged = read_run(str(run_dir))
     tables = {k: v for h in logged["history"] for k, v in h.items() if k.startswith("gsm8k/")}
-    assert tables["gsm8k/scores/nrows"] == 2 and tables["gsm8k/generations/nrows"] == 2 * 3  # variants; x documents
+    # variants x shot counts; variants x documents x shot counts
+    assert tables["gsm8k/scores/nrows"] == 2 * 2 and tables["gsm8k/generations/nrows"] == 2 * 3 * 2
     files = run_dir / "wandb" / "offline-run-*" / "files"
     (path,) = glob.glob(str(files / tables["gsm8k/generations/path"]))
     table = json.loads(Path(path).read_text())
@@ -432,31 +437,22 @@ def test_scores_and_generations_reach_wandb_as_tables(tiny_hf, gsm8k_dir, tmp_pa
     assert [(r["variant"], r["question"], r["generation"]) for r in rows] == [(g["variant"], g["question"], g["generation"]) for g in gens]
     (path,) = glob.glob(str(files / tables["gsm8k/scores/path"]))
     table = json.loads(Path(path).read_text())
-    scores = {r[1]: dict(zip(table["columns"], r)) for r in table["data"]}
+    scores = {(r[0], r[1]): dict(zip(table["columns"], r)) for r in table["data"]}
     summary = json.loads((run_dir / "summary.json").read_text())
-    assert scores["x"]["em_flexible"] == summary["variants"]["x"]["em_flexible@1shot"]
+    assert scores[("test:1shot", "x")]["em_flexible"] == summary["variants"]["x"]["em_flexible@1shot"]
+
+    reports_main([str(run_dir), "--entity", "my-team"])
+    spec, _ = wandb_report.load(run_dir / "report" / wandb_report.SPEC_FILE)
+    titles = {p["title"]: p["y"] for p in spec["panels"]}
+    assert set(titles["em_flexible per variant and shot count"]) == {f"test/{v}/em_flexible@{k}shot" for v in ("full", "x") for k in (0, 1)}
+    keys = {k for row in logged["history"] for k in row}
+    assert {k for p in spec["panels"] for k in p["y"]} <= keys
 
 
 def test_more_than_one_process_is_refused(tiny_hf, gsm8k_dir, tmp_path, capsys):
     with pytest.raises(SystemExit):
         run(tiny_hf["llama"], gsm8k_dir, tmp_path / "runs", "--model.init_args.laser", "{}", "--trainer.devices", "2")
     assert "GSM8K runs in one process (got 2)" in capsys.readouterr().err
-
-
-def test_the_wandb_report_of_a_gsm8k_run_plots_only_logged_keys(tiny_hf, gsm8k_dir, tmp_path, monkeypatch):
-    from reports import wandb_report
-    from reports.__main__ import main as reports_main
-    from tests.wandb_records import read_run
-
-    monkeypatch.setenv("WANDB_MODE", "offline")
-    run_dir = run(tiny_hf["llama"], gsm8k_dir, tmp_path, "--model.init_args.laser", '{"x": [{"matrix": "mlp_out", "rho": 0.0}]}',
-                  "--data.init_args.num_fewshot", "[0, 1]")
-    reports_main([str(run_dir), "--entity", "my-team"])
-    spec, _ = wandb_report.load(run_dir / "report" / wandb_report.SPEC_FILE)
-    titles = {p["title"]: p["y"] for p in spec["panels"]}
-    assert set(titles["em_flexible per variant and shot count"]) == {f"test/{v}/em_flexible@{k}shot" for v in ("full", "x") for k in (0, 1)}
-    logged = {k for row in read_run(str(run_dir))["history"] for k in row}
-    assert {k for p in spec["panels"] for k in p["y"]} <= logged
 
 
 def test_instruct_models_get_the_chat_template_with_multiturn_exemplars(tiny_hf, gsm8k_dir, tmp_path, monkeypatch):
