@@ -20,7 +20,7 @@ from lightning_modules.prompt_metrics import AnswerVsGenericMetrics, prompt_scor
 from run_record import files
 from run_record.files import PREDICTIONS_FILE, SINGULAR_EFFECTS_FILE
 from run_record.kinds import PRETRAINED_PROMPTS
-from run_record.names import eval_key, evaluation_set, prompt_group
+from run_record.names import eval_key, evaluation_set, prompt_group, split_metric, split_prompt_group
 
 VARIANT_KEYS = ("model.init_args.laser", "model.init_args.search")  # grid keys that only choose the variants
 
@@ -138,11 +138,11 @@ class CausalLMModule(PretrainedRecord, L.LightningModule):
         self._layer_sums: dict[str, dict[str, dict[str, list[float]]]] = {}
         self._layer_residual = 0.0  # the largest |sum of the parts - the model's gap| seen
         self.prediction: dict[str, Any] = {}
+        self._console_lines: list[str] = []  # printed after the results table, the choice last (console_results)
+        self._choice_line = ""
 
     def on_test_epoch_start(self) -> None:
         self._started = time.perf_counter()
-        self._console_lines: list[str] = []  # printed after the results table, the choice last (console_results)
-        self._choice_line = ""
         # one factorisation per matrix for the whole test (the weights do not change)
         self._factors = factorise(self.net, self.variants.values(), randomized=self.svd == "randomized")
         self._svd_seconds = time.perf_counter() - self._started
@@ -239,9 +239,9 @@ class CausalLMModule(PretrainedRecord, L.LightningModule):
         """The console's table: over all prompts of the test split, the full model, the chosen variant and the named
         ones (a search's grid points are on the page), and the choice after it."""
         grid = {c["variant"] for c in self.grid} - {self.selection.get("selected")}
-        shown = {v: {k: x for k, x in row.items() if "@" not in k} for v, row in variants.items()
-                 if ":" not in v and v not in grid}
-        return shown, "\n".join(getattr(self, "_console_lines", []) + [x for x in [getattr(self, "_choice_line", "")] if x])
+        shown = {v: {k: x for k, x in row.items() if split_metric(k)[1] is None} for v, row in variants.items()
+                 if split_prompt_group(v)[1] is None and v not in grid}
+        return shown, "\n".join(self._console_lines + ([self._choice_line] if self._choice_line else []))
 
     def _progress(self, batch_idx: int, dataloader_idx: int) -> None:
         """With the progress bar off (a long CPU run under a scheduler's log), one line per batch scored by every
