@@ -57,6 +57,21 @@ def format_duration(seconds: float) -> str:
     return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s" if m else f"{s}s"
 
 
+CPU_DEFAULT = "configs/noisy.yaml"
+
+
+def long_run_advice(configs: list[str]) -> str:
+    """What to say of a run estimated long on a CPU, from the config files it runs: a paper config is meant for a GPU
+    and the CPU default is named; for any other (the CPU default itself), fewer steps or a GPU."""
+    names = [c.replace("\\", "/") for c in configs]
+    paper = [c for c in names if "configs/paper/" in c]
+    if paper:
+        return (f"This is a long run for a CPU: {paper[0]} is meant for a GPU (README, 'Configs'); {CPU_DEFAULT} is the "
+                "CPU default.")
+    return ("This is a long run for a CPU: fewer steps (--trainer.max_steps) or a GPU (--trainer.accelerator gpu) "
+            "shorten it.")
+
+
 class TrainingTimeEstimate(RecordedCallback, L.Callback):
     """After the first optimizer steps, prints the measured time per step and the estimated time for ``max_steps``,
     and after the first validation the same with the validations included (their measured time times their number),
@@ -69,6 +84,7 @@ class TrainingTimeEstimate(RecordedCallback, L.Callback):
 
     def __init__(self, after_steps: int = 10, after_seconds: float = 60.0, long_run_seconds: float = 1800.0):
         self.after_steps, self.after_seconds, self.long_run_seconds = after_steps, after_seconds, long_run_seconds
+        self.configs: list[str] = []  # the run's --config files, set by the CLI: the advice for a long CPU run names them
         self.step_seconds: float | None = None
         self.estimate_seconds: float | None = None
         self.validation_seconds: float | None = None
@@ -132,8 +148,7 @@ class TrainingTimeEstimate(RecordedCallback, L.Callback):
                        f"included); {steps} steps take about {format_duration(train)} of training. Validation is not "
                        f"measured yet ({n_val} ahead): the estimate with it follows the first one.")
         if self.estimate_seconds > self.long_run_seconds and trainer.accelerator.__class__.__name__ == "CPUAccelerator":
-            message += (" This is a long run for a CPU: configs/paper/ are meant for a GPU (README, 'Configs'); "
-                        "configs/noisy.yaml is the CPU default.")
+            message += " " + long_run_advice(self.configs)
         if not quiet:
             rank_zero_info(message)
         if trainer.is_global_zero:

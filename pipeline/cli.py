@@ -259,8 +259,21 @@ class ExperimentCLI(CLIHooks):
             nested = "Does not validate against" in message or 'Parser key "' in message  # wrapped by jsonargparse
             fail(f"invalid configuration: {summarize(message) if nested else message}")
 
+    def config_files(self) -> list[str]:
+        """The --config files of the command line, in order."""
+        out = []
+        for i, arg in enumerate(self.argv):
+            if arg == "--config" and i + 1 < len(self.argv):
+                out.append(self.argv[i + 1])
+            elif arg.startswith("--config="):
+                out.append(arg.split("=", 1)[1])
+        return out
+
     def _check_before_compute(self) -> None:
         model, data, trainer = self.model, self.datamodule, self.trainer
+        for callback in trainer.callbacks:
+            if isinstance(callback, TrainingTimeEstimate):  # its advice for a long CPU run names the run's own config
+                callback.configs = self.config_files()
         if data is not None and isinstance(model, RecordedModule):
             model.check_data(data)
         if isinstance(data, RecordedData):

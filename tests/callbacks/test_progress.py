@@ -30,7 +30,7 @@ def test_the_estimate_is_printed_after_the_first_steps_and_warns_of_long_cpu_run
         tiny_trainer(tmp_path, [estimate], max_steps=8).fit(model, dm)
     (line,) = [r.getMessage() for r in caplog.records if "Training speed" in r.getMessage()]
     assert "s/step over 3 steps (callbacks included); 8 steps take about" in line and "Validation is not measured yet" in line
-    assert "configs/paper/ are meant for a GPU" in line  # a CPU run longer than long_run_seconds
+    assert "This is a long run for a CPU: fewer steps (--trainer.max_steps)" in line  # longer than long_run_seconds
     assert estimate.estimate_seconds == estimate.step_seconds * 8  # this trainer never validates
 
 
@@ -43,3 +43,20 @@ def test_after_the_first_validation_the_estimate_includes_the_validations(tmp_pa
     (line,) = [r.getMessage() for r in caplog.records if r.getMessage().startswith("Estimated time:")]
     assert "for 12 steps, training" in line and "and 3 validations" in line
     assert estimate.estimate_seconds == estimate.step_seconds * 12 + estimate.validation_seconds * 3
+
+
+def test_the_long_run_advice_names_the_paper_config_and_never_sends_the_cpu_default_to_itself():
+    from callbacks.progress import long_run_advice
+
+    paper = long_run_advice(["configs/paper/noisy.yaml"])
+    assert "configs/paper/noisy.yaml is meant for a GPU" in paper and "configs/noisy.yaml is the CPU default" in paper
+    default = long_run_advice(["configs/noisy.yaml", "configs/laser_midtrain.yaml"])
+    assert "configs/noisy.yaml" not in default and "--trainer.max_steps" in default
+
+
+def test_the_cli_tells_the_estimate_its_config_files():
+    from pipeline.cli import ExperimentCLI
+
+    cli = ExperimentCLI.__new__(ExperimentCLI)  # only the argument reading, no parse
+    cli.argv = ["fit", "--config", "configs/noisy.yaml", "--config=configs/laser_midtrain.yaml", "--trainer.max_steps", "5"]
+    assert cli.config_files() == ["configs/noisy.yaml", "configs/laser_midtrain.yaml"]
