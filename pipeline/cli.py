@@ -28,6 +28,7 @@ from callbacks.final_validation import FinalValidation
 from callbacks.progress import StepProgressBar, TrainingTimeEstimate
 from run_record.summary import RunSummary
 from pipeline import console, hub_mode, preflight
+from run_record.lightning_private import drop_unset_wandb_anonymous
 from run_record import checkpoints, lock, run_dir, wandb_mode
 from pipeline.config_errors import check_config_files, fail, report_parser_exit, summarize
 from run_record.history import HistoryResume, RunHistory
@@ -104,7 +105,7 @@ class ExperimentCLI(CLIHooks):
             # SaveAndLogConfig writes it itself, whole
             save_config_kwargs={"overwrite": True, "save_to_log_dir": False},
             trainer_defaults={"callbacks": [FinalValidation(), TrainingTimeEstimate(), RunSummary(), SlurmRequeue(),
-                                            HistoryResume()]},
+                                            HistoryResume(), console.model_summary()]},
             auto_configure_optimizers=False,
             # argparse completes an unambiguous prefix (--trainer.max_step would set max_steps): a key must be exact
             parser_kwargs={"allow_abbrev": False, **{c: {"allow_abbrev": False} for c in ("fit", "validate", "test", "predict")}},
@@ -274,6 +275,11 @@ class ExperimentCLI(CLIHooks):
         for callback in trainer.callbacks:
             if isinstance(callback, TrainingTimeEstimate):  # its advice for a long CPU run names the run's own config
                 callback.configs = self.config_files()
+        if self.config_value(self.config, "trainer").get("enable_model_summary") is False:
+            # the summary is a default callback here, which Lightning's flag alone would not remove
+            trainer.callbacks[:] = [c for c in trainer.callbacks if type(c).__name__ != "ModelSummaryWithoutZeroFlops"]
+        for logger in trainer.loggers:
+            drop_unset_wandb_anonymous(logger)
         if data is not None and isinstance(model, RecordedModule):
             model.check_data(data)
         if isinstance(data, RecordedData):

@@ -10,12 +10,43 @@ from pathlib import Path
 
 # Lightning's lines that say nothing about this run: its install tip, and which accelerators exist (summary.json's
 # machine section records the devices used)
-NOISE = ("Tip: For seamless", "GPU available:", "TPU available:", "HPU available:")
+NOISE = ("Tip: For seamless", "GPU available:", "TPU available:", "HPU available:",
+         "Trainer already configured with model summary callbacks")  # ours replaces the default (model_summary)
 
 
 class _NoTips(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         return not any(n in record.getMessage() for n in NOISE)
+
+
+class _NoZeroFlops(logging.Filter):
+    """The model summary's total-FLOPs line when it is 0: Lightning counts FLOPs only for a module with an
+    example_input_array, so the 0 is not a measurement (ModelSummaryWithoutZeroFlops drops its column)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        lines = message.split("\n")
+        kept = [line for line in lines if line.split() not in (["0", "Total", "Flops"], ["Total", "FLOPs:", "0"])]
+        if len(kept) < len(lines):
+            record.msg, record.args = "\n".join(kept), ()
+        return True
+
+
+def model_summary():
+    """Lightning's model summary (its plain-text table, through its logger), without the FLOPs column when Lightning
+    counted none: every other column as Lightning prints it."""
+    from lightning.pytorch.callbacks import ModelSummary
+
+    class ModelSummaryWithoutZeroFlops(ModelSummary):
+        @staticmethod
+        def summarize(summary_data, total_parameters, trainable_parameters, model_size, total_training_modes,
+                      total_flops, **kwargs) -> None:
+            if not total_flops:
+                summary_data = [column for column in summary_data if column[0] != "FLOPs"]
+            ModelSummary.summarize(summary_data, total_parameters, trainable_parameters, model_size, total_training_modes,
+                                   total_flops, **kwargs)
+
+    return ModelSummaryWithoutZeroFlops()
 
 
 def quiet() -> None:
@@ -25,6 +56,7 @@ def quiet() -> None:
 
     for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
         logging.getLogger(name).addFilter(_NoTips())
+    logging.getLogger("lightning.pytorch.callbacks.model_summary").addFilter(_NoZeroFlops())
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)` is deprecated")
     os.environ.setdefault("WANDB_QUIET", "true")
     # W&B's own start-up lines (offline directory, "wandb online", "wandb leet"): the run's W&B mode is printed

@@ -18,6 +18,7 @@ PRIVATE_NAMES = (
     "_TrainingEpochLoop._should_accumulate",  # 4. a micro-batch of gradient accumulation: no optimizer step yet
     "_TrainingEpochLoop._num_ready_batches_reached",  # 5. the epoch's last batch
     "Trainer._checkpoint_connector.hpc_save_path",  # 6. where Lightning's SLURM resume looks for a checkpoint
+    "WandbLogger._wandb_init",  # 7. the arguments the logger passes to wandb.init (anonymous=None makes W&B warn)
 )
 
 
@@ -62,3 +63,11 @@ def last_batch_of_epoch(trainer: Any) -> bool:
 def hpc_checkpoint_path(trainer: Any) -> str:
     """``<root>/hpc_ckpt_<n>.ckpt``, the file Lightning's SLURM resume loads when the requeued task starts."""
     return trainer._checkpoint_connector.hpc_save_path(trainer.default_root_dir)
+
+
+def drop_unset_wandb_anonymous(logger: Any) -> None:
+    """WandbLogger passes ``anonymous=None`` to wandb.init when the config sets nothing, and W&B warns on every run that
+    the setting has no effect: leave it out unless it was set."""
+    init = getattr(logger, "_wandb_init", None)
+    if isinstance(init, dict) and "anonymous" in init and init["anonymous"] is None:
+        del init["anonymous"]

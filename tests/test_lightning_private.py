@@ -51,3 +51,16 @@ def test_loop_flags_and_hpc_path(tmp_path):
     # after batch 0 and 2 no optimizer step (accumulating); the last batch (3) ends the epoch
     assert model.seen == [(0, True, False), (1, False, False), (2, True, False), (3, False, True)]
     assert lp.hpc_checkpoint_path(trainer) == str(tmp_path / "hpc_ckpt_1.ckpt")
+
+
+def test_wandb_logger_init_arguments_hold_an_unset_anonymous(tmp_path, monkeypatch):
+    from lightning.pytorch.loggers import WandbLogger
+
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    logger = WandbLogger(save_dir=str(tmp_path), project="p")
+    assert "anonymous" in logger._wandb_init and logger._wandb_init["anonymous"] is None
+    lp.drop_unset_wandb_anonymous(logger)
+    assert "anonymous" not in logger._wandb_init and logger._wandb_init["project"] == "p"
+    asked = WandbLogger(save_dir=str(tmp_path), project="p", anonymous=True)
+    lp.drop_unset_wandb_anonymous(asked)
+    assert asked._wandb_init["anonymous"] == "allow"  # set by the user: kept

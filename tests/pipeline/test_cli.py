@@ -49,8 +49,10 @@ def test_fit_through_main_py_writes_config_summary_and_an_offline_wandb_run(repo
     assert tail[table_at - 2].startswith("W&B (offline): wandb sync ") and tail[table_at + 1].split() == ["variant", "p_correct", "p_noise", "acc", "loss"]
     assert "Run history" not in out.stdout + out.stderr and "Tip: For seamless" not in out.stdout + out.stderr
     for noise in ("GPU available:", "TPU available:", "LeafSpec",  # Lightning's lines about nothing in this run
-                  "Run data is saved locally", "wandb online", "wandb leet"):  # W&B's: its sync line comes last
+                  "Run data is saved locally", "wandb online", "wandb leet",  # W&B's: its sync line comes last
+                  "anonymous setting", "Total Flops", "Total FLOPs", "FLOPs"):  # W&B's warning of Lightning's None; a 0 not measured
         assert noise not in out.stdout + out.stderr, noise
+    assert "Trainable params" in out.stdout + out.stderr and "Total params" in out.stdout + out.stderr  # the summary stays
 
     summary = json.loads((run / "summary.json").read_text())
     assert summary["status"] == "completed" and summary["global_step"] == 6 and summary["eval_step"] == 6
